@@ -1,0 +1,72 @@
+"""qzoo: a model zoo of quantizable PyTorch CNNs for eager-mode PTQ and QAT."""
+
+from .data import synthetic_images
+from .models import (
+    QuantizableBasicBlock,
+    QuantizableBottleneck,
+    QuantizableInvertedResidual,
+    QuantizableMobileNetV2,
+    QuantizableResNet,
+    mobilenet_v2,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+    resnext50_32x4d,
+    resnext101_32x8d,
+    resnext101_64x4d,
+    wide_resnet50_2,
+    wide_resnet101_2,
+)
+from .quantization import (
+    ACTIVATION_OBSERVERS,
+    BACKENDS,
+    calibrate,
+    convert,
+    fused_mode,
+    get_qconfig,
+    int8_skeleton,
+    model_backend,
+    prepare_ptq,
+    prepare_qat,
+    quantized_engine,
+)
+from .registry import get_model, list_models
+from .train import refresh_batchnorm
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATION_OBSERVERS",
+    "BACKENDS",
+    "QuantizableBasicBlock",
+    "QuantizableBottleneck",
+    "QuantizableInvertedResidual",
+    "QuantizableMobileNetV2",
+    "QuantizableResNet",
+    "calibrate",
+    "convert",
+    "fused_mode",
+    "get_model",
+    "get_qconfig",
+    "int8_skeleton",
+    "list_models",
+    "mobilenet_v2",
+    "model_backend",
+    "prepare_ptq",
+    "prepare_qat",
+    "quantized_engine",
+    "refresh_batchnorm",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "synthetic_images",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+]

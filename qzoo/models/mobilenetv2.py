@@ -1,0 +1,90 @@
+"""Quantizable MobileNetV2.
+
+Differences from torchvision's float MobileNetV2: the skip connection goes through
+``FloatFunctional.add`` (a quantized add has its own output scale), every ReLU6 becomes a
+plain non-in-place ReLU (ReLU fuses into the conv; a clamp at 6 would waste int8 range),
+and the model gains ``QuantStub``/``DeQuantStub`` and ``fuse_model``. Module names equal
+torchvision's, so float and int8 torchvision checkpoints load strictly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from torch import Tensor, nn
+from torchvision.models import mobilenetv2 as tv
+from torchvision.ops.misc import Conv2dNormActivation
+
+from ..quantization import DeQuantStub, FloatFunctional, QuantStub, fuse_modules, fusion_step
+from ._factory import Prepare, WeightsArg, build
+
+__all__ = ["QuantizableInvertedResidual", "QuantizableMobileNetV2", "mobilenet_v2"]
+
+
+def _fuse_conv_norm_activation(block: Conv2dNormActivation, is_qat: bool) -> None:
+    fuse_modules(block, [["0", "1", "2"]], is_qat)
+
+
+class QuantizableInvertedResidual(tv.InvertedResidual):
+    """InvertedResidual whose skip connection is a ``FloatFunctional.add``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skip_add = FloatFunctional()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.use_res_connect:
+            return self.skip_add.add(x, self.conv(x))
+        return self.conv(x)
+
+    @fusion_step
+    def fuse_model(self, is_qat: bool) -> None:
+        """Fuse the expand and depthwise conv-bn-relu triples and the projecting conv-bn pair."""
+        for child in self.conv:
+            if isinstance(child, Conv2dNormActivation):
+                _fuse_conv_norm_activation(child, is_qat)
+        project = len(self.conv) - 2
+        fuse_modules(self.conv, [[str(project), str(project + 1)]], is_qat)
+
+
+def _relu6_to_relu(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.ReLU6):
+            setattr(module, name, nn.ReLU())
+        else:
+            _relu6_to_relu(child)
+
+
+class QuantizableMobileNetV2(tv.MobileNetV2):
+    """MobileNetV2 (Sandler et al., 2018) with ReLU, quant/dequant stubs and ``fuse_model``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.setdefault("block", QuantizableInvertedResidual) is not QuantizableInvertedResidual:
+            raise ValueError("QuantizableMobileNetV2 builds its own QuantizableInvertedResidual blocks; drop block=")
+        super().__init__(*args, **kwargs)
+        _relu6_to_relu(self)
+        self.quant = QuantStub()
+        self.dequant = DeQuantStub()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dequant(self._forward_impl(self.quant(x)))
+
+    @fusion_step
+    def fuse_model(self, is_qat: bool) -> None:
+        """Fuse every conv-bn(-relu); ``is_qat=None`` follows ``self.training``."""
+        for module in self.features:
+            if isinstance(module, Conv2dNormActivation):
+                _fuse_conv_norm_activation(module, is_qat)
+            elif isinstance(module, QuantizableInvertedResidual):
+                module.fuse_model(is_qat)
+
+
+def mobilenet_v2(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+                 backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableMobileNetV2:
+    """MobileNetV2; ``weights`` from ``torchvision.models.MobileNet_V2_Weights``.
+
+    ``width_mult``, ``num_classes``, ``dropout`` and ``round_nearest`` pass through.
+    """
+    model = build(QuantizableMobileNetV2, tv.MobileNet_V2_Weights, weights=weights, prepare=prepare,
+                  quantize=quantize, backend=backend, progress=progress, **kwargs)
+    return cast(QuantizableMobileNetV2, model)

@@ -1,0 +1,198 @@
+"""Quantizable ResNet, ResNeXt and Wide ResNet.
+
+Each class changes as little as possible from torchvision's float parent: the residual add
+and the ReLU after it become one ``FloatFunctional.add_relu`` (quantized adds need their own
+output scale), every ReLU is its own non-in-place module (so fusion can absorb it), and the
+model gains ``QuantStub``/``DeQuantStub`` and ``fuse_model``. Module names equal torchvision's
+(float and ``torchvision.models.quantization``), so both kinds of checkpoint load strictly.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, cast
+
+from torch import Tensor, nn
+from torchvision.models import resnet as tv
+
+from ..quantization import DeQuantStub, FloatFunctional, QuantStub, fuse_modules, fusion_step
+from ._factory import Prepare, WeightsArg, build, fixed_kwargs
+
+__all__ = [
+    "QuantizableBasicBlock",
+    "QuantizableBottleneck",
+    "QuantizableResNet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+]
+
+
+def _fuse_downsample(block: tv.BasicBlock | tv.Bottleneck, is_qat: bool) -> None:
+    if block.downsample is not None:
+        fuse_modules(block.downsample, [["0", "1"]], is_qat)
+
+
+class QuantizableBasicBlock(tv.BasicBlock):
+    """BasicBlock whose second ReLU is fused into the residual add (``add_relu``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.relu = nn.ReLU()
+        self.add_relu = FloatFunctional()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.add_relu.add_relu(out, identity)
+
+    @fusion_step
+    def fuse_model(self, is_qat: bool) -> None:
+        """Fuse conv1-bn1-relu, conv2-bn2 and the downsample conv-bn."""
+        fuse_modules(self, [["conv1", "bn1", "relu"], ["conv2", "bn2"]], is_qat)
+        _fuse_downsample(self, is_qat)
+
+
+class QuantizableBottleneck(tv.Bottleneck):
+    """Bottleneck with one ReLU module per use and the last ReLU fused into the add."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        del self.relu  # the float parent reuses one ReLU three times; fusion needs one per conv
+        self.relu1 = nn.ReLU()
+        self.relu2 = nn.ReLU()
+        self.skip_add_relu = FloatFunctional()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.skip_add_relu.add_relu(out, identity)
+
+    @fusion_step
+    def fuse_model(self, is_qat: bool) -> None:
+        """Fuse conv1-bn1-relu1, conv2-bn2-relu2, conv3-bn3 and the downsample conv-bn."""
+        fuse_modules(self, [["conv1", "bn1", "relu1"], ["conv2", "bn2", "relu2"], ["conv3", "bn3"]], is_qat)
+        _fuse_downsample(self, is_qat)
+
+
+class QuantizableResNet(tv.ResNet):
+    """ResNet with quant/dequant stubs at the ends and ``fuse_model`` down the whole tree."""
+
+    def __init__(self, block: type[QuantizableBasicBlock | QuantizableBottleneck], layers: list[int], **kwargs: Any):
+        super().__init__(block, layers, **kwargs)
+        self.relu = nn.ReLU()
+        self.quant = QuantStub()
+        self.dequant = DeQuantStub()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dequant(self._forward_impl(self.quant(x)))
+
+    @fusion_step
+    def fuse_model(self, is_qat: bool) -> None:
+        """Fuse the stem conv1-bn1-relu and every block; ``is_qat=None`` follows ``self.training``."""
+        fuse_modules(self, [["conv1", "bn1", "relu"]], is_qat)
+        for module in self.modules():
+            if isinstance(module, (QuantizableBasicBlock, QuantizableBottleneck)):
+                module.fuse_model(is_qat)
+
+
+def _resnet(
+    block: type[QuantizableBasicBlock | QuantizableBottleneck],
+    layers: list[int],
+    weights_enum: type[tv.WeightsEnum],
+    weights: WeightsArg,
+    prepare: Prepare,
+    quantize: bool,
+    backend: str,
+    progress: bool,
+    kwargs: dict[str, Any],
+) -> QuantizableResNet:
+    constructor = partial(QuantizableResNet, block, layers)
+    model = build(constructor, weights_enum, weights=weights, prepare=prepare, quantize=quantize,
+                  backend=backend, progress=progress, **kwargs)
+    return cast(QuantizableResNet, model)
+
+
+def resnet18(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+             backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+    """ResNet-18 (He et al., 2015); ``weights`` from ``torchvision.models.ResNet18_Weights``."""
+    return _resnet(QuantizableBasicBlock, [2, 2, 2, 2], tv.ResNet18_Weights,
+                   weights, prepare, quantize, backend, progress, kwargs)
+
+
+def resnet34(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+             backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+    """ResNet-34; ``weights`` from ``torchvision.models.ResNet34_Weights``."""
+    return _resnet(QuantizableBasicBlock, [3, 4, 6, 3], tv.ResNet34_Weights,
+                   weights, prepare, quantize, backend, progress, kwargs)
+
+
+def resnet50(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+             backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+    """ResNet-50; ``weights`` from ``torchvision.models.ResNet50_Weights``."""
+    return _resnet(QuantizableBottleneck, [3, 4, 6, 3], tv.ResNet50_Weights,
+                   weights, prepare, quantize, backend, progress, kwargs)
+
+
+def resnet101(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+              backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+    """ResNet-101; ``weights`` from ``torchvision.models.ResNet101_Weights``."""
+    return _resnet(QuantizableBottleneck, [3, 4, 23, 3], tv.ResNet101_Weights,
+                   weights, prepare, quantize, backend, progress, kwargs)
+
+
+def resnet152(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+              backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+    """ResNet-152; ``weights`` from ``torchvision.models.ResNet152_Weights``."""
+    return _resnet(QuantizableBottleneck, [3, 8, 36, 3], tv.ResNet152_Weights,
+                   weights, prepare, quantize, backend, progress, kwargs)
+
+
+def resnext50_32x4d(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+                    backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+    """ResNeXt-50 32x4d (Xie et al., 2016); ``weights`` from ``ResNeXt50_32X4D_Weights``."""
+    fixed_kwargs(kwargs, groups=32, width_per_group=4)
+    return _resnet(QuantizableBottleneck, [3, 4, 6, 3], tv.ResNeXt50_32X4D_Weights,
+                   weights, prepare, quantize, backend, progress, kwargs)
+
+
+def resnext101_32x8d(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+                     backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+    """ResNeXt-101 32x8d; ``weights`` from ``ResNeXt101_32X8D_Weights``."""
+    fixed_kwargs(kwargs, groups=32, width_per_group=8)
+    return _resnet(QuantizableBottleneck, [3, 4, 23, 3], tv.ResNeXt101_32X8D_Weights,
+                   weights, prepare, quantize, backend, progress, kwargs)
+
+
+def resnext101_64x4d(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+                     backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+    """ResNeXt-101 64x4d; ``weights`` from ``ResNeXt101_64X4D_Weights``."""
+    fixed_kwargs(kwargs, groups=64, width_per_group=4)
+    return _resnet(QuantizableBottleneck, [3, 4, 23, 3], tv.ResNeXt101_64X4D_Weights,
+                   weights, prepare, quantize, backend, progress, kwargs)
+
+
+def wide_resnet50_2(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+                    backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+    """Wide ResNet-50-2 (Zagoruyko & Komodakis, 2016); ``weights`` from ``Wide_ResNet50_2_Weights``."""
+    fixed_kwargs(kwargs, width_per_group=128)
+    return _resnet(QuantizableBottleneck, [3, 4, 6, 3], tv.Wide_ResNet50_2_Weights,
+                   weights, prepare, quantize, backend, progress, kwargs)
+
+
+def wide_resnet101_2(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+                     backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+    """Wide ResNet-101-2; ``weights`` from ``Wide_ResNet101_2_Weights``."""
+    fixed_kwargs(kwargs, width_per_group=128)
+    return _resnet(QuantizableBottleneck, [3, 4, 23, 3], tv.Wide_ResNet101_2_Weights,
+                   weights, prepare, quantize, backend, progress, kwargs)

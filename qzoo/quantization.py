@@ -1,0 +1,379 @@
+"""The only module that touches ``torch.ao.quantization``.
+
+Backends, qconfig presets, the building blocks that quantizable models use (stubs,
+``FloatFunctional``, fusion), and the prepare -> calibrate -> convert workflow. Every step
+checks the state it is given and says what to do instead of producing a silently wrong model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal
+
+import torch
+import torch.ao.nn.intrinsic as nni
+import torch.ao.quantization as tq
+from torch import Tensor, nn
+from torch.ao.nn.quantized import FloatFunctional
+from torch.ao.quantization import DeQuantStub, QConfig, QuantStub
+from tqdm.auto import tqdm
+
+__all__ = [
+    "BACKENDS",
+    "ACTIVATION_OBSERVERS",
+    "DeQuantStub",
+    "FloatFunctional",
+    "QuantStub",
+    "get_qconfig",
+    "quantized_engine",
+    "fuse_modules",
+    "fusion_step",
+    "fused_mode",
+    "model_backend",
+    "prepare_ptq",
+    "prepare_qat",
+    "calibrate",
+    "convert",
+]
+
+BACKENDS: tuple[str, ...] = ("x86", "fbgemm", "qnnpack", "onednn")
+"""Quantized engines qzoo supports; each name is also a ``torch.backends.quantized.engine``."""
+
+ACTIVATION_OBSERVERS: tuple[str, ...] = ("histogram", "minmax")
+"""Activation observers for PTQ. QAT always uses a moving-average min-max fake-quant."""
+
+# Backends whose int8 kernels can overflow on CPUs without VNNI unless activations use 7 bits.
+_REDUCED_RANGE_BACKENDS = ("x86", "fbgemm")
+
+# Warnings that torch raises on every correct use of the eager-mode API. Only these are
+# silenced, and only around qzoo's own calls; misuse warnings still reach the user.
+_ROUTINE_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    (DeprecationWarning, r"torch\.ao\.quantization is deprecated"),
+    (UserWarning, r"Please use quant_min and quant_max"),
+    (UserWarning, r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized"),
+)
+
+_FUSED_ATTR = "_qzoo_fused"
+_BACKEND_ATTR = "_qzoo_backend"
+
+
+@contextlib.contextmanager
+def _routine_warnings_silenced() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for category, message in _ROUTINE_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend not in torch.backends.quantized.supported_engines:
+        supported = ", ".join(e for e in torch.backends.quantized.supported_engines if e != "none")
+        raise ValueError(
+            f"backend {backend!r} is not built into this torch; this machine supports: {supported}"
+        )
+    return backend
+
+
+def get_qconfig(
+    backend: str = "x86",
+    *,
+    qat: bool = False,
+    activation: Literal["histogram", "minmax"] | None = None,
+) -> QConfig:
+    """The qzoo preset for ``backend``: per-channel symmetric int8 weights on every backend.
+
+    PTQ activations use a histogram observer by default (or ``activation="minmax"``); QAT
+    uses fused moving-average min-max fake-quant. x86/fbgemm activations use 7 bits
+    (``quant_max=127``), as torch's defaults do, to avoid overflow on CPUs without VNNI.
+    """
+    _check_backend(backend)
+    act_max = 127 if backend in _REDUCED_RANGE_BACKENDS else 255
+    if qat:
+        if activation not in (None, "minmax"):
+            raise ValueError(
+                f"QAT uses a moving-average min-max fake-quant; activation={activation!r} is for "
+                "PTQ only: drop activation= or pass activation='minmax'"
+            )
+        act = tq.FusedMovingAvgObsFakeQuantize.with_args(
+            observer=tq.MovingAverageMinMaxObserver, quant_min=0, quant_max=act_max, dtype=torch.quint8
+        )
+        return QConfig(activation=act, weight=tq.default_fused_per_channel_wt_fake_quant)
+    observers = {"histogram": tq.HistogramObserver, "minmax": tq.MinMaxObserver}
+    name = activation or "histogram"
+    if name not in observers:
+        raise ValueError(f"unknown activation observer {name!r}: choose one of {', '.join(observers)}")
+    act = observers[name].with_args(dtype=torch.quint8, quant_min=0, quant_max=act_max)
+    return QConfig(activation=act, weight=tq.default_per_channel_weight_observer)
+
+
+def model_backend(model: nn.Module) -> str | None:
+    """The backend ``model`` was prepared for, or ``None`` for a float model."""
+    return getattr(model, _BACKEND_ATTR, None)
+
+
+@contextlib.contextmanager
+def quantized_engine(backend: str | nn.Module) -> Iterator[str]:
+    """Run a block under a quantized engine and restore the previous engine afterwards.
+
+    ``backend`` is a backend name or a prepared/converted qzoo model (its recorded backend).
+    Run int8 inference of a model quantized for another backend inside this block: kernels
+    such as the quantized add follow the global engine.
+    """
+    name = model_backend(backend) if isinstance(backend, nn.Module) else backend
+    if name is None:
+        raise ValueError("this model was never prepared for quantization, so it has no backend")
+    _check_backend(name)
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield name
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+# ----------------------------------------------------------------------------- fusion
+
+
+def fuse_modules(module: nn.Module, groups: list[list[str]], is_qat: bool) -> None:
+    """Fuse each group of child names (conv-bn, conv-bn-relu, linear-relu) of ``module`` in place."""
+    fuse = tq.fuse_modules_qat if is_qat else tq.fuse_modules
+    with _routine_warnings_silenced():
+        fuse(module, groups, inplace=True)
+
+
+def fused_mode(model: nn.Module) -> Literal["ptq", "qat"] | None:
+    """How ``model`` was fused: ``"ptq"`` (BatchNorm folded), ``"qat"`` (BatchNorm kept), or None."""
+    mode = getattr(model, _FUSED_ATTR, None)
+    if mode is not None:
+        return mode
+    fused = [m for m in model.modules() if isinstance(m, nni._FusedModule) or hasattr(m, "freeze_bn_stats")]
+    if not fused:
+        return None
+    keeps_batchnorm = any(
+        hasattr(m, "freeze_bn_stats") or any(isinstance(c, nn.modules.batchnorm._BatchNorm) for c in m.children())
+        for m in fused
+    )
+    return "qat" if keeps_batchnorm else "ptq"
+
+
+def fusion_step(method: Callable[[Any, bool], None]) -> Callable[..., None]:
+    """Decorate a ``fuse_model(self, is_qat)`` so it resolves ``is_qat=None`` and guards misuse.
+
+    ``None`` follows ``self.training``. Fusing twice, or fusing for PTQ in train mode / for
+    QAT in eval mode, raises instead of producing a silently wrong model.
+    """
+
+    @functools.wraps(method)
+    def fuse_model(self: nn.Module, is_qat: bool | None = None) -> None:
+        name = type(self).__name__
+        if is_qat is None:
+            is_qat = self.training
+        done = fused_mode(self)
+        if done is not None:
+            raise RuntimeError(
+                f"{name} is already fused (for {done.upper()}); fuse_model runs once on a fresh "
+                "float model: build a new one (e.g. qzoo.get_model(...)) to fuse again"
+            )
+        if is_qat and not self.training:
+            raise RuntimeError(
+                f"fuse_model(is_qat=True) keeps BatchNorm for training but {name} is in eval mode: "
+                "call model.train() first, or use is_qat=False for post-training quantization"
+            )
+        if not is_qat and self.training:
+            raise RuntimeError(
+                f"fuse_model(is_qat=False) folds BatchNorm statistics but {name} is in train mode: "
+                "call model.eval() first, or use is_qat=True for quantization-aware training"
+            )
+        method(self, is_qat)
+        setattr(self, _FUSED_ATTR, "qat" if is_qat else "ptq")
+
+    return fuse_model
+
+
+# ----------------------------------------------------------------------------- workflow
+
+
+def _has_observers(model: nn.Module) -> bool:
+    return any(isinstance(m, (tq.ObserverBase, tq.FakeQuantizeBase)) for m in model.modules())
+
+
+def _is_converted(model: nn.Module) -> bool:
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()
+               if not isinstance(m, FloatFunctional))
+
+
+def _require_float(model: nn.Module, step: str) -> None:
+    if _is_converted(model):
+        raise RuntimeError(f"{step}: the model is already converted to int8; start again from a float model")
+    if _has_observers(model):
+        raise RuntimeError(
+            f"{step}: the model is already prepared (it holds observers); prepare runs once: "
+            "calibrate or train it and call qzoo.convert, or start again from a float model"
+        )
+
+
+def _require_prepared(model: nn.Module, step: str) -> str:
+    backend = model_backend(model)
+    if _is_converted(model):
+        raise RuntimeError(f"{step}: the model is already converted to int8")
+    if backend is None or not _has_observers(model):
+        raise RuntimeError(
+            f"{step} needs a prepared model: call qzoo.prepare_ptq(model) (or build it with "
+            "prepare='ptq'), or qzoo.prepare_qat(model) for quantization-aware training"
+        )
+    return backend
+
+
+def _attach(model: nn.Module, backend: str, qconfig: QConfig, qat: bool) -> None:
+    model.qconfig = qconfig
+    with _routine_warnings_silenced():
+        (tq.prepare_qat if qat else tq.prepare)(model, inplace=True)
+    setattr(model, _BACKEND_ATTR, backend)
+
+
+def prepare_ptq(model: nn.Module, backend: str = "x86", qconfig: QConfig | None = None) -> nn.Module:
+    """Fuse (if the model has ``fuse_model``) and insert observers for post-training quantization.
+
+    Returns ``model`` in eval mode, ready for :func:`calibrate`. An explicit ``qconfig``
+    overrides qzoo's preset for ``backend``.
+    """
+    _check_backend(backend)
+    _require_float(model, "prepare_ptq")
+    model.eval()
+    mode = fused_mode(model)
+    if mode == "qat":
+        raise RuntimeError(
+            "prepare_ptq: the model was fused for QAT (BatchNorm kept); use qzoo.prepare_qat, "
+            "or fuse a fresh model in eval mode"
+        )
+    if mode is None and hasattr(model, "fuse_model"):
+        model.fuse_model(is_qat=False)
+    _attach(model, backend, qconfig or get_qconfig(backend), qat=False)
+    return model
+
+
+def prepare_qat(model: nn.Module, backend: str = "x86", qconfig: QConfig | None = None) -> nn.Module:
+    """Fuse for QAT (if the model has ``fuse_model``) and insert fake-quant modules.
+
+    Returns ``model`` in train mode, ready to fine-tune, then :func:`convert`.
+    """
+    _check_backend(backend)
+    _require_float(model, "prepare_qat")
+    mode = fused_mode(model)
+    if mode == "ptq":
+        raise RuntimeError(
+            "prepare_qat: the model was fused for PTQ (BatchNorm folded in eval mode), so it "
+            "cannot train its BatchNorm; fuse a fresh model in train mode or use qzoo.prepare_ptq"
+        )
+    model.train()
+    if mode is None and hasattr(model, "fuse_model"):
+        model.fuse_model(is_qat=True)
+    _attach(model, backend, qconfig or get_qconfig(backend, qat=True), qat=True)
+    return model
+
+
+def _batch_images(batch: Any, index: int) -> Tensor:
+    images = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if not isinstance(images, Tensor):
+        raise TypeError(
+            f"calibration batch {index} is a {type(images).__name__}; give tensors or (tensor, target) pairs"
+        )
+    if not images.is_floating_point():
+        raise TypeError(
+            f"calibration batch {index} has dtype {images.dtype}; give float32 images after the "
+            "model's preprocessing transform (e.g. ToTensor + Normalize)"
+        )
+    if not torch.isfinite(images).all():
+        raise ValueError(f"calibration batch {index} contains NaN or Inf values; clean or drop that batch")
+    return images
+
+
+def calibrate(
+    model: nn.Module, data: Iterable[Any], num_batches: int | None = None, *, progress: bool = True
+) -> nn.Module:
+    """Run batches through a PTQ-prepared model so its observers record activation ranges.
+
+    ``data`` yields tensors or ``(tensor, target)`` pairs; ``num_batches`` stops early.
+    Raises on an empty iterable and names any batch that holds NaN or Inf.
+    """
+    _require_prepared(model, "calibrate")
+    if num_batches is not None and num_batches < 1:
+        raise ValueError(f"num_batches must be a positive integer, got {num_batches}")
+    total = num_batches
+    if total is None and hasattr(data, "__len__"):
+        total = len(data)  # type: ignore[arg-type]
+    model.eval()
+    seen = 0
+    with torch.no_grad(), tqdm(total=total, desc="calibrate", unit="batch", disable=not progress) as bar:
+        for index, batch in enumerate(data):
+            if num_batches is not None and index >= num_batches:
+                break
+            model(_batch_images(batch, index))
+            seen += 1
+            bar.update()
+    if seen == 0:
+        raise ValueError("calibrate got no batches: the data iterable was empty; pass a non-empty loader")
+    return model
+
+
+def _never_saw_data(model: nn.Module) -> bool:
+    """True when no observer recorded a range (observers of unused add modules stay empty anyway)."""
+    ranges = [m.min_val for m in model.modules() if isinstance(m, tq.ObserverBase) and hasattr(m, "min_val")]
+    return not any(torch.isfinite(r).all() for r in ranges)
+
+
+def _audit_int8(model: nn.Module) -> None:
+    leftovers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if leftovers:
+        raise RuntimeError(
+            f"convert left float layers behind ({', '.join(leftovers[:3])}...): the model was "
+            "prepared without a qconfig on them or for the other mode; prepare a fresh model"
+        )
+    for name, m in model.named_modules():
+        scale = getattr(m, "scale", None)
+        if scale is None:
+            continue
+        values = scale if isinstance(scale, Tensor) else torch.tensor(float(scale))
+        if not (torch.isfinite(values).all() and (values > 0).all()):
+            raise RuntimeError(f"convert produced an invalid output scale at {name or 'input'}: {scale}")
+
+
+def _convert(model: nn.Module, *, require_calibration: bool) -> nn.Module:
+    backend = _require_prepared(model, "convert")
+    if require_calibration and _never_saw_data(model):
+        raise RuntimeError(
+            "convert: the observers never saw data, so every scale would be a placeholder; run "
+            "qzoo.calibrate(model, batches) (PTQ) or train a few steps (QAT) before converting"
+        )
+    model.eval()
+    with _routine_warnings_silenced(), quantized_engine(backend):
+        # observers of unused modules (a skip add in a block without a skip) keep placeholder
+        # scales; so does the whole model when only its int8 structure is wanted
+        warnings.filterwarnings("ignore", message=r"must run observer before calling calculate_qparams")
+        tq.convert(model, inplace=True)
+    _audit_int8(model)
+    return model
+
+
+def convert(model: nn.Module) -> nn.Module:
+    """Convert a calibrated (PTQ) or trained (QAT) model to int8 under its backend, in eval mode.
+
+    Refuses a model whose observers never saw data (torch would silently use scale 1 and
+    zero point 0), and audits the result: no float Conv/Linear left, every scale finite and positive.
+    """
+    return _convert(model, require_calibration=True)
+
+
+def int8_skeleton(model: nn.Module, backend: str = "x86") -> nn.Module:
+    """The int8 structure of a float model with placeholder scales, to load an int8 state_dict into.
+
+    Its outputs mean nothing until a converted model's ``state_dict`` is loaded.
+    """
+    prepare_ptq(model, backend)
+    return _convert(model, require_calibration=False)

@@ -1,0 +1,45 @@
+"""Shared test helpers: realistic random models and output comparisons."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import qzoo
+
+NUM_CLASSES = 10
+SIZE = 64
+
+
+def images(count: int, seed: int) -> Tensor:
+    return qzoo.synthetic_images(count, SIZE, seed=seed)
+
+
+def refreshed(model: nn.Module, seed: int = 0) -> nn.Module:
+    """``model`` in eval mode with BatchNorm statistics refilled from data (not mean 0 / var 1)."""
+    qzoo.refresh_batchnorm(model, images(16, seed).split(8))
+    return model.eval()
+
+
+def assert_varies(outputs: Tensor) -> None:
+    """A check on outputs proves nothing if they do not depend on the input."""
+    spread = outputs.std(0).mean() / outputs.abs().mean()
+    assert spread > 0.05, f"outputs barely depend on the input (relative spread {spread:.4f})"
+
+
+def cosine(a: Tensor, b: Tensor) -> float:
+    return F.cosine_similarity(a.flatten(1), b.flatten(1)).mean().item()
+
+
+def quantized_copy(model: nn.Module, backend: str = "x86", calibration: Tensor | None = None, **kw) -> nn.Module:
+    int8 = qzoo.prepare_ptq(copy.deepcopy(model), backend, **kw)
+    qzoo.calibrate(int8, (images(16, 1) if calibration is None else calibration).split(8), progress=False)
+    return qzoo.convert(int8)
+
+
+def run(model: nn.Module, x: Tensor, backend: str = "x86") -> Tensor:
+    with torch.inference_mode(), qzoo.quantized_engine(backend):
+        return model(x)
