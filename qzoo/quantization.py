@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
+import itertools
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
@@ -28,6 +29,7 @@ __all__ = [
     "DeQuantStub",
     "FloatFunctional",
     "QuantStub",
+    "QuantizableModel",
     "get_qconfig",
     "quantized_engine",
     "fuse_modules",
@@ -59,6 +61,9 @@ _ROUTINE_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
 
 _FUSED_ATTR = "_qzoo_fused"
 _BACKEND_ATTR = "_qzoo_backend"
+_INT8_ATTR = "_qzoo_int8"
+# One engine switch at a time: int8 calls that need another engine than the global one take it.
+_ENGINE_SWITCH = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -135,6 +140,36 @@ def quantized_engine(backend: str | nn.Module) -> Iterator[str]:
         yield name
     finally:
         torch.backends.quantized.engine = previous
+
+
+@contextlib.contextmanager
+def _int8_engine(model: nn.Module) -> Iterator[None]:
+    """The engine an int8 ``model`` was packed for, switched only when it differs from the global one."""
+    backend = getattr(model, _INT8_ATTR, None)
+    if backend is None or torch.backends.quantized.engine == backend:
+        yield
+        return
+    with _ENGINE_SWITCH, quantized_engine(backend):
+        yield
+
+
+class QuantizableModel(nn.Module):
+    """Mixin for qzoo's top-level models: an int8 model loads and runs under its own backend.
+
+    Packed int8 weights are repacked for the *global* engine when a state_dict is loaded, and
+    kernels such as the quantized add follow it at run time, so a qnnpack model used under
+    the default x86 engine silently gives other logits. Calls and loads switch to the model's
+    backend for their duration and restore the previous engine. TorchScript exports lose
+    this: run them inside ``qzoo.quantized_engine(backend)``.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with _int8_engine(self):
+            return super().__call__(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        with _int8_engine(self):
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
 # ----------------------------------------------------------------------------- fusion
@@ -311,9 +346,7 @@ def calibrate(
     model.eval()
     seen = 0
     with torch.no_grad(), tqdm(total=total, desc="calibrate", unit="batch", disable=not progress) as bar:
-        for index, batch in enumerate(data):
-            if num_batches is not None and index >= num_batches:
-                break
+        for index, batch in enumerate(itertools.islice(data, num_batches)):
             model(_batch_images(batch, index))
             seen += 1
             bar.update()
@@ -325,7 +358,7 @@ def calibrate(
 def _never_saw_data(model: nn.Module) -> bool:
     """True when no observer recorded a range (observers of unused add modules stay empty anyway)."""
     ranges = [m.min_val for m in model.modules() if isinstance(m, tq.ObserverBase) and hasattr(m, "min_val")]
-    return not any(torch.isfinite(r).all() for r in ranges)
+    return not any(r.numel() > 0 and torch.isfinite(r).all() for r in ranges)
 
 
 def _audit_int8(model: nn.Module) -> None:
@@ -358,6 +391,7 @@ def _convert(model: nn.Module, *, require_calibration: bool) -> nn.Module:
         warnings.filterwarnings("ignore", message=r"must run observer before calling calculate_qparams")
         tq.convert(model, inplace=True)
     _audit_int8(model)
+    setattr(model, _INT8_ATTR, backend)
     return model
 
 

@@ -15,7 +15,14 @@ from torch import Tensor, nn
 from torchvision.models import mobilenetv2 as tv
 from torchvision.ops.misc import Conv2dNormActivation
 
-from ..quantization import DeQuantStub, FloatFunctional, QuantStub, fuse_modules, fusion_step
+from ..quantization import (
+    DeQuantStub,
+    FloatFunctional,
+    QuantizableModel,
+    QuantStub,
+    fuse_modules,
+    fusion_step,
+)
 from ._factory import Prepare, WeightsArg, build
 
 __all__ = ["QuantizableInvertedResidual", "QuantizableMobileNetV2", "mobilenet_v2"]
@@ -55,7 +62,7 @@ def _relu6_to_relu(module: nn.Module) -> None:
             _relu6_to_relu(child)
 
 
-class QuantizableMobileNetV2(tv.MobileNetV2):
+class QuantizableMobileNetV2(QuantizableModel, tv.MobileNetV2):
     """MobileNetV2 (Sandler et al., 2018) with ReLU, quant/dequant stubs and ``fuse_model``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

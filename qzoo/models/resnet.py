@@ -15,7 +15,14 @@ from typing import Any, cast
 from torch import Tensor, nn
 from torchvision.models import resnet as tv
 
-from ..quantization import DeQuantStub, FloatFunctional, QuantStub, fuse_modules, fusion_step
+from ..quantization import (
+    DeQuantStub,
+    FloatFunctional,
+    QuantizableModel,
+    QuantStub,
+    fuse_modules,
+    fusion_step,
+)
 from ._factory import Prepare, WeightsArg, build, fixed_kwargs
 
 __all__ = [
@@ -85,7 +92,7 @@ class QuantizableBottleneck(tv.Bottleneck):
         _fuse_downsample(self, is_qat)
 
 
-class QuantizableResNet(tv.ResNet):
+class QuantizableResNet(QuantizableModel, tv.ResNet):
     """ResNet with quant/dequant stubs at the ends and ``fuse_model`` down the whole tree."""
 
     def __init__(self, block: type[QuantizableBasicBlock | QuantizableBottleneck], layers: list[int], **kwargs: Any):

@@ -1,0 +1,55 @@
+"""int8 parity with torchvision.models.quantization: same weights, qconfig and batches -> same bits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.ao.quantization as tq
+import torchvision
+from helpers import NUM_CLASSES, assert_varies, images, quantized_copy, refreshed, run
+
+import qzoo
+
+
+def float_pair(name: str):
+    torch.manual_seed(0)
+    reference = refreshed(getattr(torchvision.models.quantization, name)(num_classes=NUM_CLASSES))
+    model = qzoo.get_model(name, num_classes=NUM_CLASSES)
+    model.load_state_dict(reference.state_dict())
+    return reference, model.eval()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
+@pytest.mark.parametrize("backend", ["x86", "qnnpack"])
+def test_int8_outputs_bit_identical_to_torchvision(name, backend):
+    reference, model = float_pair(name)
+    qconfig = qzoo.get_qconfig(backend)
+    tv_int8 = quantized_copy(reference, backend, qconfig=qconfig)
+    qzoo_int8 = quantized_copy(model, backend, qconfig=qconfig)
+    x = images(8, seed=5)
+    expected = run(tv_int8, x, backend)
+    assert_varies(expected)
+    assert torch.equal(run(qzoo_int8, x, backend), expected)
+    assert tv_int8.state_dict().keys() == qzoo_int8.state_dict().keys()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
+@pytest.mark.parametrize("backend", ["fbgemm", "qnnpack"])
+def test_torchvision_int8_checkpoint_loads_into_quantize_true_model(name, backend):
+    """torchvision publishes int8 files made with its own qconfig (qnnpack: per-tensor weights)."""
+    reference, _ = float_pair(name)
+    reference.fuse_model(is_qat=False)
+    reference.qconfig = tq.get_default_qconfig(backend) if backend == "qnnpack" else tq.QConfig(
+        activation=tq.default_observer, weight=tq.default_per_channel_weight_observer
+    )
+    tq.prepare(reference, inplace=True)
+    with torch.no_grad():
+        reference(images(16, seed=1))
+    with qzoo.quantized_engine(backend):
+        tq.convert(reference, inplace=True)
+    model = qzoo.get_model(name, quantize=True, backend=backend, num_classes=NUM_CLASSES)
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = images(8, seed=5)
+    expected = run(reference, x, backend)
+    assert_varies(expected)
+    assert torch.equal(run(model, x, backend), expected)

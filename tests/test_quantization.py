@@ -1,0 +1,267 @@
+"""The quantization layer: presets, the PTQ/QAT workflow, its guards, engine handling, TorchScript."""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+
+import pytest
+import torch
+from helpers import NUM_CLASSES, assert_varies, cosine, images, quantized_copy, refreshed, run
+from torch import nn
+
+import qzoo
+
+
+def fresh(name: str = "resnet18") -> nn.Module:
+    torch.manual_seed(0)
+    return refreshed(qzoo.get_model(name, num_classes=NUM_CLASSES))
+
+
+def int8_weights(model: nn.Module) -> list[torch.Tensor]:
+    """Weights of every quantized conv (they unpack with ``.weight()``)."""
+    return [m.weight() for m in model.modules() if hasattr(m, "_weight_bias") and hasattr(m, "groups")]
+
+
+@pytest.mark.parametrize("name", qzoo.list_models())
+def test_ptq_every_factory_follows_float_far_above_a_broken_conversion(name):
+    """At random init deep networks are chaotic: 1% input noise alone takes resnet152 to cosine
+    0.77, so 0.99 is out of reach for anyone there (measured x86 int8 cosine on this data:
+    resnet18 0.989, resnet50 0.878, resnet152 0.790, mobilenet_v2 0.867). The floor of 0.75 is
+    far above what a broken conversion gives (uncalibrated scales: 0.51 on resnet50; next test);
+    the 0.99 claim is made on trained-like networks below and on trained CIFAR-10 weights."""
+    model = fresh(name)
+    calibration = images(16, seed=1)
+    with torch.no_grad():
+        reference = model(calibration)
+    assert_varies(reference)
+    int8 = quantized_copy(model, "x86", calibration=calibration)
+    assert cosine(reference, run(int8, calibration)) > 0.75
+
+
+def test_an_uncalibrated_int8_structure_is_far_below_the_floor():
+    model = fresh("resnet50")
+    calibration = images(16, seed=1)
+    with torch.no_grad():
+        reference = model(calibration)
+    skeleton = qzoo.int8_skeleton(copy.deepcopy(model))
+    assert cosine(reference, run(skeleton, calibration)) < 0.6  # measured: 0.51
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d"])
+def test_ptq_keeps_cosine_above_0_99_on_a_network_with_trained_like_residual_branches(name):
+    """Trained residual networks have small residual branches; scaling each branch's last
+    BatchNorm to 0.2 gives a random network that stability, where cosine 0.99 is meaningful."""
+    torch.manual_seed(0)
+    model = qzoo.get_model(name, num_classes=NUM_CLASSES)
+    for block in model.modules():
+        last_norm = getattr(block, "bn3", None) or (getattr(block, "bn2", None) if hasattr(block, "add_relu") else None)
+        if last_norm is not None:
+            nn.init.constant_(last_norm.weight, 0.2)
+    refreshed(model)
+    calibration = images(16, seed=1)
+    with torch.no_grad():
+        reference = model(calibration)
+    assert_varies(reference)
+    assert cosine(reference, run(quantized_copy(model, "x86", calibration=calibration), calibration)) > 0.99
+
+
+@pytest.mark.parametrize("backend", qzoo.BACKENDS)
+def test_every_backend_quantizes_weights_per_channel(backend):
+    for qat in (False, True):
+        weight_observer = qzoo.get_qconfig(backend, qat=qat).weight()
+        assert weight_observer.qscheme == torch.per_channel_symmetric
+    int8 = quantized_copy(fresh("mobilenet_v2"), backend)
+    weights = int8_weights(int8)
+    assert len(weights) == 52
+    assert all(w.qscheme() == torch.per_channel_affine for w in weights)
+    depthwise = int8.features[2].conv[1][0]
+    assert depthwise.groups == depthwise.in_channels and depthwise.weight().q_per_channel_scales().numel() > 1
+
+
+def test_activation_observer_choice_and_explicit_qconfig_override():
+    assert type(qzoo.get_qconfig("x86").activation()).__name__ == "HistogramObserver"
+    assert type(qzoo.get_qconfig("x86", activation="minmax").activation()).__name__ == "MinMaxObserver"
+    assert qzoo.get_qconfig("x86").activation().quant_max == 127
+    assert qzoo.get_qconfig("qnnpack").activation().quant_max == 255
+    with pytest.raises(ValueError, match="histogram, minmax"):
+        qzoo.get_qconfig("x86", activation="percentile")
+    with pytest.raises(ValueError, match="PTQ only"):
+        qzoo.get_qconfig("x86", qat=True, activation="histogram")
+    per_tensor = qzoo.get_qconfig("x86")._replace(weight=torch.ao.quantization.default_weight_observer)
+    int8 = quantized_copy(fresh(), "x86", qconfig=per_tensor)
+    assert all(w.qscheme() == torch.per_tensor_affine for w in int8_weights(int8))
+
+
+def test_minmax_and_histogram_both_give_faithful_int8():
+    model = fresh()
+    x = images(16, seed=1)
+    with torch.no_grad():
+        reference = model(x)
+    for activation in qzoo.ACTIVATION_OBSERVERS:
+        qconfig = qzoo.get_qconfig("x86", activation=activation)
+        assert cosine(reference, run(quantized_copy(model, qconfig=qconfig), x)) > 0.98
+
+
+def test_calibrate_accepts_pairs_counts_batches_and_shows_progress(capsys):
+    model = qzoo.prepare_ptq(fresh())
+    batches = [(x, torch.zeros(len(x), dtype=torch.long)) for x in images(16, seed=1).split(4)]
+
+    def data():
+        yield from batches[:2]
+        raise AssertionError("calibrate read past num_batches")
+
+    assert qzoo.calibrate(model, data(), num_batches=2) is model
+    assert "calibrate" in capsys.readouterr().err
+    observer = model.quant.activation_post_process
+    assert torch.isfinite(observer.min_val)
+
+
+def test_calibrate_refuses_empty_data_nan_integer_images_and_unprepared_models():
+    model = qzoo.prepare_ptq(fresh())
+    with pytest.raises(ValueError, match="empty"):
+        qzoo.calibrate(model, [], progress=False)
+    bad = images(8, seed=1)
+    bad[5, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="batch 1 contains NaN"):
+        qzoo.calibrate(model, bad.split(4), progress=False)
+    with pytest.raises(ValueError, match="batch 0 contains NaN or Inf"):
+        qzoo.calibrate(model, [torch.full((1, 3, 8, 8), float("inf"))], progress=False)
+    with pytest.raises(TypeError, match="float32 images"):
+        qzoo.calibrate(model, [torch.zeros(1, 3, 8, 8, dtype=torch.uint8)], progress=False)
+    with pytest.raises(ValueError, match="positive"):
+        qzoo.calibrate(model, images(4, 1).split(2), num_batches=0, progress=False)
+    with pytest.raises(RuntimeError, match="prepare_ptq"):
+        qzoo.calibrate(fresh(), images(4, 1).split(2), progress=False)
+
+
+def test_workflow_refuses_out_of_order_steps():
+    with pytest.raises(RuntimeError, match="calibrate"):
+        qzoo.convert(qzoo.prepare_ptq(fresh()))
+    with pytest.raises(RuntimeError, match="prepared model"):
+        qzoo.convert(fresh())
+    prepared = qzoo.prepare_ptq(fresh())
+    with pytest.raises(RuntimeError, match="already prepared"):
+        qzoo.prepare_ptq(prepared)
+    with pytest.raises(RuntimeError, match="already prepared"):
+        qzoo.prepare_qat(prepared)
+    with pytest.raises(RuntimeError, match="already fused"):
+        prepared.fuse_model()
+    int8 = quantized_copy(fresh())
+    for step in (qzoo.prepare_ptq, qzoo.convert):
+        with pytest.raises(RuntimeError, match="already converted"):
+            step(int8)
+    ptq_fused = fresh()
+    ptq_fused.fuse_model()
+    with pytest.raises(RuntimeError, match="fused for PTQ"):
+        qzoo.prepare_qat(ptq_fused)
+    qat_fused = fresh().train()
+    qat_fused.fuse_model()
+    with pytest.raises(RuntimeError, match="fused for QAT"):
+        qzoo.prepare_ptq(qat_fused)
+    for backend in ("tpu", "X86"):
+        with pytest.raises(ValueError, match="x86, fbgemm, qnnpack, onednn"):
+            qzoo.prepare_ptq(fresh(), backend)
+
+
+def test_convert_audits_for_float_layers_left_behind():
+    model = qzoo.prepare_ptq(fresh(), "x86")
+    model.fc.qconfig = None  # torch would leave fc float and the int8 model would fail at run time
+    model.fc.activation_post_process = None
+    del model.fc.activation_post_process
+    model = fresh()
+    model.fuse_model()
+    model.fc.qconfig = None
+    model.qconfig = qzoo.get_qconfig("x86")
+    torch.ao.quantization.prepare(model, inplace=True)
+    model._qzoo_backend = "x86"
+    qzoo.calibrate(model, images(4, 1).split(2), progress=False)
+    with pytest.raises(RuntimeError, match="float layers behind.*fc"):
+        qzoo.convert(model)
+
+
+def test_engine_is_set_for_the_work_and_restored():
+    before = torch.backends.quantized.engine
+    int8 = quantized_copy(fresh(), "qnnpack")
+    assert torch.backends.quantized.engine == before
+    assert qzoo.model_backend(int8) == "qnnpack"
+    with qzoo.quantized_engine(int8) as name:
+        assert name == "qnnpack" == torch.backends.quantized.engine
+    with pytest.raises(KeyError), qzoo.quantized_engine("onednn"):
+        raise KeyError("boom")
+    assert torch.backends.quantized.engine == before
+    with pytest.raises(ValueError, match="never prepared"), qzoo.quantized_engine(fresh()):
+        pass
+
+
+def test_int8_model_runs_and_loads_under_its_own_backend_whatever_the_global_engine():
+    model = fresh()
+    x = images(8, seed=5)
+    int8 = quantized_copy(model, "qnnpack")
+    expected = run(int8, x, "qnnpack")
+    assert torch.backends.quantized.engine != "qnnpack"
+    with torch.inference_mode():
+        assert torch.equal(int8(x), expected)
+    reloaded = qzoo.resnet18(quantize=True, backend="qnnpack", num_classes=NUM_CLASSES)
+    reloaded.load_state_dict(int8.state_dict())
+    with torch.inference_mode():
+        assert torch.equal(reloaded(x), expected)
+    assert torch.backends.quantized.engine != "qnnpack"
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("export", ["trace", "script"])
+def test_torchscript_save_load_round_trip_is_bit_exact(name, export):
+    int8 = quantized_copy(fresh(name))
+    x = images(4, seed=5)
+    expected = run(int8, x)
+    assert_varies(expected)
+    with qzoo.quantized_engine(int8):
+        scripted = torch.jit.trace(int8, x) if export == "trace" else torch.jit.script(int8)
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    assert torch.equal(run(loaded, x), expected)
+
+
+def test_qat_trains_then_converts_to_an_int8_model_that_matches_its_fake_quant_forward():
+    model = qzoo.prepare_qat(fresh())
+    assert model.training
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    for x in images(32, seed=1).split(8):
+        loss = nn.functional.cross_entropy(model(x), torch.arange(len(x)) % NUM_CLASSES)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    x = images(8, seed=5)
+    with torch.no_grad():
+        fake_quant = model(x)
+    int8 = qzoo.convert(model)
+    assert not int8.training
+    # fake-quant simulates int8 but rounds some steps (requantization, adds) differently
+    assert cosine(fake_quant, run(int8, x)) > 0.97
+
+
+def test_qat_convert_refuses_a_model_that_never_ran():
+    with pytest.raises(RuntimeError, match="train a few steps"):
+        qzoo.convert(qzoo.prepare_qat(fresh()))
+
+
+def test_qzoo_keeps_torch_deprecation_noise_out_of_users_faces():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = qzoo.resnet18(prepare="ptq", num_classes=NUM_CLASSES)
+        qzoo.calibrate(model, images(4, 1).split(2), progress=False)
+        qzoo.convert(model)
+        qzoo.mobilenet_v2(quantize=True, backend="qnnpack")
+        qzoo.mobilenet_v2(prepare="qat")
+    assert [str(w.message)[:80] for w in caught] == []
+
+
+def test_misuse_warnings_still_reach_the_user():
+    model = copy.deepcopy(qzoo.prepare_ptq(fresh()))
+    with pytest.warns(UserWarning, match="must run observer"):
+        model.quant.activation_post_process.calculate_qparams()
