@@ -43,7 +43,7 @@ def get_factory(name: str) -> Callable[..., nn.Module]:
     except KeyError:
         close = difflib.get_close_matches(name, list(_FACTORIES), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ValueError(f"unknown model {name!r}; {hint}qzoo.list_models() lists all {len(_FACTORIES)}") from None
+        raise ValueError(f"unknown model {name!r}; {hint}`qzoo list` (qzoo.list_models()) lists all {len(_FACTORIES)}") from None
 
 
 def get_model(name: str, **kwargs: Any) -> nn.Module:

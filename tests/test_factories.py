@@ -1,0 +1,121 @@
+"""Factory modes, argument checking, and torchvision float weights through torch.hub's real cache path."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from helpers import NUM_CLASSES
+from torch import nn
+from torchvision.models import MobileNet_V2_Weights, ResNet18_Weights, ResNet50_Weights
+
+import qzoo
+
+
+def has_observers(model: nn.Module) -> bool:
+    return any(isinstance(m, torch.ao.quantization.ObserverBase) for m in model.modules())
+
+
+def float_layers(model: nn.Module) -> int:
+    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", qzoo.list_models())
+def test_each_mode_of_each_factory(name):
+    before = torch.backends.quantized.engine
+    ptq = qzoo.get_model(name, prepare="ptq", backend="qnnpack", num_classes=NUM_CLASSES)
+    assert not ptq.training and qzoo.fused_mode(ptq) == "ptq" and has_observers(ptq)
+    assert qzoo.model_backend(ptq) == "qnnpack"
+    qat = qzoo.get_model(name, prepare="qat", num_classes=NUM_CLASSES)
+    assert qat.training and qzoo.fused_mode(qat) == "qat"
+    assert any(hasattr(m, "weight_fake_quant") for m in qat.modules())
+    int8 = qzoo.get_model(name, quantize=True, backend="qnnpack", num_classes=NUM_CLASSES)
+    assert not int8.training and float_layers(int8) == 0 and not has_observers(int8)
+    assert torch.backends.quantized.engine == before
+    with torch.inference_mode():
+        assert int8(torch.randn(1, 3, 32, 32)).shape == (1, NUM_CLASSES)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prepare": "ptq", "quantize": True}, "cannot apply"),
+        ({"prepare": "int8"}, "None \\(float\\), 'ptq' or 'qat'"),
+        ({"backend": "tensorrt"}, "x86, fbgemm, qnnpack, onednn"),
+        ({"weights": "IMAGENET1K_V9"}, "IMAGENET1K_V1"),
+        ({"weights": ResNet50_Weights.IMAGENET1K_V2}, "ResNet18_Weights"),
+        ({"weights": ResNet18_Weights.DEFAULT, "quantize": True}, "prepare='ptq'"),
+        ({"weights": "DEFAULT", "num_classes": 10}, "1000 classes but num_classes=10"),
+        ({"groups": 2}, None),
+    ],
+)
+def test_impossible_combinations_name_the_fix(kwargs, message):
+    if message is None:  # resnet18 has no groups fixed, so torchvision itself refuses this
+        with pytest.raises(ValueError, match="BasicBlock only supports groups=1"):
+            qzoo.resnet18(**kwargs)
+        return
+    with pytest.raises(ValueError, match=message):
+        qzoo.resnet18(**kwargs)
+
+
+def test_architecture_arguments_cannot_be_overridden():
+    with pytest.raises(ValueError, match="fixes groups=32"):
+        qzoo.resnext50_32x4d(groups=8)
+    assert qzoo.resnext50_32x4d(groups=32).layer1[0].conv2.groups == 32
+    with pytest.raises(ValueError, match="drop block="):
+        qzoo.QuantizableMobileNetV2(block=torchvision.models.mobilenetv2.InvertedResidual)
+
+
+def test_get_model_and_list_models():
+    assert qzoo.list_models() == sorted([
+        "mobilenet_v2", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+        "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+    ])
+    assert isinstance(qzoo.get_model("resnet34"), qzoo.QuantizableResNet)
+    with pytest.raises(ValueError, match="did you mean resnet18"):
+        qzoo.get_model("resnet19")
+    with pytest.raises(TypeError):
+        qzoo.resnet18("DEFAULT")  # keyword-only
+
+
+def fill_hub_cache(torch_home: Path, weights, state: dict) -> Path:
+    """Put ``state`` where torch.hub caches ``weights``'s URL, as a real download would."""
+    path = torch_home / "hub" / "checkpoints" / os.path.basename(weights.url)
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize(("name", "weights"), [("resnet18", ResNet18_Weights.IMAGENET1K_V1),
+                                               ("mobilenet_v2", MobileNet_V2_Weights.IMAGENET1K_V2)])
+def test_weights_load_torchvision_float_checkpoint_through_torch_hub_cache(tmp_path, monkeypatch, name, weights):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    state = torchvision.models.get_model(name).state_dict()
+    fill_hub_cache(tmp_path, weights, state)
+    for spelling in ("DEFAULT", weights.name, weights) if weights.name != "IMAGENET1K_V1" else (weights.name, weights):
+        model = qzoo.get_model(name, weights=spelling, progress=False)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    prepared = qzoo.get_model(name, weights=weights, prepare="ptq", progress=False)
+    assert qzoo.fused_mode(prepared) == "ptq"
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['QZOO_SENTINEL']}",))
+
+
+def test_a_malicious_cached_checkpoint_is_never_unpickled(tmp_path, monkeypatch):
+    sentinel = tmp_path / "pwned"
+    monkeypatch.setenv("QZOO_SENTINEL", str(sentinel))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = fill_hub_cache(tmp_path, ResNet18_Weights.IMAGENET1K_V1, {})
+    with open(path, "wb") as f:
+        pickle.dump({"conv1.weight": _Payload()}, f)
+    with pytest.raises(pickle.UnpicklingError):
+        qzoo.resnet18(weights="DEFAULT", progress=False)
+    assert not sentinel.exists()
