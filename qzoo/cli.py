@@ -14,7 +14,7 @@ from .registry import list_models
 _EXAMPLES = """examples:
   qzoo list
   qzoo demo
-  qzoo demo --model resnet18 --backend qnnpack --json
+  qzoo demo --model mobilenet_v2 --backend qnnpack --json
 """
 
 
@@ -26,9 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON")
     demo = commands.add_parser(
         "demo", help="PTQ a model on built-in synthetic images and compare float with int8",
-        epilog="example: qzoo demo --model resnet18 --json",
+        epilog="example: qzoo demo --model mobilenet_v2 --json",
     )
-    demo.add_argument("--model", default="mobilenet_v2", help="a name from `qzoo list` (default: mobilenet_v2)")
+    demo.add_argument("--model", default="resnet18", help="a name from `qzoo list` (default: resnet18)")
     demo.add_argument("--backend", default="x86", choices=quantization.BACKENDS)
     demo.add_argument("--image-size", type=int, default=64)
     demo.add_argument("--calibration-images", type=int, default=64)

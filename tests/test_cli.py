@@ -31,7 +31,7 @@ def test_demo_reports_fidelity_size_and_speed():
 
 
 def test_demo_prints_a_readable_report():
-    result = qzoo_cli("demo", "--image-size", "32", "--calibration-images", "16")
+    result = qzoo_cli("demo", "--model", "mobilenet_v2", "--image-size", "32", "--calibration-images", "16")
     assert result.returncode == 0, result.stderr
     assert "not accuracy" in result.stdout and "int8 speed-up" in result.stdout
 
