@@ -153,6 +153,14 @@ def _int8_engine(model: nn.Module) -> Iterator[None]:
         yield
 
 
+def _check_int8_input(images: Any) -> None:
+    if isinstance(images, Tensor) and (images.dtype != torch.float32 or images.device.type != "cpu"):
+        raise TypeError(
+            f"this int8 model takes float32 CPU images, got {images.dtype} on {images.device}: "
+            "apply the model's preprocessing transform (e.g. ToTensor + Normalize) and keep it on the CPU"
+        )
+
+
 class QuantizableModel(nn.Module):
     """Mixin for qzoo's top-level models: an int8 model loads and runs under its own backend.
 
@@ -164,6 +172,8 @@ class QuantizableModel(nn.Module):
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, _INT8_ATTR, None) is not None:
+            _check_int8_input(args[0] if args else next(iter(kwargs.values()), None))
         with _int8_engine(self):
             return super().__call__(*args, **kwargs)
 

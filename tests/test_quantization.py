@@ -166,10 +166,7 @@ def test_workflow_refuses_out_of_order_steps():
 
 
 def test_convert_audits_for_float_layers_left_behind():
-    model = qzoo.prepare_ptq(fresh(), "x86")
-    model.fc.qconfig = None  # torch would leave fc float and the int8 model would fail at run time
-    model.fc.activation_post_process = None
-    del model.fc.activation_post_process
+    """A layer without a qconfig stays float after torch's convert and fails at run time."""
     model = fresh()
     model.fuse_model()
     model.fc.qconfig = None
@@ -208,6 +205,15 @@ def test_int8_model_runs_and_loads_under_its_own_backend_whatever_the_global_eng
     with torch.inference_mode():
         assert torch.equal(reloaded(x), expected)
     assert torch.backends.quantized.engine != "qnnpack"
+
+
+def test_int8_model_names_float32_cpu_images_for_other_inputs():
+    int8 = qzoo.resnet18(quantize=True, num_classes=NUM_CLASSES)
+    for dtype in (torch.float16, torch.float64, torch.uint8):
+        with pytest.raises(TypeError, match="float32 CPU images, got torch.(float16|float64|uint8)"):
+            int8(torch.zeros(1, 3, 32, 32, dtype=dtype))
+    with torch.inference_mode():
+        assert int8(torch.zeros(1, 3, 32, 32)).shape == (1, NUM_CLASSES)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
