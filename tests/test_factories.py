@@ -47,6 +47,7 @@ def test_each_mode_of_each_factory(name):
         ({"prepare": "int8"}, "None \\(float\\), 'ptq' or 'qat'"),
         ({"backend": "tensorrt"}, "x86, fbgemm, qnnpack, onednn"),
         ({"weights": "IMAGENET1K_V9"}, "IMAGENET1K_V1"),
+        ({"weights": "ResNet50_Weights.IMAGENET1K_V1"}, "choose one of ResNet18_Weights"),
         ({"weights": ResNet50_Weights.IMAGENET1K_V2}, "ResNet18_Weights"),
         ({"weights": ResNet18_Weights.DEFAULT, "quantize": True}, "prepare='ptq'"),
         ({"weights": "DEFAULT", "num_classes": 10}, "1000 classes but num_classes=10"),
@@ -97,7 +98,8 @@ def test_weights_load_torchvision_float_checkpoint_through_torch_hub_cache(tmp_p
     torch.manual_seed(0)
     state = torchvision.models.get_model(name).state_dict()
     fill_hub_cache(tmp_path, weights, state)
-    for spelling in ("DEFAULT", weights.name, weights) if weights.name != "IMAGENET1K_V1" else (weights.name, weights):
+    assert type(weights).DEFAULT is weights
+    for spelling in ("DEFAULT", weights.name, f"{type(weights).__name__}.{weights.name}", weights):
         model = qzoo.get_model(name, weights=spelling, progress=False)
         assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     prepared = qzoo.get_model(name, weights=weights, prepare="ptq", progress=False)

@@ -27,10 +27,10 @@ def resolve_float_weights(enum: type[WeightsEnum], weights: WeightsArg) -> Weigh
             )
         return weights
     if isinstance(weights, str):
-        member = weights.split(".")[-1]
-        if member in enum.__members__:
+        prefix, _, member = weights.rpartition(".")
+        if prefix in ("", enum.__name__) and member in enum.__members__:
             return enum[member]
-        raise ValueError(f"unknown weights {weights!r} for this model; choose one of {names}")
+        raise ValueError(f"unknown weights {weights!r} for this model; choose one of {enum.__name__}: {names}")
     raise TypeError(f"weights must be None, a string or a {enum.__name__} member, not {type(weights).__name__}")
 
 
