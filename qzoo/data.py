@@ -1,10 +1,25 @@
-"""Inputs for calibration and tests that need no download."""
+"""Images for calibration, training and evaluation: synthetic inputs, ImageFolder photographs, archives."""
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import safetensors.torch
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
+from torch.utils.data import DistributedSampler
+from torchvision import datasets, transforms
+from tqdm.auto import tqdm
 
 
 def synthetic_images(count: int, size: int = 64, *, seed: int = 0) -> Tensor:
@@ -19,3 +34,211 @@ def synthetic_images(count: int, size: int = 64, *, seed: int = 0) -> Tensor:
     coarse = torch.randn(count, 3, 4, 4, generator=generator)
     fine = torch.randn(count, 3, size, size, generator=generator)
     return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False) + 0.25 * fine
+
+
+# ---------------------------------------------------------------- real photographs
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def default_cache_dir() -> Path:
+    """Where qzoo keeps unpacked and decoded data: ``$QZOO_CACHE``, else ``~/.cache/qzoo``."""
+    return Path(os.environ.get("QZOO_CACHE", Path.home() / ".cache" / "qzoo"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def unpack_archive(archive: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Extract a ``.tar.gz`` image archive once into ``cache_dir`` and return the folder.
+
+    The folder is named after the archive's sha256, filled in a temporary sibling and renamed
+    into place, so an interrupted extraction is never mistaken for a finished one. Members that
+    would land outside the folder (absolute paths, ``..``, links) are refused by tarfile's
+    ``data`` filter.
+    """
+    archive = Path(archive)
+    if not archive.is_file():
+        raise FileNotFoundError(f"no archive at {archive}: pass the path of a .tar.gz of ImageFolder images")
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "datasets"
+    name = archive.name.split(".")[0]
+    target = root / f"{name}-{_sha256(archive)[:16]}"
+    if target.is_dir():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.is_dir():  # another process may have won the rename
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def image_folder_classes(root: str | os.PathLike[str]) -> list[str]:
+    """The class names of an ImageFolder (one sub-folder per class); errors name what is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no data folder at {root}: pass a folder with one sub-folder of images per class")
+    classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{root} has no class sub-folders: lay images out as {root}/<class>/<image>.jpg")
+    if not any(_images_in(root / name) for name in classes):
+        raise ValueError(f"{root} has class folders but no images ({', '.join(IMAGE_SUFFIXES)})")
+    return classes
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _decode(path: Path, size: int) -> Tensor:
+    with Image.open(path) as image:
+        if image.mode not in ("RGB", "L", "P", "RGBA", "CMYK"):
+            raise ValueError(f"{path} has image mode {image.mode!r}; qzoo reads 8-bit colour or grey images")
+        image = image.convert("RGB")
+        if image.size != (size, size):
+            image = transforms.functional.center_crop(transforms.functional.resize(image, size), size)
+        return transforms.functional.pil_to_tensor(image)
+
+
+@dataclass(frozen=True)
+class ImageTensors:
+    """A small-image data set decoded once into memory: uint8 ``images`` (N, 3, S, S) and ``labels``.
+
+    Training and evaluation on 32x32 photographs are bound by decoding on a 2-core machine;
+    decoding once (and caching the result as safetensors) makes an epoch pure compute.
+    """
+
+    images: Tensor
+    labels: Tensor
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike[str], size: int = 32, *, cache: bool = True,
+                    progress: bool = True) -> ImageTensors:
+        """Decode every image under the ImageFolder ``root`` (resized and centre-cropped to ``size``)."""
+        root = Path(root).resolve()
+        classes = image_folder_classes(root)
+        files = [(path, label) for label, name in enumerate(classes) for path in _images_in(root / name)]
+        key = hashlib.sha256(f"{root}|{size}|{len(files)}".encode()).hexdigest()[:16]
+        cached = default_cache_dir() / "decoded" / f"{root.name}-{size}-{key}.safetensors"
+        if cache and cached.is_file():
+            tensors = safetensors.torch.load_file(cached)
+            return cls(tensors["images"], tensors["labels"], tuple(classes))
+        images = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
+        for index, (path, _) in enumerate(tqdm(files, desc=f"decoding {root.name}", unit="img", disable=not progress)):
+            images[index] = _decode(path, size)
+        labels = torch.tensor([label for _, label in files], dtype=torch.int64)
+        if cache:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial_file = cached.with_suffix(f".{os.getpid()}.partial")
+            safetensors.torch.save_file({"images": images, "labels": labels}, partial_file)
+            partial_file.replace(cached)
+        return cls(images, labels, tuple(classes))
+
+    def subset(self, indices: Tensor) -> ImageTensors:
+        """The images at ``indices`` (a 1-D int64 tensor), same classes."""
+        return ImageTensors(self.images[indices], self.labels[indices], self.classes)
+
+    def balanced_sample(self, count: int, *, seed: int = 0) -> ImageTensors:
+        """``count`` images, as evenly spread over the classes as ``count`` allows, picked with ``seed``."""
+        if not 1 <= count <= len(self):
+            raise ValueError(f"count={count}: choose between 1 and {len(self)} images")
+        generator = torch.Generator().manual_seed(seed)
+        per_class = [torch.nonzero(self.labels == c).flatten() for c in range(len(self.classes))]
+        per_class = [idx[torch.randperm(idx.numel(), generator=generator)] for idx in per_class if idx.numel()]
+        picked: list[Tensor] = []
+        depth = 0
+        while sum(t.numel() for t in picked) < count:  # round-robin over classes, one image each pass
+            for idx in per_class:
+                if depth < idx.numel() and sum(t.numel() for t in picked) < count:
+                    picked.append(idx[depth : depth + 1])
+            depth += 1
+        return self.subset(torch.cat(picked).sort().values)
+
+    def batches(self, batch_size: int, *, mean: tuple[float, ...] = CIFAR10_MEAN,
+                std: tuple[float, ...] = CIFAR10_STD, augment: bool = False, shuffle: bool = False,
+                seed: int = 0, rank: int = 0, world_size: int = 1) -> TensorBatches:
+        """Normalized float32 ``(images, labels)`` batches (a sized, re-iterable plan).
+
+        ``augment`` adds the standard CIFAR augmentation (4-pixel padded random crop and
+        horizontal flip); ``shuffle`` permutes with ``seed`` (pass the epoch for a new order per
+        epoch). ``rank``/``world_size`` give each distributed process its share through
+        ``DistributedSampler`` (equal shares; the remainder is dropped).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: use 1 or more")
+        if world_size > 1:
+            sampler = DistributedSampler(range(len(self)), num_replicas=world_size, rank=rank,
+                                         shuffle=shuffle, seed=seed, drop_last=True)
+            order = torch.tensor(list(sampler), dtype=torch.int64)
+        elif shuffle:
+            order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        else:
+            order = torch.arange(len(self))
+        return TensorBatches(self, order, batch_size, mean, std, augment, seed)
+
+
+@dataclass(frozen=True)
+class TensorBatches:
+    """The batches of :meth:`ImageTensors.batches`: ``len()`` is the batch count; iterating decodes nothing."""
+
+    data: ImageTensors
+    order: Tensor
+    batch_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool
+    seed: int
+
+    def __len__(self) -> int:
+        return math.ceil(self.order.numel() / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed + 1)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.std).view(1, 3, 1, 1) * 255
+        for start in range(0, self.order.numel(), self.batch_size):
+            index = self.order[start : start + self.batch_size]
+            images = self.data.images[index]
+            if self.augment:
+                images = _random_crop_flip(images, generator)
+            yield (images.float() - mean) / std, self.data.labels[index]
+
+
+def _random_crop_flip(images: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
+    count, _, height, width = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    rows = torch.randint(0, 2 * padding + 1, (count,), generator=generator)
+    cols = torch.randint(0, 2 * padding + 1, (count,), generator=generator)
+    flips = torch.rand(count, generator=generator) < 0.5
+    out = torch.empty_like(images)
+    for i in range(count):
+        crop = padded[i, :, rows[i] : rows[i] + height, cols[i] : cols[i] + width]
+        out[i] = crop.flip(-1) if flips[i] else crop
+    return out
+
+
+def image_folder_loader(root: str | os.PathLike[str], transform: Callable[[Image.Image], Tensor], *,
+                        batch_size: int = 32, num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader over an ImageFolder of large images (ImageNet-style), in file order."""
+    image_folder_classes(root)
+    dataset = datasets.ImageFolder(str(root), transform=transform)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)

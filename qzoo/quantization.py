@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 import torch.ao.nn.intrinsic as nni
+import torch.ao.nn.intrinsic.qat as nniqat
 import torch.ao.quantization as tq
 from torch import Tensor, nn
 from torch.ao.nn.quantized import FloatFunctional
@@ -421,3 +422,20 @@ def int8_skeleton(model: nn.Module, backend: str = "x86") -> nn.Module:
     """
     prepare_ptq(model, backend)
     return _convert(model, require_calibration=False)
+
+
+def freeze_observers(model: nn.Module) -> nn.Module:
+    """Stop updating every observer's range in a QAT model (fake-quantization stays on).
+
+    Late in QAT, fixed ranges let the weights settle to the grid they will be converted on.
+    """
+    _require_prepared(model, "freeze_observers")
+    model.apply(tq.disable_observer)
+    return model
+
+
+def freeze_batchnorm_stats(model: nn.Module) -> nn.Module:
+    """Stop updating BatchNorm running statistics in a QAT-fused model; training goes on with them."""
+    _require_prepared(model, "freeze_batchnorm_stats")
+    model.apply(nniqat.freeze_bn_stats)
+    return model

@@ -1,11 +1,81 @@
-"""Training-side helpers shared by calibration, QAT and the tests."""
+"""Training loops shared by float training, QAT and calibration helpers; DDP-aware, resumable.
+
+``fit`` runs unchanged in one process or under ``torchrun --nproc_per_node=N``: when a
+process group is initialised it wraps the model in DistributedDataParallel, gives each rank
+its share of every epoch, and lets only rank 0 write checkpoints and print progress.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sized
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from . import quantization, serialization
+
+Batches = Callable[[int], Iterable[tuple[Tensor, Tensor]]]
+"""A function of the epoch number returning that epoch's ``(images, labels)`` batches."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: SGD with Nesterov momentum, linear warm-up then cosine decay per step.
+
+    For QAT, ``freeze_observers_after`` / ``freeze_bn_after`` name the epoch (counting from 1)
+    after which observer ranges / BatchNorm statistics stop updating, as in torchvision's
+    reference QAT recipe. Serializes to JSON for checkpoints and model cards.
+    """
+
+    epochs: int
+    lr: float
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    freeze_observers_after: int | None = None
+    freeze_bn_after: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
+            raise ValueError(f"recipe needs epochs >= 1, lr > 0 and batch_size >= 1, got {self}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be in [0, epochs={self.epochs})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as plain JSON-ready data."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        """Rebuild a recipe from :meth:`to_dict`'s output; unknown keys are an error."""
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown recipe fields {sorted(unknown)}")
+        return cls(**data)
+
+    def lr_at(self, step: int, steps_per_epoch: int) -> float:
+        """The learning rate for optimizer step ``step`` (0-based)."""
+        warmup = self.warmup_epochs * steps_per_epoch
+        if step < warmup:
+            return self.lr * (step + 1) / warmup
+        total = self.epochs * steps_per_epoch
+        progress = (step - warmup) / max(1.0, total - warmup)
+        return 0.5 * self.lr * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def refresh_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> nn.Module:
@@ -31,3 +101,157 @@ def refresh_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> nn.Module:
             norm.momentum = momentum
         model.train(was_training)
     return model
+
+
+def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, progress: bool = False,
+             desc: str = "eval") -> dict[str, float]:
+    """Top-1 and top-5 accuracy (percent) and the image count of ``model`` in eval mode over ``batches``."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = seen = 0
+    try:
+        with torch.inference_mode():
+            for images, labels in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+                logits = model(images)
+                top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+                hits = top == labels.view(-1, 1)
+                correct1 += int(hits[:, 0].sum())
+                correct5 += int(hits.any(dim=1).sum())
+                seen += labels.numel()
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("evaluate got no batches: check the data folder")
+    return {"acc1": 100.0 * correct1 / seen, "acc5": 100.0 * correct5 / seen, "images": seen}
+
+
+def int8_copy(model: nn.Module) -> nn.Module:
+    """A converted int8 copy of a prepared (QAT or PTQ) model; the original keeps training."""
+    return quantization.convert(copy.deepcopy(model))
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+_CHECKPOINT = "checkpoint"
+
+
+def _checkpoint_dir(out_dir: Path) -> Path | None:
+    for name in (_CHECKPOINT, _CHECKPOINT + ".old"):  # .old survives a kill between the two renames
+        if (out_dir / name / "state.json").is_file():
+            return out_dir / name
+    return None
+
+
+def _write_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                      state: dict[str, Any]) -> None:
+    """Write model (safetensors), optimizer (tensors-only torch file) and state (JSON) atomically."""
+    staging = out_dir / f".{_CHECKPOINT}.{os.getpid()}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    serialization.save_state(model, staging / "model.safetensors")
+    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+    (staging / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    current, old = out_dir / _CHECKPOINT, out_dir / (_CHECKPOINT + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if current.exists():
+        current.rename(old)
+    staging.rename(current)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(out_dir: str | os.PathLike[str], model: nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any] | None:
+    """Restore the last complete checkpoint in ``out_dir`` into ``model`` (and ``optimizer``).
+
+    Returns its state (``epoch``, ``history``, ``recipe``), or ``None`` when there is none.
+    The optimizer file is read with ``weights_only=True``: it holds tensors and numbers only.
+    """
+    found = _checkpoint_dir(Path(out_dir))
+    if found is None:
+        return None
+    serialization.load_state(model, found / "model.safetensors")
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
+    return json.loads((found / "state.json").read_text())
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # biases and norms
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+
+
+def _apply_freezes(model: nn.Module, recipe: Recipe, epoch: int) -> None:
+    """Freeze observers / BatchNorm statistics once ``epoch`` (0-based, about to run) is past the recipe's marks."""
+    if recipe.freeze_observers_after is not None and epoch >= recipe.freeze_observers_after:
+        quantization.freeze_observers(model)
+    if recipe.freeze_bn_after is not None and epoch >= recipe.freeze_bn_after:
+        quantization.freeze_batchnorm_stats(model)
+
+
+def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.PathLike[str], *,
+        evaluate_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+        progress: bool = True) -> list[dict[str, Any]]:
+    """Train ``model`` (float or QAT-prepared) for ``recipe.epochs``, resuming from ``out_dir``.
+
+    After every epoch rank 0 evaluates (``evaluate_fn`` on the model, and on an int8 copy
+    when the model is QAT-prepared) and writes a checkpoint; a rerun with the same
+    ``out_dir`` continues after the last complete epoch with nothing lost. Returns the
+    per-epoch history (loss, lr, seconds, metrics).
+    """
+    out = Path(out_dir)
+    rank, world = _rank_and_world()
+    qat = quantization.model_backend(model) is not None
+    optimizer = _optimizer(model, recipe)
+    state = load_checkpoint(out, model, optimizer) or {"epoch": 0, "history": []}
+    if state.get("recipe", recipe.to_dict()) != recipe.to_dict():
+        raise ValueError(f"{out} holds a checkpoint from another recipe ({state['recipe']}); "
+                         "use a new output folder or the same recipe")
+    net: nn.Module = DistributedDataParallel(model) if world > 1 else model
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    history: list[dict[str, Any]] = state["history"]
+    for epoch in range(state["epoch"], recipe.epochs):
+        if qat:
+            _apply_freezes(model, recipe, epoch)
+        epoch_batches = batches(epoch)
+        steps = len(epoch_batches) if isinstance(epoch_batches, Sized) else len(epoch_batches := list(epoch_batches))
+        started, total_loss = time.perf_counter(), 0.0
+        net.train()
+        bar = tqdm(epoch_batches, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch", disable=not progress or rank)
+        for step, (images, labels) in enumerate(bar):
+            lr = recipe.lr_at(epoch * steps + step, steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = loss_fn(net(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item()
+            bar.set_postfix(loss=f"{total_loss / (step + 1):.3f}", lr=f"{lr:.4f}")
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss / max(1, steps),
+                                  "seconds": round(time.perf_counter() - started, 1)}
+        if rank == 0:
+            if evaluate_fn is not None:
+                record["eval"] = evaluate_fn(model)
+                if qat:
+                    record["eval_int8"] = evaluate_fn(int8_copy(model))
+            history.append(record)
+            _write_checkpoint(out, model, optimizer, {"epoch": epoch + 1, "history": history,
+                                                      "recipe": recipe.to_dict(), "world_size": world})
+            if progress:
+                tqdm.write(json.dumps(record))
+        else:
+            history.append(record)
+        if world > 1:
+            dist.barrier()
+    return history

@@ -65,10 +65,13 @@ def _relu6_to_relu(module: nn.Module) -> None:
 class QuantizableMobileNetV2(QuantizableModel, tv.MobileNetV2):
     """MobileNetV2 (Sandler et al., 2018) with ReLU, quant/dequant stubs and ``fuse_model``."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, stem_stride: int = 2, **kwargs: Any) -> None:
         if kwargs.setdefault("block", QuantizableInvertedResidual) is not QuantizableInvertedResidual:
             raise ValueError("QuantizableMobileNetV2 builds its own QuantizableInvertedResidual blocks; drop block=")
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride={stem_stride}: use 2 (ImageNet-size inputs) or 1 (32x32 inputs)")
         super().__init__(*args, **kwargs)
+        self.features[0][0].stride = (stem_stride, stem_stride)
         _relu6_to_relu(self)
         self.quant = QuantStub()
         self.dequant = DeQuantStub()
@@ -90,7 +93,9 @@ def mobilenet_v2(*, weights: WeightsArg = None, prepare: Prepare = None, quantiz
                  backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableMobileNetV2:
     """MobileNetV2; ``weights`` from ``torchvision.models.MobileNet_V2_Weights``.
 
-    ``width_mult``, ``num_classes``, ``dropout`` and ``round_nearest`` pass through.
+    ``width_mult``, ``num_classes``, ``dropout``, ``round_nearest`` and
+    ``inverted_residual_setting`` pass through. ``stem_stride=1`` keeps the first conv at full
+    resolution for 32x32 inputs (the CIFAR-10 variant; same parameters, more compute).
     """
     model = build(QuantizableMobileNetV2, tv.MobileNet_V2_Weights, weights=weights, prepare=prepare,
                   quantize=quantize, backend=backend, progress=progress, **kwargs)
