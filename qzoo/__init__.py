@@ -1,6 +1,7 @@
 """qzoo: a model zoo of quantizable PyTorch CNNs for eager-mode PTQ and QAT."""
 
 from .data import synthetic_images
+from .hub import from_pretrained, push_to_hub, save_pretrained
 from .models import (
     QuantizableBasicBlock,
     QuantizableBottleneck,
@@ -27,12 +28,14 @@ from .quantization import (
     fused_mode,
     get_qconfig,
     int8_skeleton,
+    is_int8,
     model_backend,
     prepare_ptq,
     prepare_qat,
     quantized_engine,
 )
 from .registry import get_model, list_models
+from .weights import get_weights, list_weights
 from .train import refresh_batchnorm
 
 __version__ = "0.1.0"
@@ -47,15 +50,20 @@ __all__ = [
     "QuantizableResNet",
     "calibrate",
     "convert",
+    "from_pretrained",
     "fused_mode",
     "get_model",
     "get_qconfig",
+    "get_weights",
     "int8_skeleton",
+    "is_int8",
     "list_models",
+    "list_weights",
     "mobilenet_v2",
     "model_backend",
     "prepare_ptq",
     "prepare_qat",
+    "push_to_hub",
     "quantized_engine",
     "refresh_batchnorm",
     "resnet18",
@@ -66,6 +74,7 @@ __all__ = [
     "resnext50_32x4d",
     "resnext101_32x8d",
     "resnext101_64x4d",
+    "save_pretrained",
     "synthetic_images",
     "wide_resnet50_2",
     "wide_resnet101_2",

@@ -439,3 +439,8 @@ def freeze_batchnorm_stats(model: nn.Module) -> nn.Module:
     _require_prepared(model, "freeze_batchnorm_stats")
     model.apply(nniqat.freeze_bn_stats)
     return model
+
+
+def is_int8(model: nn.Module) -> bool:
+    """Whether ``model`` was converted to int8 by qzoo (``convert`` or ``int8_skeleton``)."""
+    return getattr(model, _INT8_ATTR, None) is not None

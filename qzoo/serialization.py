@@ -1,22 +1,50 @@
-"""Model states as safetensors files: float and QAT-prepared states as plain tensors, with a JSON header.
+"""Model states as safetensors files, for float, QAT-prepared and converted int8 models.
 
-Loading never unpickles. A header records what wrote the file, so a file from another model
-or mode is refused before any tensor is copied.
+Loading never unpickles. Every file carries a JSON header (safetensors metadata key ``qzoo``)
+recording what wrote it, so a file from another model or mode is refused before any tensor
+is copied.
+
+The int8 layout (``format: qzoo.int8``) stores what a converted model's ``state_dict`` holds
+in packed or quantized form as plain tensors, each described in the header's ``entries``:
+
+=====================  =========================================================================
+state_dict value       tensors in the file (``K`` is the state_dict key)
+=====================  =========================================================================
+quantized tensor       ``K`` (int8/uint8/int32 integer values), ``K:scale`` (float64),
+                       ``K:zero_point`` (int64); the entry gives dtype, qscheme and channel axis
+packed Linear params   ``K:weight`` (a quantized tensor as above) and ``K:bias`` (float32, if any)
+dtype                  no tensor; the entry gives its name (``torch.qint8``)
+plain tensor           ``K`` as it is (float biases, activation scales and zero points)
+=====================  =========================================================================
+
+The header also names the architecture, its keyword arguments, the backend the int8 weights
+were packed for, the qzoo version, and ``content_sha256``: a digest of the header and every
+tensor byte, so a changed byte anywhere is caught at load time, not in wrong logits.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import safetensors
 import safetensors.torch
+import torch
 from torch import Tensor, nn
 
 FORMAT = "qzoo.state"
+INT8_FORMAT = "qzoo.int8"
 FORMAT_VERSION = 1
+_QUANTIZED_DTYPES = {torch.qint8: torch.int8, torch.quint8: torch.uint8, torch.qint32: torch.int32}
+_DTYPES = {str(dtype): dtype for dtype in (*_QUANTIZED_DTYPES, torch.float16, torch.float32)}
+
+
+class IntegrityError(ValueError):
+    """A weights file is damaged, truncated, or not what its header or entry says it is."""
 
 
 def _version() -> str:
@@ -59,9 +87,163 @@ def load_state(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise ValueError(f"{path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    parameters = dict(model.named_parameters())  # observer buffers legitimately change shape on load
     for name, value in tensors.items():
-        if value.numel() and expected[name].numel() and value.shape != expected[name].shape:
+        if name in parameters and value.shape != expected[name].shape:
             raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, the model expects "
                              f"{tuple(expected[name].shape)} (another num_classes or architecture?)")
     model.load_state_dict(tensors)
     return model
+
+
+# ----------------------------------------------------------------------------- int8
+
+
+def _split_quantized(key: str, value: Tensor, tensors: dict[str, Tensor]) -> dict[str, Any]:
+    tensors[key] = value.int_repr().contiguous()
+    if value.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        tensors[f"{key}:scale"] = torch.tensor(value.q_scale(), dtype=torch.float64)
+        tensors[f"{key}:zero_point"] = torch.tensor(value.q_zero_point(), dtype=torch.int64)
+        return {"kind": "quantized", "dtype": str(value.dtype), "qscheme": "per_tensor_affine"}
+    if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        tensors[f"{key}:scale"] = _narrowest(value.q_per_channel_scales().to(torch.float64), torch.float32)
+        tensors[f"{key}:zero_point"] = _narrowest(value.q_per_channel_zero_points().to(torch.int64), torch.int32)
+        return {"kind": "quantized", "dtype": str(value.dtype), "qscheme": "per_channel_affine",
+                "axis": int(value.q_per_channel_axis())}
+    raise ValueError(f"{key}: quantization scheme {value.qscheme()} has no safetensors layout in qzoo")
+
+
+def _narrowest(values: Tensor, narrow: torch.dtype) -> Tensor:
+    """``values`` in the ``narrow`` dtype when that is lossless (per-channel scales are float32 values
+    held as float64 by torch), else unchanged: smaller files, same bits after loading."""
+    narrowed = values.to(narrow)
+    return (narrowed if torch.equal(narrowed.to(values.dtype), values) else values).contiguous()
+
+
+def _join_quantized(key: str, spec: dict[str, Any], tensors: dict[str, Tensor]) -> Tensor:
+    values = tensors[key]
+    scale = tensors[f"{key}:scale"].to(torch.float64)
+    zero_point = tensors[f"{key}:zero_point"].to(torch.int64)
+    dtype = _DTYPES.get(spec.get("dtype", ""))
+    if dtype not in _QUANTIZED_DTYPES or values.dtype != _QUANTIZED_DTYPES[dtype]:
+        raise IntegrityError(f"{key}: stored as {values.dtype}, header says {spec.get('dtype')}")
+    if spec.get("qscheme") == "per_tensor_affine":
+        return torch._make_per_tensor_quantized_tensor(values, float(scale), int(zero_point))
+    if spec.get("qscheme") == "per_channel_affine":
+        axis = int(spec["axis"])
+        if not (0 <= axis < values.ndim and scale.numel() == zero_point.numel() == values.shape[axis]):
+            raise IntegrityError(f"{key}: {scale.numel()} scales for axis {axis} of shape {tuple(values.shape)}")
+        return torch._make_per_channel_quantized_tensor(values, scale, zero_point, axis)
+    raise IntegrityError(f"{key}: unknown quantization scheme {spec.get('qscheme')!r}")
+
+
+def int8_tensors(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split a converted model's ``state_dict`` into plain tensors and their ``entries`` descriptions."""
+    tensors: dict[str, Tensor] = {}
+    entries: dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, torch.dtype):
+            entries[key] = {"kind": "dtype", "value": str(value)}
+        elif isinstance(value, tuple):  # quantized Linear's packed (weight, bias)
+            weight, bias = value
+            entries[key] = {"kind": "linear_packed", "weight": _split_quantized(f"{key}:weight", weight, tensors),
+                            "bias": bias is not None}
+            if bias is not None:
+                tensors[f"{key}:bias"] = bias.detach().contiguous()
+        elif isinstance(value, Tensor) and value.is_quantized:
+            entries[key] = _split_quantized(key, value, tensors)
+        elif isinstance(value, Tensor):
+            tensors[key] = value.detach().contiguous()
+            entries[key] = {"kind": "tensor"}
+        else:
+            raise ValueError(f"{key}: a {type(value).__name__} in the state_dict has no safetensors layout")
+    return tensors, entries
+
+
+def _content_digest(header: dict[str, Any], tensors: dict[str, Tensor]) -> str:
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for key in sorted(tensors):
+        value = tensors[key]
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}".encode())
+        digest.update(value.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_int8(model: nn.Module, path: str | os.PathLike[str], *, architecture: str, kwargs: dict[str, Any],
+              backend: str, **metadata: Any) -> Path:
+    """Write a converted int8 model as safetensors (layout in the module docstring), atomically."""
+    path = Path(path)
+    tensors, entries = int8_tensors(model.state_dict())
+    header = {"format": INT8_FORMAT, "format_version": FORMAT_VERSION, "qzoo_version": _version(),
+              "architecture": architecture, "kwargs": kwargs, "backend": backend, **metadata, "entries": entries}
+    header["content_sha256"] = _content_digest(header, tensors)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    safetensors.torch.save_file(tensors, partial, metadata={"qzoo": json.dumps(header)})
+    partial.replace(path)
+    return path
+
+
+def read_int8(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read and verify an int8 file: its header and the rebuilt ``state_dict`` (quantized tensors).
+
+    Raises :class:`IntegrityError` for a truncated or changed file, or one that is not qzoo int8.
+    """
+    try:
+        header = read_header(path)
+        tensors = safetensors.torch.load_file(str(path))
+    except (safetensors.SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IntegrityError(f"{path} is not a readable safetensors file ({error}); download it again") from None
+    if header.get("format") != INT8_FORMAT:
+        raise ValueError(f"{path} holds a {header.get('format')!r} file, not qzoo int8 weights")
+    claimed = header.pop("content_sha256", None)
+    if claimed != _content_digest(header, tensors):
+        raise IntegrityError(f"{path}: content digest mismatch (expected {claimed}); the file was changed "
+                             "or damaged after it was written: download or export it again")
+    entries = header.get("entries")
+    if not isinstance(entries, dict):
+        raise IntegrityError(f"{path}: header has no entries table")
+    state: dict[str, Any] = {}
+    try:
+        for key, spec in entries.items():
+            kind = spec.get("kind")
+            if kind == "tensor":
+                state[key] = tensors[key]
+            elif kind == "quantized":
+                state[key] = _join_quantized(key, spec, tensors)
+            elif kind == "linear_packed":
+                bias = tensors[f"{key}:bias"] if spec.get("bias") else None
+                state[key] = (_join_quantized(f"{key}:weight", spec["weight"], tensors), bias)
+            elif kind == "dtype" and spec.get("value") in _DTYPES:
+                state[key] = _DTYPES[spec["value"]]
+            else:
+                raise IntegrityError(f"{path}: entry {key} has unknown kind {kind!r}")
+    except KeyError as missing:
+        raise IntegrityError(f"{path}: tensor {missing} named in the header is missing") from None
+    return header, state
+
+
+def load_int8_state(model: nn.Module, state: dict[str, Any], source: str) -> nn.Module:
+    """Load a :func:`read_int8` state into an int8 model of the same structure, after checking keys and shapes.
+
+    Quantized modules read their packed parameters according to module version metadata:
+    the state's own (a torch checkpoint) or else the target's (a qzoo file, rebuilt by this version).
+    """
+    reference = model.state_dict()
+    _check_int8_state(state, reference, source)
+    versioned = OrderedDict(state)
+    versioned._metadata = getattr(state, "_metadata", reference._metadata)  # type: ignore[attr-defined]
+    model.load_state_dict(versioned)
+    return model
+
+
+def _check_int8_state(state: dict[str, Any], reference: dict[str, Any], source: str) -> None:
+    missing, unexpected = sorted(set(reference) - set(state)), sorted(set(state) - set(reference))
+    if missing or unexpected:
+        raise ValueError(f"{source} does not fit this model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    for key, value in state.items():
+        expected = reference[key]
+        if isinstance(value, tuple):
+            value, expected = value[0], expected[0]
+        if isinstance(value, Tensor) and isinstance(expected, Tensor) and value.shape != expected.shape:
+            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
+                             f"{tuple(expected.shape)} (another num_classes or architecture?)")

@@ -33,7 +33,7 @@ def test_each_mode_of_each_factory(name):
     qat = qzoo.get_model(name, prepare="qat", num_classes=NUM_CLASSES)
     assert qat.training and qzoo.fused_mode(qat) == "qat"
     assert any(hasattr(m, "weight_fake_quant") for m in qat.modules())
-    int8 = qzoo.get_model(name, quantize=True, backend="qnnpack", num_classes=NUM_CLASSES)
+    int8 = qzoo.int8_skeleton(qzoo.get_model(name, num_classes=NUM_CLASSES), "qnnpack")
     assert not int8.training and float_layers(int8) == 0 and not has_observers(int8)
     assert torch.backends.quantized.engine == before
     with torch.inference_mode():

@@ -47,7 +47,7 @@ def test_torchvision_int8_checkpoint_loads_into_quantize_true_model(name, backen
         reference(images(16, seed=1))
     with qzoo.quantized_engine(backend):
         tq.convert(reference, inplace=True)
-    model = qzoo.get_model(name, quantize=True, backend=backend, num_classes=NUM_CLASSES)
+    model = qzoo.int8_skeleton(qzoo.get_model(name, num_classes=NUM_CLASSES), backend)
     model.load_state_dict(reference.state_dict(), strict=True)
     x = images(8, seed=5)
     expected = run(reference, x, backend)

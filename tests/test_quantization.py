@@ -200,7 +200,7 @@ def test_int8_model_runs_and_loads_under_its_own_backend_whatever_the_global_eng
     assert torch.backends.quantized.engine != "qnnpack"
     with torch.inference_mode():
         assert torch.equal(int8(x), expected)
-    reloaded = qzoo.resnet18(quantize=True, backend="qnnpack", num_classes=NUM_CLASSES)
+    reloaded = qzoo.int8_skeleton(qzoo.resnet18(num_classes=NUM_CLASSES), "qnnpack")
     reloaded.load_state_dict(int8.state_dict())
     with torch.inference_mode():
         assert torch.equal(reloaded(x), expected)
@@ -208,7 +208,7 @@ def test_int8_model_runs_and_loads_under_its_own_backend_whatever_the_global_eng
 
 
 def test_int8_model_names_float32_cpu_images_for_other_inputs():
-    int8 = qzoo.resnet18(quantize=True, num_classes=NUM_CLASSES)
+    int8 = qzoo.int8_skeleton(qzoo.resnet18(num_classes=NUM_CLASSES))
     for dtype in (torch.float16, torch.float64, torch.uint8):
         with pytest.raises(TypeError, match="float32 CPU images, got torch.(float16|float64|uint8)"):
             int8(torch.zeros(1, 3, 32, 32, dtype=dtype))
@@ -262,7 +262,7 @@ def test_qzoo_keeps_torch_deprecation_noise_out_of_users_faces():
         model = qzoo.resnet18(prepare="ptq", num_classes=NUM_CLASSES)
         qzoo.calibrate(model, images(4, 1).split(2), progress=False)
         qzoo.convert(model)
-        qzoo.mobilenet_v2(quantize=True, backend="qnnpack")
+        qzoo.int8_skeleton(qzoo.mobilenet_v2(), "qnnpack")
         qzoo.mobilenet_v2(prepare="qat")
     assert [str(w.message)[:80] for w in caught] == []
 

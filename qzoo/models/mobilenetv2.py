@@ -90,7 +90,7 @@ class QuantizableMobileNetV2(QuantizableModel, tv.MobileNetV2):
 
 
 def mobilenet_v2(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-                 backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableMobileNetV2:
+                 backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableMobileNetV2:
     """MobileNetV2; ``weights`` from ``torchvision.models.MobileNet_V2_Weights``.
 
     ``width_mult``, ``num_classes``, ``dropout``, ``round_nearest`` and

@@ -120,7 +120,7 @@ def _resnet(
     weights: WeightsArg,
     prepare: Prepare,
     quantize: bool,
-    backend: str,
+    backend: str | None,
     progress: bool,
     kwargs: dict[str, Any],
 ) -> QuantizableResNet:
@@ -131,42 +131,42 @@ def _resnet(
 
 
 def resnet18(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-             backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+             backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
     """ResNet-18 (He et al., 2015); ``weights`` from ``torchvision.models.ResNet18_Weights``."""
     return _resnet(QuantizableBasicBlock, [2, 2, 2, 2], tv.ResNet18_Weights,
                    weights, prepare, quantize, backend, progress, kwargs)
 
 
 def resnet34(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-             backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+             backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
     """ResNet-34; ``weights`` from ``torchvision.models.ResNet34_Weights``."""
     return _resnet(QuantizableBasicBlock, [3, 4, 6, 3], tv.ResNet34_Weights,
                    weights, prepare, quantize, backend, progress, kwargs)
 
 
 def resnet50(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-             backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+             backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
     """ResNet-50; ``weights`` from ``torchvision.models.ResNet50_Weights``."""
     return _resnet(QuantizableBottleneck, [3, 4, 6, 3], tv.ResNet50_Weights,
                    weights, prepare, quantize, backend, progress, kwargs)
 
 
 def resnet101(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-              backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+              backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
     """ResNet-101; ``weights`` from ``torchvision.models.ResNet101_Weights``."""
     return _resnet(QuantizableBottleneck, [3, 4, 23, 3], tv.ResNet101_Weights,
                    weights, prepare, quantize, backend, progress, kwargs)
 
 
 def resnet152(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-              backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+              backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
     """ResNet-152; ``weights`` from ``torchvision.models.ResNet152_Weights``."""
     return _resnet(QuantizableBottleneck, [3, 8, 36, 3], tv.ResNet152_Weights,
                    weights, prepare, quantize, backend, progress, kwargs)
 
 
 def resnext50_32x4d(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-                    backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+                    backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
     """ResNeXt-50 32x4d (Xie et al., 2016); ``weights`` from ``ResNeXt50_32X4D_Weights``."""
     fixed_kwargs(kwargs, groups=32, width_per_group=4)
     return _resnet(QuantizableBottleneck, [3, 4, 6, 3], tv.ResNeXt50_32X4D_Weights,
@@ -174,7 +174,7 @@ def resnext50_32x4d(*, weights: WeightsArg = None, prepare: Prepare = None, quan
 
 
 def resnext101_32x8d(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-                     backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+                     backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
     """ResNeXt-101 32x8d; ``weights`` from ``ResNeXt101_32X8D_Weights``."""
     fixed_kwargs(kwargs, groups=32, width_per_group=8)
     return _resnet(QuantizableBottleneck, [3, 4, 23, 3], tv.ResNeXt101_32X8D_Weights,
@@ -182,7 +182,7 @@ def resnext101_32x8d(*, weights: WeightsArg = None, prepare: Prepare = None, qua
 
 
 def resnext101_64x4d(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-                     backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+                     backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
     """ResNeXt-101 64x4d; ``weights`` from ``ResNeXt101_64X4D_Weights``."""
     fixed_kwargs(kwargs, groups=64, width_per_group=4)
     return _resnet(QuantizableBottleneck, [3, 4, 23, 3], tv.ResNeXt101_64X4D_Weights,
@@ -190,7 +190,7 @@ def resnext101_64x4d(*, weights: WeightsArg = None, prepare: Prepare = None, qua
 
 
 def wide_resnet50_2(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-                    backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+                    backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
     """Wide ResNet-50-2 (Zagoruyko & Komodakis, 2016); ``weights`` from ``Wide_ResNet50_2_Weights``."""
     fixed_kwargs(kwargs, width_per_group=128)
     return _resnet(QuantizableBottleneck, [3, 4, 6, 3], tv.Wide_ResNet50_2_Weights,
@@ -198,7 +198,7 @@ def wide_resnet50_2(*, weights: WeightsArg = None, prepare: Prepare = None, quan
 
 
 def wide_resnet101_2(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-                     backend: str = "x86", progress: bool = True, **kwargs: Any) -> QuantizableResNet:
+                     backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
     """Wide ResNet-101-2; ``weights`` from ``Wide_ResNet101_2_Weights``."""
     fixed_kwargs(kwargs, width_per_group=128)
     return _resnet(QuantizableBottleneck, [3, 4, 23, 3], tv.Wide_ResNet101_2_Weights,

@@ -1,0 +1,244 @@
+"""Save, load and share qzoo models as folders: the only module that imports huggingface_hub.
+
+A qzoo folder (local, or a Hugging Face hub repository) holds ``config.json`` (architecture,
+keyword arguments, mode, backend, transforms, metrics), ``model.safetensors`` (float and QAT
+states as plain tensors, int8 in qzoo's safetensors layout) and a ``README.md`` model card.
+Downloads go through ``hf_hub_download`` (its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``), and
+every file is checked against the sha256 that ``config.json`` or the weights entry records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import huggingface_hub
+import huggingface_hub.errors
+from huggingface_hub.errors import LocalEntryNotFoundError
+from torch import nn
+
+from . import quantization, registry, serialization, weights
+from .models._factory import ARCHITECTURE_ATTR, KWARGS_ATTR, WEIGHTS_ATTR
+from .serialization import IntegrityError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+MODES = ("float", "qat", "int8")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def model_mode(model: nn.Module) -> str:
+    """``float``, ``qat`` or ``int8``; a PTQ-prepared model is refused (calibrate and convert it first)."""
+    if quantization.is_int8(model):
+        return "int8"
+    if quantization.model_backend(model) is None:
+        return "float"
+    if quantization.fused_mode(model) == "qat" or model.training:
+        return "qat"
+    raise ValueError("a PTQ-prepared model holds only observer statistics: run qzoo.calibrate and "
+                     "qzoo.convert, then save the int8 model")
+
+
+def _config(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
+    architecture = getattr(model, ARCHITECTURE_ATTR, None)
+    if architecture is None:
+        raise ValueError("this model was not built by a qzoo factory, so no config can rebuild it: "
+                         "build it with qzoo.get_model(name, ...) and load your weights into it")
+    kwargs = getattr(model, KWARGS_ATTR, {})
+    try:
+        json.dumps(kwargs)
+    except TypeError:
+        raise ValueError(f"the model's keyword arguments {kwargs} are not JSON data; only models built "
+                         "from plain arguments (numbers, strings, lists) can be saved as a folder") from None
+    mode = model_mode(model)
+    return {"library": "qzoo", "qzoo_version": _version(), "architecture": architecture, "kwargs": kwargs,
+            "mode": mode, "backend": quantization.model_backend(model), "weights": getattr(model, WEIGHTS_ATTR, None),
+            **metadata}
+
+
+def _card(config: dict[str, Any]) -> str:
+    name = config.get("name") or f"{config['architecture']} ({config['mode']})"
+    metrics = config.get("metrics") or {}
+    rows = "\n".join(f"| {data} | {values.get('acc1', '')} | {values.get('acc5', '')} |"
+                     for data, values in metrics.items()) or "| (none recorded) | | |"
+    load = ("qzoo.from_pretrained(\"<this repo or folder>\")")
+    return f"""---
+library_name: qzoo
+tags: [image-classification, quantization, int8, pytorch]
+license: {config.get("license") or "other"}
+---
+
+# {name}
+
+A qzoo `{config['architecture']}` model in **{config['mode']}** form{
+    f", quantized for the `{config['backend']}` backend" if config['mode'] == 'int8' else ''}.
+
+```python
+import qzoo
+model = {load}
+```
+
+| data | acc@1 | acc@5 |
+|---|---|---|
+{rows}
+
+- architecture arguments: `{json.dumps(config['kwargs'])}`
+- preprocessing: `{json.dumps(config.get('transforms'))}`
+- recipe: {config.get('recipe') or 'not recorded'}
+- made from: {config.get('weights') or config.get('unquantized') or 'not recorded'}
+- written by qzoo {config['qzoo_version']}; `model.safetensors` sha256 `{config['sha256']}`
+"""
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], **metadata: Any) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and a ``README.md`` card for ``model`` into ``directory``.
+
+    ``metadata`` (``name``, ``metrics``, ``transforms``, ``recipe``, ``categories``, ``license``,
+    ...) goes into the config and the card. A card someone edited is never overwritten: the
+    config remembers the hash of the card qzoo wrote, and only that exact card is replaced.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = _config(model, metadata)
+    path = directory / WEIGHTS_NAME
+    header = {"architecture": config["architecture"], "kwargs": config["kwargs"], "mode": config["mode"]}
+    if config["mode"] == "int8":
+        serialization.save_int8(model, path, architecture=config["architecture"], kwargs=config["kwargs"],
+                                backend=config["backend"])
+    else:
+        serialization.save_state(model, path, backend=config["backend"], **header)
+    config["sha256"] = weights.file_sha256(path)
+    card_path, card = directory / CARD_NAME, _card(config)
+    previous = _read_config(directory / CONFIG_NAME) if (directory / CONFIG_NAME).is_file() else {}
+    if not card_path.exists() or weights.file_sha256(card_path) == previous.get("card_sha256"):
+        _write_atomic(card_path, card)
+        config["card_sha256"] = hashlib.sha256(card.encode()).hexdigest()
+    else:
+        config["card_sha256"] = previous.get("card_sha256")
+    _write_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    return directory
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IntegrityError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(config, dict) or config.get("library") != "qzoo" or config.get("mode") not in MODES:
+        raise ValueError(f"{path} is not a qzoo config (library 'qzoo', mode one of {MODES})")
+    return config
+
+
+def _download(repo_id: str, filename: str, revision: str | None, progress: bool) -> Path:
+    try:
+        return Path(huggingface_hub.hf_hub_download(
+            repo_id, filename, revision=revision, library_name="qzoo", library_version=_version(),
+            endpoint=os.environ.get("HF_ENDPOINT") or None))
+    except LocalEntryNotFoundError:
+        raise FileNotFoundError(
+            f"{repo_id}/{filename} is not in the Hugging Face cache and the hub cannot be reached "
+            "(offline, or HF_HUB_OFFLINE=1): connect once, or pre-download with "
+            f"`hf download {repo_id}` and run again") from None
+
+
+def _discard_from_cache(path: Path) -> None:
+    """Remove a downloaded file that failed verification: the snapshot link and the blob it points to."""
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    blob.unlink(missing_ok=True)
+
+
+def _locate(source: str, revision: str | None, progress: bool) -> tuple[Path, Path, str | None]:
+    """Config path, weights path and expected weights sha256 for a folder, an entry name or a repo id."""
+    folder = Path(source)
+    if folder.is_dir():
+        return folder / CONFIG_NAME, folder / WEIGHTS_NAME, None
+    expected = None
+    if source in weights.ENTRIES:
+        entry = weights.ENTRIES[source]
+        if entry.hub_repo is None:
+            raise ValueError(f"{source} is a torchvision file: build it with qzoo.{entry.architecture}"
+                             f"(weights={source!r}{', quantize=True' if entry.mode == 'int8' else ''})")
+        if entry.hub_revision is None:
+            raise ValueError(f"{source} is not published on the hub yet; load the folder of the same name "
+                             f"from qzoo's repository: qzoo.from_pretrained('weights/{source}')")
+        source, revision, expected = entry.hub_repo, revision or entry.hub_revision, entry.sha256
+    unknown = (f"{source!r} is neither a folder, a weights entry (qzoo.weights.list_weights()) "
+               "nor a hub repository id like 'user/name'")
+    if source.count("/") != 1:
+        raise FileNotFoundError(unknown)
+    try:
+        config = _download(source, CONFIG_NAME, revision, progress)
+        return config, _download(source, WEIGHTS_NAME, revision, progress), expected
+    except (huggingface_hub.errors.RepositoryNotFoundError, huggingface_hub.errors.EntryNotFoundError,
+            huggingface_hub.errors.RevisionNotFoundError) as error:
+        raise FileNotFoundError(f"{unknown} ({type(error).__name__})") from None
+
+
+def from_pretrained(source: str | os.PathLike[str], *, revision: str | None = None,
+                    progress: bool = True) -> nn.Module:
+    """Rebuild the model a qzoo folder describes: a local directory, a weights entry name or a hub repo id.
+
+    The weights file is verified against the sha256 in ``config.json`` (and the weights entry's,
+    for an entry) before it is read; a hub file that fails is removed from the cache.
+    """
+    config_path, weights_path, expected = _locate(str(source), revision, progress)
+    if not config_path.is_file() or not weights_path.is_file():
+        raise FileNotFoundError(f"{Path(config_path).parent} needs {CONFIG_NAME} and {WEIGHTS_NAME}; "
+                                "write such a folder with qzoo.save_pretrained(model, folder)")
+    config = _read_config(config_path)
+    try:
+        for digest in {d for d in (expected, config.get("sha256")) if d}:
+            weights.verify_file(weights_path, digest, fix=f"download or save {source} again")
+    except IntegrityError:
+        if not Path(str(source)).is_dir():
+            _discard_from_cache(weights_path)
+        raise
+    return _build(config, weights_path)
+
+
+def _build(config: dict[str, Any], path: Path) -> nn.Module:
+    factory = registry.get_factory(config["architecture"])
+    kwargs, mode, backend = dict(config["kwargs"]), config["mode"], config.get("backend")
+    if mode == "int8":
+        header, state = serialization.read_int8(path)
+        for key in ("architecture", "kwargs", "backend"):
+            if header.get(key) != config.get(key):
+                raise IntegrityError(f"{path} was written for {key}={header.get(key)!r} but config.json says "
+                                     f"{config.get(key)!r}: the folder mixes files of two models")
+        model = quantization.int8_skeleton(factory(**kwargs), backend or "x86")
+        serialization.load_int8_state(model, state, str(path))
+    else:
+        model = factory(prepare="qat", backend=backend, **kwargs) if mode == "qat" else factory(**kwargs)
+        serialization.load_state(model, path)
+    if config.get("weights"):
+        setattr(model, WEIGHTS_ATTR, config["weights"])
+    return model
+
+
+def push_to_hub(model: nn.Module, repo_id: str, *, private: bool = False, token: str | None = None,
+                commit_message: str = "Upload qzoo model", **metadata: Any) -> str:
+    """Save ``model`` as a qzoo folder and upload it to the hub repository ``repo_id``; returns the commit URL."""
+    api = huggingface_hub.HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token,
+                                library_name="qzoo", library_version=_version())
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        save_pretrained(model, folder, **metadata)
+        info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+    return str(info)
