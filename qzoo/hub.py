@@ -20,6 +20,7 @@ import huggingface_hub
 import huggingface_hub.errors
 from huggingface_hub.errors import LocalEntryNotFoundError
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import quantization, registry, serialization, weights
 from .models._factory import ARCHITECTURE_ATTR, KWARGS_ATTR, WEIGHTS_ATTR
@@ -145,11 +146,18 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
+class _NoProgressBar(tqdm):
+    """A tqdm that never draws: ``progress=False``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "disable": True})
+
+
 def _download(repo_id: str, filename: str, revision: str | None, progress: bool) -> Path:
     try:
         return Path(huggingface_hub.hf_hub_download(
             repo_id, filename, revision=revision, library_name="qzoo", library_version=_version(),
-            endpoint=os.environ.get("HF_ENDPOINT") or None))
+            endpoint=os.environ.get("HF_ENDPOINT") or None, tqdm_class=tqdm if progress else _NoProgressBar))
     except LocalEntryNotFoundError:
         raise FileNotFoundError(
             f"{repo_id}/{filename} is not in the Hugging Face cache and the hub cannot be reached "
@@ -158,7 +166,7 @@ def _download(repo_id: str, filename: str, revision: str | None, progress: bool)
 
 
 def _discard_from_cache(path: Path) -> None:
-    """Remove a downloaded file that failed verification: the snapshot link and the blob it points to."""
+    """Remove a downloaded file of a folder that failed verification: the snapshot link and its blob."""
     blob = path.resolve()
     path.unlink(missing_ok=True)
     blob.unlink(missing_ok=True)
@@ -209,6 +217,7 @@ def from_pretrained(source: str | os.PathLike[str], *, revision: str | None = No
     except IntegrityError:
         if not Path(str(source)).is_dir():
             _discard_from_cache(weights_path)
+            _discard_from_cache(config_path)
         raise
     return _build(config, weights_path)
 

@@ -36,6 +36,8 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
+from . import quantization
+
 FORMAT = "qzoo.state"
 INT8_FORMAT = "qzoo.int8"
 FORMAT_VERSION = 1
@@ -61,11 +63,23 @@ def save_state(model: nn.Module, path: str | os.PathLike[str], **metadata: Any) 
     path = Path(path)
     tensors = {name: value.detach().contiguous().clone() for name, value in model.state_dict().items()
                if isinstance(value, Tensor)}
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "qzoo_version": _version(), **metadata}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "qzoo_version": _version(),
+              "prepared": _prepared(model), **metadata}
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     safetensors.torch.save_file(tensors, partial, metadata={"qzoo": json.dumps(header)})
     partial.replace(path)
     return path
+
+
+def _prepared(model: nn.Module) -> str | None:
+    """``"qat"`` or ``"ptq"`` for a prepared model, ``None`` for a float one."""
+    if quantization.model_backend(model) is None:
+        return None
+    return quantization.fused_mode(model) or "ptq"
+
+
+def _describe(prepared: str | None) -> str:
+    return f"{prepared.upper()}-prepared" if prepared else "float"
 
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -82,6 +96,10 @@ def load_state(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     header = read_header(path)
     if header.get("format") != FORMAT:
         raise ValueError(f"{path} holds a {header.get('format')!r} file, not a float/QAT state")
+    if header.get("prepared") != _prepared(model):
+        raise ValueError(f"{path} holds a {_describe(header.get('prepared'))} state but the model is "
+                         f"{_describe(_prepared(model))}: build it with "
+                         f"{'prepare=' + repr(header['prepared']) if header.get('prepared') else 'no prepare='} first")
     tensors = safetensors.torch.load_file(str(path))
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))

@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import urllib.parse
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,7 +273,9 @@ def load_url_state(entry: Weights, *, progress: bool = True) -> dict[str, Any]:
     """The verified state_dict of a URL entry, read with ``torch.load(weights_only=True)``."""
     path = fetch_url(entry, progress=progress)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own storage internals, raised by every quantized checkpoint
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a hash-verified file that torch cannot read is still damaged input
         if isinstance(error, torch.serialization.pickle.UnpicklingError):
             raise

@@ -1,0 +1,84 @@
+"""A loopback HTTP server for offline download tests: plain files by path, and a hub-like layout.
+
+The hub layout answers ``HEAD``/``GET /<repo>/resolve/<revision>/<file>`` with the headers
+huggingface_hub reads (``X-Repo-Commit``, ``ETag``, ``Content-Length``), so
+``hf_hub_download`` runs its real code path against 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes]
+    requests: list[str]
+
+    def log_message(self, *args: object) -> None:  # keep test output clean
+        pass
+
+    def _lookup(self) -> tuple[bytes | None, dict[str, str]]:
+        self.requests.append(f"{self.command} {self.path}")
+        path = self.path.split("?")[0]
+        match = re.fullmatch(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)", path)
+        key = f"{match['repo']}/{match['file']}" if match else path.lstrip("/")
+        body = self.files.get(key)
+        headers = {}
+        if body is not None:
+            headers = {"Content-Length": str(len(body)), "ETag": f'"{hashlib.sha256(body).hexdigest()}"',
+                       "X-Repo-Commit": COMMIT, "Content-Type": "application/octet-stream"}
+        return body, headers
+
+    def _answer(self, send_body: bool) -> None:
+        body, headers = self._lookup()
+        if body is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+        self._answer(send_body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(send_body=True)
+
+
+class Server:
+    """A running loopback server; ``files`` maps ``repo/file`` or a plain path to bytes."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        handler = type("Handler", (_Handler,), {"files": self.files, "requests": self.requests})
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@contextmanager
+def serving() -> Iterator[Server]:
+    server = Server()
+    try:
+        yield server
+    finally:
+        server.stop()

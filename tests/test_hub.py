@@ -1,0 +1,194 @@
+"""save_pretrained / from_pretrained / the hub download path, against a loopback hub server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import MappingProxyType
+
+import huggingface_hub.constants
+import pytest
+import torch
+from helpers import NUM_CLASSES, images, quantized_copy, refreshed, run
+from loopback import serving
+
+import qzoo
+from qzoo import weights
+from qzoo.serialization import IntegrityError
+
+REPO = "qzoo-test/resnet18-int8"
+
+
+@pytest.fixture(scope="module")
+def int8_folder(tmp_path_factory) -> Path:
+    model = quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)), "x86")
+    return qzoo.save_pretrained(model, tmp_path_factory.mktemp("folder"), metrics={"synthetic": {"acc1": 0.0}})
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache for this test (huggingface_hub reads these at call time)."""
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    return cache
+
+
+def publish(server, folder: Path, repo: str = REPO) -> None:
+    for name in ("config.json", "model.safetensors", "README.md"):
+        server.files[f"{repo}/{name}"] = (folder / name).read_bytes()
+
+
+@pytest.mark.parametrize("mode", ["float", "qat", "int8"])
+def test_save_pretrained_then_from_pretrained_is_bit_exact(mode, tmp_path):
+    x = images(4, seed=9)
+    model = refreshed(qzoo.mobilenet_v2(num_classes=NUM_CLASSES, stem_stride=1))
+    if mode == "qat":
+        model = qzoo.prepare_qat(model)
+        with torch.no_grad():
+            model(x)
+    elif mode == "int8":
+        model = quantized_copy(model, "qnnpack")
+    qzoo.save_pretrained(model, tmp_path, metrics={"synthetic": {"acc1": 1.0}})
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (config["architecture"], config["mode"], config["kwargs"]) == (
+        "mobilenet_v2", mode, {"num_classes": NUM_CLASSES, "stem_stride": 1})
+    loaded = qzoo.from_pretrained(tmp_path)
+    assert loaded.training == (mode == "qat")  # a QAT model comes back ready to train on
+    model.eval(), loaded.eval()
+    assert torch.equal(run(loaded, x, "qnnpack"), run(model, x, "qnnpack"))
+    assert qzoo.is_int8(loaded) == (mode == "int8")
+    assert qzoo.fused_mode(loaded) == {"float": None, "qat": "qat", "int8": "ptq"}[mode]
+
+
+def test_an_edited_model_card_is_never_overwritten(tmp_path):
+    model = qzoo.resnet18(num_classes=NUM_CLASSES)
+    qzoo.save_pretrained(model, tmp_path, metrics={"a": {"acc1": 1.0}})
+    first = (tmp_path / "README.md").read_text()
+    assert "| a | 1.0 |" in first
+    qzoo.save_pretrained(model, tmp_path, metrics={"b": {"acc1": 2.0}})
+    assert "| b | 2.0 |" in (tmp_path / "README.md").read_text()  # qzoo's own card is regenerated
+    (tmp_path / "README.md").write_text(first + "\nHand-written notes.\n")
+    qzoo.save_pretrained(model, tmp_path, metrics={"c": {"acc1": 3.0}})
+    assert (tmp_path / "README.md").read_text().endswith("Hand-written notes.\n")
+
+
+def test_a_ptq_prepared_or_foreign_model_cannot_be_saved(tmp_path):
+    with pytest.raises(ValueError, match="calibrate and qzoo.convert"):
+        qzoo.save_pretrained(qzoo.resnet18(prepare="ptq", num_classes=NUM_CLASSES), tmp_path)
+    with pytest.raises(ValueError, match="not built by a qzoo factory"):
+        qzoo.save_pretrained(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_a_folder_whose_weights_changed_is_refused(int8_folder, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for item in int8_folder.iterdir():
+        (copy / item.name).write_bytes(item.read_bytes())
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="sha256"):
+        qzoo.from_pretrained(copy)
+
+
+def test_hub_download_caches_then_works_with_the_server_stopped(int8_folder, hub_cache, monkeypatch, capfd):
+    x = images(4, seed=1)
+    expected = run(qzoo.from_pretrained(int8_folder), x)
+    with serving() as server:
+        publish(server, int8_folder)
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        assert torch.equal(run(qzoo.from_pretrained(REPO), x), expected)
+        assert any("model.safetensors" in r for r in server.requests)
+    assert "model.safetensors" in capfd.readouterr().err  # the download showed its progress bar
+    assert torch.equal(run(qzoo.from_pretrained(REPO), x), expected)  # server gone: the cache answers
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert torch.equal(run(qzoo.from_pretrained(REPO), x), expected)
+
+
+def test_offline_with_an_empty_cache_names_the_fix(hub_cache, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE=1.*hf download"):
+        qzoo.from_pretrained(REPO)
+
+
+def test_a_changed_file_from_the_server_is_caught_and_leaves_the_cache(int8_folder, hub_cache, monkeypatch):
+    entry = weights.Weights(name="resnet18.test_int8", architecture="resnet18", mode="int8",
+                            sha256=weights.file_sha256(int8_folder / "model.safetensors"),
+                            hub_repo=REPO, hub_revision="0123456789abcdef0123456789abcdef01234567",
+                            backend="x86", kwargs={"num_classes": NUM_CLASSES})
+    monkeypatch.setattr(weights, "ENTRIES", MappingProxyType({**weights.ENTRIES, entry.name: entry}))
+    with serving() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        publish(server, int8_folder)
+        other = qzoo.save_pretrained(quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES), 3), "x86"),
+                                     hub_cache.parent / "other")
+        # a consistent but different folder: only the entry's pinned sha256 can tell
+        publish(server, other)
+        with pytest.raises(IntegrityError, match="expected " + entry.sha256):
+            qzoo.from_pretrained(entry.name)
+        blobs = list(hub_cache.rglob("blobs/*"))
+        assert all(weights.file_sha256(b) != weights.file_sha256(other / "model.safetensors") for b in blobs)
+        publish(server, int8_folder)
+        assert qzoo.is_int8(qzoo.from_pretrained(entry.name))
+
+
+def test_unpublished_and_torchvision_entries_say_where_to_load_them():
+    with pytest.raises(ValueError, match="quantize=True"):
+        qzoo.from_pretrained("resnet18.imagenet1k_fbgemm_v1")
+    with pytest.raises(FileNotFoundError, match="neither a folder"):
+        qzoo.from_pretrained("no-such-folder")
+
+
+def test_environment_variables_drive_a_real_process(int8_folder, tmp_path):
+    """HF_ENDPOINT and HF_HUB_OFFLINE as a user sets them, in a fresh interpreter."""
+    script = f"import qzoo; print(qzoo.is_int8(qzoo.from_pretrained({REPO!r}, progress=False)))"
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}
+    with serving() as server:
+        publish(server, int8_folder)
+        online = subprocess.run([sys.executable, "-c", script], env={**env, "HF_ENDPOINT": server.url},
+                                capture_output=True, text=True, timeout=120)
+    assert online.stdout.strip() == "True", online.stderr
+    offline = subprocess.run([sys.executable, "-c", script], env={**env, "HF_HUB_OFFLINE": "1"},
+                             capture_output=True, text=True, timeout=120)
+    assert offline.stdout.strip() == "True", offline.stderr
+
+
+def test_push_to_hub_uploads_a_loadable_folder(monkeypatch, tmp_path):
+    uploaded = {}
+
+    class FakeApi:  # the upload itself is huggingface_hub's; qzoo's part is the folder it hands over
+        def __init__(self, **kwargs):
+            uploaded["library_name"] = kwargs["library_name"]
+
+        def create_repo(self, repo_id, **kwargs):
+            uploaded["repo"] = repo_id
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            for item in Path(folder_path).iterdir():
+                (tmp_path / item.name).write_bytes(item.read_bytes())
+            return f"https://hub/{repo_id}/commit/1"
+
+    monkeypatch.setattr(qzoo.hub.huggingface_hub, "HfApi", FakeApi)
+    model = refreshed(qzoo.resnet18(num_classes=NUM_CLASSES))
+    assert qzoo.push_to_hub(model, "me/r18") == "https://hub/me/r18/commit/1"
+    assert uploaded == {"library_name": "qzoo", "repo": "me/r18"}
+    x = images(2, seed=4)
+    assert torch.equal(run(qzoo.from_pretrained(tmp_path), x), run(model, x))
+
+
+def test_entries_are_consistent():
+    for name in weights.list_weights():
+        entry = weights.get_weights(name)
+        assert name.startswith(entry.architecture + ".") and entry.architecture in qzoo.list_models()
+        assert len(entry.sha256) in (8, 64) or len(entry.sha256) >= 8
+        assert (entry.url is None) != (entry.hub_repo is None)
+        if entry.mode == "int8":
+            assert entry.backend in qzoo.BACKENDS and entry.unquantized in weights.ENTRIES
+    defaults = [(e.architecture, e.mode) for e in weights.ENTRIES.values() if e.default]
+    assert len(defaults) == len(set(defaults))
+    assert dataclasses.asdict(weights.get_weights("mobilenet_v2.imagenet1k_qnnpack_v1"))["backend"] == "qnnpack"

@@ -1,0 +1,136 @@
+"""Weights entries and the torchvision URL path: download, verify on every load, refuse bad files."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import pickle
+from types import MappingProxyType
+
+import pytest
+import torch
+from helpers import images, quantized_copy, refreshed, run
+from loopback import serving
+
+import qzoo
+from qzoo import weights
+from qzoo.serialization import IntegrityError
+
+ENTRY = "mobilenet_v2.imagenet1k_qnnpack_v1"
+FILENAME = "mobilenet_v2_qnnpack_37f702c5.pth"  # torchvision's own file name
+
+
+@pytest.fixture(scope="module")
+def int8_reference():
+    """A torchvision-format int8 checkpoint made here (1000 classes, qnnpack) and the model it came from."""
+    model = quantized_copy(refreshed(qzoo.mobilenet_v2()), "qnnpack")
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return model, buffer.getvalue()
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def point_entry_at(monkeypatch, url: str, payload: bytes) -> weights.Weights:
+    """The real entry, moved to the loopback server with the sha256 of the file the test made."""
+    import hashlib
+
+    entry = dataclasses.replace(weights.ENTRIES[ENTRY], url=url, sha256=hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(weights, "ENTRIES", MappingProxyType({**weights.ENTRIES, ENTRY: entry}))
+    return entry
+
+
+def test_quantize_true_downloads_verifies_and_loads_under_the_entry_backend(int8_reference, torch_home,
+                                                                          monkeypatch, capfd):
+    model, payload = int8_reference
+    x = images(2, seed=3)
+    stale = torch_home / f".{FILENAME}.99999999.partial"  # left by a killed download
+    torch_home.mkdir(parents=True)
+    stale.write_bytes(payload[:100])
+    with serving() as server:
+        server.files[FILENAME] = payload
+        point_entry_at(monkeypatch, f"{server.url}/{FILENAME}", payload)
+        loaded = qzoo.mobilenet_v2(quantize=True)
+        assert server.requests == [f"GET /{FILENAME}"]
+    assert "%" in capfd.readouterr().err  # torch.hub's progress bar
+    assert qzoo.model_backend(loaded) == "qnnpack" and qzoo.is_int8(loaded)
+    assert torch.equal(run(loaded, x, "qnnpack"), run(model, x, "qnnpack"))
+    assert sorted(p.name for p in torch_home.iterdir()) == [FILENAME]  # no partial files left
+    again = qzoo.mobilenet_v2(quantize=True, backend="qnnpack", progress=False)  # server gone: cache hit
+    assert torch.equal(run(again, x, "qnnpack"), run(model, x, "qnnpack"))
+
+
+def test_a_cache_hit_is_rehashed_and_a_flipped_byte_refused(int8_reference, torch_home, monkeypatch):
+    _, payload = int8_reference
+    entry = point_entry_at(monkeypatch, f"http://127.0.0.1:9/{FILENAME}", payload)
+    torch_home.mkdir(parents=True)
+    damaged = bytearray(payload)
+    damaged[len(payload) // 2] ^= 0x01
+    (torch_home / FILENAME).write_bytes(bytes(damaged))
+    with pytest.raises(IntegrityError, match=f"expected {entry.sha256}; delete .*{FILENAME} and load again"):
+        qzoo.mobilenet_v2(quantize=True)
+
+
+def test_the_real_entry_checks_torchvisions_published_hash_prefix(torch_home):
+    torch_home.mkdir(parents=True)
+    (torch_home / FILENAME).write_bytes(b"<html>502 Bad Gateway</html>")
+    with pytest.raises(IntegrityError, match=r"expected 37f702c5\.\.\."):
+        qzoo.mobilenet_v2(quantize=True)
+
+
+def test_a_changed_file_from_the_server_never_reaches_the_cache(int8_reference, torch_home, monkeypatch):
+    _, payload = int8_reference
+    with serving() as server:
+        server.files[FILENAME] = payload[:-1] + bytes([payload[-1] ^ 1])
+        point_entry_at(monkeypatch, f"{server.url}/{FILENAME}", payload)
+        with pytest.raises(IntegrityError, match="the server sent a different file"):
+            qzoo.mobilenet_v2(quantize=True, progress=False)
+    assert not torch_home.exists() or list(torch_home.iterdir()) == []
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['QZOO_SENTINEL']}",))
+
+
+def test_a_malicious_pickle_with_a_matching_hash_never_runs(torch_home, tmp_path, monkeypatch):
+    sentinel = tmp_path / "pwned"
+    monkeypatch.setenv("QZOO_SENTINEL", str(sentinel))
+    payload = pickle.dumps({"features.0.0.weight": _Payload()})
+    with serving() as server:
+        server.files[FILENAME] = payload
+        point_entry_at(monkeypatch, f"{server.url}/{FILENAME}", payload)
+        with pytest.raises(pickle.UnpicklingError):
+            qzoo.mobilenet_v2(quantize=True, progress=False)
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: qzoo.mobilenet_v2(quantize=True, backend="x86"), "backend qnnpack only; pass backend='qnnpack'"),
+    (lambda: qzoo.resnet34(quantize=True), "no pretrained int8 weights; make them: .*prepare='ptq'"),
+    (lambda: qzoo.resnet18(quantize=True, weights="resnet50.imagenet1k_fbgemm_v1"), "int8 weights of resnet50"),
+    (lambda: qzoo.resnet18(quantize=True, weights="IMAGENET1K_V1"), "float weights of resnet18.*prepare='ptq'"),
+    (lambda: qzoo.mobilenet_v2(quantize=True, num_classes=10), "1000 classes but num_classes=10"),
+    (lambda: qzoo.get_weights("resnet18.cifar100"), "entries for 'resnet18': resnet18.imagenet1k_fbgemm_v1"),
+])
+def test_int8_weights_requests_that_cannot_work_name_the_fix(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_entries_mirror_torchvisions_enums():
+    from torchvision.models.quantization import MobileNet_V2_QuantizedWeights, ResNet50_QuantizedWeights
+
+    entry = weights.get_weights(ENTRY)
+    tv = MobileNet_V2_QuantizedWeights.IMAGENET1K_QNNPACK_V1
+    assert (entry.url, entry.sha256, entry.backend, entry.default) == (tv.url, "37f702c5", "qnnpack", True)
+    assert entry.metrics["ImageNet-1K"] == {"acc1": 71.658, "acc5": 90.15}
+    assert entry.unquantized == "mobilenet_v2.imagenet1k_v1"
+    resnet50 = weights.int8_weights("resnet50", None, None)
+    assert resnet50.url == ResNet50_QuantizedWeights.DEFAULT.url and resnet50.sha256 == "23753f79"
+    assert weights.list_weights("resnet18") == ["resnet18.imagenet1k_fbgemm_v1", "resnet18.imagenet1k_v1"]
