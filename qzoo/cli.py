@@ -6,33 +6,88 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from . import quantization
+from . import quantization, serialization, train, workflow
+from . import weights as qzoo_weights
 from .demo import run_demo
-from .registry import list_models
+from .registry import get_factory, list_models
 
 _EXAMPLES = """examples:
-  qzoo list
+  qzoo list --pretrained
+  qzoo info mobilenet_v2.imagenet1k_qnnpack_v1
   qzoo demo
-  qzoo demo --model mobilenet_v2 --backend qnnpack --json
+  qzoo ptq resnet18 --weights IMAGENET1K_V1 --data ~/imagenet-val-sample --out runs/r18-int8
+  qzoo qat weights/mobilenet_v2.cifar10_float --data cifar10-jpeg.tar.gz --epochs 2 --out runs/mbv2-qat
+  qzoo eval runs/r18-int8 --data ~/imagenet-val-sample
+  qzoo bench runs/r18-int8
+  qzoo export runs/r18-int8 --format torchscript --out r18-int8.pt
 """
+
+SOURCE_HELP = "a model name from `qzoo list`, a qzoo folder, a hub repo id or a weights entry name"
+DATA_HELP = ("an ImageFolder (one sub-folder per class), a folder holding train/ and test/ ImageFolders, "
+             "or a .tar.gz of one")
+
+
+def _command(commands: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def _source(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    parser.add_argument("source", metavar="MODEL_OR_DIR", help=SOURCE_HELP)
+    parser.add_argument("--weights", help="float weights for a model name (e.g. IMAGENET1K_V1)")
+    parser.add_argument("--image-size", type=int, help="crop size (default: the weights' preprocessing, else 224)")
+    if data:
+        parser.add_argument("--data", required=True, help=DATA_HELP)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qzoo", description="Quantizable CNNs for PTQ and QAT.",
                                      epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("list", help="list the models qzoo can build", epilog="example: qzoo list --json")
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    demo = commands.add_parser(
-        "demo", help="PTQ a model on built-in synthetic images and compare float with int8",
-        epilog="example: qzoo demo --model mobilenet_v2 --json",
-    )
+    listing = _command(commands, "list", "list the models, or with --pretrained the weights entries",
+                       "qzoo list --pretrained --json")
+    listing.add_argument("--pretrained", action="store_true", help="list weights entries (architecture.tag)")
+    info = _command(commands, "info", "describe a model or a weights entry", "qzoo info resnet18")
+    info.add_argument("name")
+    demo = _command(commands, "demo", "PTQ a model on built-in synthetic images and compare float with int8",
+                    "qzoo demo --model mobilenet_v2 --json")
     demo.add_argument("--model", default="resnet18", help="a name from `qzoo list` (default: resnet18)")
     demo.add_argument("--backend", default="x86", choices=quantization.BACKENDS)
     demo.add_argument("--image-size", type=int, default=64)
     demo.add_argument("--calibration-images", type=int, default=64)
-    demo.add_argument("--json", action="store_true", help="print JSON")
+    ptq = _command(commands, "ptq", "calibrate, convert, evaluate float and int8 side by side, save the int8 model",
+                   "qzoo ptq resnet18 --weights IMAGENET1K_V1 --data imagenet-sample --out runs/r18-int8")
+    _source(ptq)
+    ptq.add_argument("--calib-images", type=int, default=512)
+    ptq.add_argument("--seed", type=int, default=0)
+    ptq.add_argument("--backend", default="x86", choices=quantization.BACKENDS)
+    ptq.add_argument("--out", required=True, help="folder for the int8 model (config.json, model.safetensors, card)")
+    qat = _command(commands, "qat", "quantization-aware fine-tuning (resumable; runs under torchrun)",
+                   "torchrun --nproc_per_node=2 -m qzoo qat weights/mobilenet_v2.cifar10_float --data cifar10 "
+                   "--epochs 2 --out runs/qat")
+    _source(qat)
+    qat.add_argument("--epochs", type=int, default=2)
+    qat.add_argument("--lr", type=float, default=0.005)
+    qat.add_argument("--batch-size", type=int, default=128)
+    qat.add_argument("--weight-decay", type=float, default=5e-5)
+    qat.add_argument("--backend", default="x86", choices=quantization.BACKENDS)
+    qat.add_argument("--out", required=True)
+    evaluate = _command(commands, "eval", "top-1/top-5 accuracy on the test split", "qzoo eval runs/r18-int8 --data d")
+    _source(evaluate)
+    bench = _command(commands, "bench", "fp32 vs int8 latency (batch 1 and 16, side by side) and file sizes",
+                     "qzoo bench resnet18 --image-size 224")
+    _source(bench, data=False)
+    bench.add_argument("--backend", choices=quantization.BACKENDS, help="for a float source (default x86)")
+    bench.add_argument("--repeats", type=int, default=20)
+    export = _command(commands, "export", "write an int8 model as a frozen TorchScript file",
+                      "qzoo export runs/r18-int8 --format torchscript --out r18.pt")
+    _source(export, data=False)
+    export.add_argument("--format", choices=["torchscript"], default="torchscript")
+    export.add_argument("--out", required=True)
     return parser
 
 
@@ -50,18 +105,85 @@ def _print_demo(report: dict) -> None:
               f"(int8 speed-up {report['speedup'][batch]:.2f}x)")
 
 
+def _print_report(report: dict[str, Any]) -> None:
+    """A readable rendering of a workflow report: accuracies, sizes, speed-ups, output."""
+    mib = 1024 * 1024
+    for key in ("float", "int8"):
+        if isinstance(report.get(key), dict):
+            metrics = report[key]
+            print(f"  {key:<5} acc@1 {metrics['acc1']:6.2f} %   acc@5 {metrics['acc5']:6.2f} %   ({metrics['images']} images)")
+    if "acc1" in report:
+        print(f"  acc@1 {report['acc1']:.2f} %   acc@5 {report['acc5']:.2f} %   ({report['images']} images)")
+    if "float_file_bytes" in report:
+        ratio = report["int8_file_bytes"] / report["float_file_bytes"]
+        print(f"  file size fp32 / int8  {report['float_file_bytes'] / mib:.2f} MiB / "
+              f"{report['int8_file_bytes'] / mib:.2f} MiB ({ratio:.2f}x)")
+    for batch, times in report.get("latency_ms", {}).items():
+        print(f"  batch {batch:>2} median fp32 / int8  {times['fp32']:.2f} ms / {times['int8']:.2f} ms "
+              f"(int8 speed-up {report['speedup'][batch]:.2f}x)")
+    if "out" in report:
+        print(f"  written to {report['out']}")
+
+
+def _info(name: str) -> dict[str, Any]:
+    if name in list_models():
+        return {"model": name, "doc": (get_factory(name).__doc__ or "").strip(),
+                "weights": qzoo_weights.list_weights(name)}
+    entry = qzoo_weights.get_weights(name).to_dict()
+    entry["categories"] = f"{len(entry['categories'])} classes"
+    return entry
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any] | list[str] | None:
+    progress = not args.json
+    if args.command == "list":
+        return qzoo_weights.list_weights() if args.pretrained else list_models()
+    if args.command == "info":
+        return _info(args.name)
+    if args.command == "demo":
+        return run_demo(args.model, backend=args.backend, image_size=args.image_size,
+                        calibration_images=args.calibration_images, progress=progress)
+    if args.command == "qat":
+        train.init_distributed()
+    classes = None
+    if args.command in ("ptq", "qat", "eval") and args.source in list_models() and not args.weights:
+        classes = len(workflow.image_folder_classes(workflow.data_root(args.data, "test")))
+    loaded = workflow.load_model(args.source, weights=args.weights, num_classes=classes, progress=progress)
+    if args.command == "ptq":
+        return workflow.ptq(loaded, args.data, args.out, backend=args.backend, calib_images=args.calib_images,
+                            seed=args.seed, image_size=args.image_size, progress=progress)
+    if args.command == "qat":
+        recipe = train.Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                              weight_decay=args.weight_decay, freeze_observers_after=max(1, args.epochs - 1),
+                              freeze_bn_after=max(1, args.epochs - 1))
+        return workflow.qat(loaded, args.data, args.out, recipe=recipe, backend=args.backend,
+                            image_size=args.image_size, progress=progress)
+    if args.command == "eval":
+        return workflow.evaluate_model(loaded, args.data, image_size=args.image_size, progress=progress)
+    if args.command == "bench":
+        return workflow.bench(loaded, image_size=args.image_size or 224, repeats=args.repeats, backend=args.backend)
+    return workflow.export_torchscript(loaded, args.out, image_size=args.image_size or 224)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qzoo`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "list":
-            names = list_models()
-            print(json.dumps(names) if args.json else "\n".join(names))
-        elif args.command == "demo":
-            report = run_demo(args.model, backend=args.backend, image_size=args.image_size,
-                              calibration_images=args.calibration_images, progress=not args.json)
-            print(json.dumps(report, indent=2)) if args.json else _print_demo(report)
-    except (ValueError, TypeError, RuntimeError) as error:
+        result = _run(args)
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError, serialization.IntegrityError) as error:
         print(f"qzoo: error: {error}", file=sys.stderr)
         return 2
+    if train.rank_and_world()[0] != 0:
+        return 0
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif isinstance(result, list):
+        print("\n".join(result))
+    elif args.command == "demo":
+        _print_demo(result)
+    elif args.command == "info":
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"qzoo {args.command}: {args.source}")
+        _print_report(result)
     return 0

@@ -105,13 +105,18 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def _decode(path: Path, size: int) -> Tensor:
-    with Image.open(path) as image:
+def _decode(path: Path, size: int, resize: int) -> Tensor:
+    try:
+        image = Image.open(path)
+    except OSError as error:
+        raise ValueError(f"{path} is not a readable image ({error}); remove it from the data folder") from None
+    with image:
         if image.mode not in ("RGB", "L", "P", "RGBA", "CMYK"):
-            raise ValueError(f"{path} has image mode {image.mode!r}; qzoo reads 8-bit colour or grey images")
+            raise ValueError(f"{path} has image mode {image.mode!r}; qzoo reads 8-bit colour or grey images: "
+                             "convert it to RGB (e.g. PIL's image.convert('RGB')) first")
         image = image.convert("RGB")
         if image.size != (size, size):
-            image = transforms.functional.center_crop(transforms.functional.resize(image, size), size)
+            image = transforms.functional.center_crop(transforms.functional.resize(image, resize), size)
         return transforms.functional.pil_to_tensor(image)
 
 
@@ -131,20 +136,23 @@ class ImageTensors:
         return int(self.labels.numel())
 
     @classmethod
-    def from_folder(cls, root: str | os.PathLike[str], size: int = 32, *, cache: bool = True,
-                    progress: bool = True) -> ImageTensors:
-        """Decode every image under the ImageFolder ``root`` (resized and centre-cropped to ``size``)."""
+    def from_folder(cls, root: str | os.PathLike[str], size: int = 32, *, resize: int | None = None,
+                    cache: bool = True, progress: bool = True) -> ImageTensors:
+        """Decode every image under the ImageFolder ``root``: shorter side resized to ``resize``
+        (default ``size``), then centre-cropped to ``size`` x ``size``; cached by path, sizes and file list."""
         root = Path(root).resolve()
+        resize = resize or size
         classes = image_folder_classes(root)
         files = [(path, label) for label, name in enumerate(classes) for path in _images_in(root / name)]
-        key = hashlib.sha256(f"{root}|{size}|{len(files)}".encode()).hexdigest()[:16]
+        listing = "|".join(f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p, _ in files)
+        key = hashlib.sha256(f"{root}|{size}|{resize}|{listing}".encode()).hexdigest()[:16]
         cached = default_cache_dir() / "decoded" / f"{root.name}-{size}-{key}.safetensors"
         if cache and cached.is_file():
             tensors = safetensors.torch.load_file(cached)
             return cls(tensors["images"], tensors["labels"], tuple(classes))
         images = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
         for index, (path, _) in enumerate(tqdm(files, desc=f"decoding {root.name}", unit="img", disable=not progress)):
-            images[index] = _decode(path, size)
+            images[index] = _decode(path, size, resize)
         labels = torch.tensor([label for _, label in files], dtype=torch.int64)
         if cache:
             cached.parent.mkdir(parents=True, exist_ok=True)

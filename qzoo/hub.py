@@ -199,6 +199,13 @@ def _locate(source: str, revision: str | None, progress: bool) -> tuple[Path, Pa
         raise FileNotFoundError(f"{unknown} ({type(error).__name__})") from None
 
 
+def read_config(source: str | os.PathLike[str], *, revision: str | None = None,
+                progress: bool = True) -> dict[str, Any]:
+    """The ``config.json`` of a qzoo folder, hub repository or weights entry name."""
+    config_path, _, _ = _locate(str(source), revision, progress)
+    return _read_config(config_path)
+
+
 def from_pretrained(source: str | os.PathLike[str], *, revision: str | None = None,
                     progress: bool = True) -> nn.Module:
     """Rebuild the model a qzoo folder describes: a local directory, a weights entry name or a hub repo id.

@@ -68,7 +68,8 @@ _ENGINE_SWITCH = threading.RLock()
 
 
 @contextlib.contextmanager
-def _routine_warnings_silenced() -> Iterator[None]:
+def routine_warnings_silenced() -> Iterator[None]:
+    """Hide only the warnings torch raises on every correct use of eager-mode quantization."""
     with warnings.catch_warnings():
         for category, message in _ROUTINE_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category)
@@ -189,7 +190,7 @@ class QuantizableModel(nn.Module):
 def fuse_modules(module: nn.Module, groups: list[list[str]], is_qat: bool) -> None:
     """Fuse each group of child names (conv-bn, conv-bn-relu, linear-relu) of ``module`` in place."""
     fuse = tq.fuse_modules_qat if is_qat else tq.fuse_modules
-    with _routine_warnings_silenced():
+    with routine_warnings_silenced():
         fuse(module, groups, inplace=True)
 
 
@@ -278,7 +279,7 @@ def _require_prepared(model: nn.Module, step: str) -> str:
 
 def _attach(model: nn.Module, backend: str, qconfig: QConfig, qat: bool) -> None:
     model.qconfig = qconfig
-    with _routine_warnings_silenced():
+    with routine_warnings_silenced():
         (tq.prepare_qat if qat else tq.prepare)(model, inplace=True)
     setattr(model, _BACKEND_ATTR, backend)
 
@@ -396,7 +397,7 @@ def _convert(model: nn.Module, *, require_calibration: bool) -> nn.Module:
             "qzoo.calibrate(model, batches) (PTQ) or train a few steps (QAT) before converting"
         )
     model.eval()
-    with _routine_warnings_silenced(), quantized_engine(backend):
+    with routine_warnings_silenced(), quantized_engine(backend):
         # observers of unused modules (a skip add in a block without a skip) keep placeholder
         # scales; so does the whole model when only its int8 structure is wanted
         warnings.filterwarnings("ignore", message=r"must run observer before calling calculate_qparams")

@@ -146,12 +146,14 @@ def _join_quantized(key: str, spec: dict[str, Any], tensors: dict[str, Tensor]) 
     if dtype not in _QUANTIZED_DTYPES or values.dtype != _QUANTIZED_DTYPES[dtype]:
         raise IntegrityError(f"{key}: stored as {values.dtype}, header says {spec.get('dtype')}")
     if spec.get("qscheme") == "per_tensor_affine":
-        return torch._make_per_tensor_quantized_tensor(values, float(scale), int(zero_point))
+        with quantization.routine_warnings_silenced():
+            return torch._make_per_tensor_quantized_tensor(values, float(scale), int(zero_point))
     if spec.get("qscheme") == "per_channel_affine":
         axis = int(spec["axis"])
         if not (0 <= axis < values.ndim and scale.numel() == zero_point.numel() == values.shape[axis]):
             raise IntegrityError(f"{key}: {scale.numel()} scales for axis {axis} of shape {tuple(values.shape)}")
-        return torch._make_per_channel_quantized_tensor(values, scale, zero_point, axis)
+        with quantization.routine_warnings_silenced():
+            return torch._make_per_channel_quantized_tensor(values, scale, zero_point, axis)
     raise IntegrityError(f"{key}: unknown quantization scheme {spec.get('qscheme')!r}")
 
 
@@ -185,6 +187,13 @@ def _content_digest(header: dict[str, Any], tensors: dict[str, Tensor]) -> str:
         digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}".encode())
         digest.update(value.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()
+
+
+def state_digest(model: nn.Module) -> str:
+    """sha256 of every tensor of a float, prepared or int8 model's state: equal digests, equal models."""
+    state = model.state_dict()
+    tensors, entries = int8_tensors(state)
+    return _content_digest({"entries": entries}, tensors)
 
 
 def save_int8(model: nn.Module, path: str | os.PathLike[str], *, architecture: str, kwargs: dict[str, Any],

@@ -130,7 +130,8 @@ def int8_copy(model: nn.Module) -> nn.Module:
     return quantization.convert(copy.deepcopy(model))
 
 
-def _rank_and_world() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size; ``(0, 1)`` without an initialised process group."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -210,7 +211,7 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
     per-epoch history (loss, lr, seconds, metrics).
     """
     out = Path(out_dir)
-    rank, world = _rank_and_world()
+    rank, world = rank_and_world()
     qat = quantization.model_backend(model) is not None
     optimizer = _optimizer(model, recipe)
     state = load_checkpoint(out, model, optimizer) or {"epoch": 0, "history": []}
@@ -255,3 +256,14 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
         if world > 1:
             dist.barrier()
     return history
+
+
+def init_distributed() -> bool:
+    """Join the process group that ``torchrun`` describes in the environment (gloo on CPU, nccl on GPU).
+
+    Returns whether this process is part of a multi-process run; a plain run does nothing.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return True

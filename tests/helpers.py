@@ -43,3 +43,21 @@ def quantized_copy(model: nn.Module, backend: str = "x86", calibration: Tensor |
 def run(model: nn.Module, x: Tensor, backend: str = "x86") -> Tensor:
     with torch.inference_mode(), qzoo.quantized_engine(backend):
         return model(x)
+
+
+def make_image_folder(root, classes=("cat", "dog", "ship"), per_class=(12, 6), size: int = 32, mode: str = "RGB"):
+    """A train/ and test/ ImageFolder of coloured noise images, each class its own dominant channel."""
+    import numpy as np
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    for split, count in zip(("train", "test"), per_class):
+        for index, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.zeros((size, size, 3))
+                pixels[..., index % 3] = 200
+                pixels = np.clip(pixels + generator.normal(0, 40, pixels.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).convert(mode).save(folder / f"{i}.png")
+    return root

@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+import torch
+from helpers import make_image_folder
+
 import qzoo
 
 
@@ -44,3 +48,65 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit():
         "`qzoo list` (qzoo.list_models()) lists all 11"
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data"))
+
+
+def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, tmp_path):
+    out = tmp_path / "int8"
+    result = qzoo_cli("ptq", "resnet18", "--data", str(tiny_data), "--image-size", "32", "--calib-images", "12",
+                      "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["calibration_images"] == 12 and report["float"]["images"] == report["int8"]["images"] == 18
+    assert report["int8_file_bytes"] < 0.27 * report["float_file_bytes"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    evaluated = json.loads(qzoo_cli("eval", str(out), "--data", str(tiny_data), "--json").stdout)
+    assert (evaluated["acc1"], evaluated["acc5"]) == (report["int8"]["acc1"], report["int8"]["acc5"])
+    bench = qzoo_cli("bench", str(out), "--image-size", "32", "--repeats", "3", "--json")
+    assert bench.returncode == 0, bench.stderr
+    assert set(json.loads(bench.stdout)["latency_ms"]) == {"1", "16"}
+    exported = qzoo_cli("export", str(out), "--image-size", "32", "--out", str(tmp_path / "m.pt"), "--json")
+    assert exported.returncode == 0, exported.stderr
+    assert "Warning" not in exported.stderr
+    scripted = torch.jit.load(str(tmp_path / "m.pt"))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode(), qzoo.quantized_engine("x86"):
+        assert torch.equal(scripted(x), qzoo.from_pretrained(out)(x))
+
+
+def test_bad_data_and_sources_give_one_line_errors(tiny_data, tmp_path):
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    grey16 = make_image_folder(tmp_path / "grey16", mode="I;16")
+    cases = [
+        (("eval", "resnet18", "--data", str(tmp_path / "missing")), "no data folder at"),
+        (("eval", "resnet18", "--data", str(tmp_path / "empty")), "has class folders but no images"),
+        (("eval", "resnet18", "--data", str(grey16), "--image-size", "32"), "image mode 'I;16'"),
+        (("eval", "resnet19", "--data", str(tiny_data)), "neither a folder"),
+        (("ptq", "resnet18", "--weights", "resnet50.imagenet1k_v1", "--data", str(tiny_data), "--out", "x"),
+         "float weights of resnet50; give resnet18's float weights"),
+        (("export", "resnet18", "--out", str(tmp_path / "f.pt")), "export int8 models"),
+        (("info", "resnet18.cifar100"), "unknown weights"),
+    ]
+    for args, message in cases:
+        result = qzoo_cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith("qzoo: error: ") and message in lines[-1], (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_every_command_has_help_with_an_example():
+    for command in ("list", "info", "demo", "ptq", "qat", "eval", "bench", "export"):
+        result = qzoo_cli(command, "--help")
+        assert result.returncode == 0 and "example" in result.stdout and "--json" in result.stdout
+
+
+def test_list_pretrained_and_info():
+    entries = json.loads(qzoo_cli("list", "--pretrained", "--json").stdout)
+    assert "mobilenet_v2.imagenet1k_qnnpack_v1" in entries
+    info = json.loads(qzoo_cli("info", "mobilenet_v2.imagenet1k_qnnpack_v1", "--json").stdout)
+    assert (info["backend"], info["sha256"], info["metrics"]["ImageNet-1K"]["acc1"]) == ("qnnpack", "37f702c5", 71.658)

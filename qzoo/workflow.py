@@ -1,0 +1,228 @@
+"""The jobs behind the CLI: load a model and its data, PTQ, QAT, evaluate, benchmark, export.
+
+Each function takes plain arguments and returns a JSON-ready report, so the CLI only parses
+and prints, and scripts can call the same jobs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import hub, quantization, serialization, train
+from . import weights as qzoo_weights
+from .benchmark import interleaved_latency_ms
+from .data import ImageTensors, image_folder_classes, unpack_archive
+from .registry import get_factory, list_models
+
+
+@dataclass
+class Loaded:
+    """A model with what is known about its inputs: preprocessing and class names."""
+
+    model: nn.Module
+    transforms: qzoo_weights.Transforms | None
+    categories: tuple[str, ...]
+    source: str
+
+
+def load_model(source: str, *, weights: str | None = None, num_classes: int | None = None,
+               prepare: str | None = None, backend: str | None = None, progress: bool = True) -> Loaded:
+    """A model name (float, ``weights`` naming a float entry) or a qzoo folder, hub repo or entry name."""
+    if source in list_models():
+        kwargs: dict[str, Any] = {} if num_classes is None or weights else {"num_classes": num_classes}
+        entry = None
+        if weights:
+            name = weights if "." in weights else f"{source}.{weights.lower()}"
+            entry = qzoo_weights.get_weights(name)
+            if entry.mode != "float" or entry.architecture != source:
+                raise ValueError(f"{name} are {entry.mode} weights of {entry.architecture}; give {source}'s "
+                                 f"float weights: {', '.join(qzoo_weights.list_weights(source, 'float'))}")
+            weights = name.split(".", 1)[1].upper() if entry.url else None
+        if entry is not None and entry.url is None:
+            model = hub.from_pretrained(entry.name, progress=progress)
+        else:
+            model = get_factory(source)(weights=weights, progress=progress, **kwargs)
+        if prepare:
+            (quantization.prepare_qat if prepare == "qat" else quantization.prepare_ptq)(model, backend or "x86")
+        return Loaded(model, entry.transforms if entry else None, entry.categories if entry else (), source)
+    config = hub.read_config(source, progress=progress)
+    model = hub.from_pretrained(source, progress=progress)
+    transforms = qzoo_weights.Transforms(**config["transforms"]) if config.get("transforms") else None
+    return Loaded(model, transforms, tuple(config.get("categories") or ()), str(source))
+
+
+def data_root(data: str | os.PathLike[str], split: str) -> Path:
+    """The ImageFolder to read: ``data/<split>`` when present, else ``data``; archives are unpacked first."""
+    path = Path(data)
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        path = unpack_archive(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no data folder at {path}: pass an ImageFolder (one sub-folder of images per "
+                                "class), a folder holding train/ and test/ ImageFolders, or a .tar.gz of one")
+    return path / split if (path / split).is_dir() else path
+
+
+def load_images(data: str | os.PathLike[str], split: str, transforms: qzoo_weights.Transforms,
+                categories: tuple[str, ...] = (), progress: bool = True) -> ImageTensors:
+    """Decode a split of ``data`` with ``transforms``; refuse class folders that do not match ``categories``."""
+    root = data_root(data, split)
+    classes = tuple(image_folder_classes(root))
+    if categories and classes != tuple(categories):
+        raise ValueError(f"{root} has classes {list(classes)[:5]}... but the model predicts {list(categories)[:5]}...: "
+                         "use a data folder with the model's classes (one sub-folder each, same names)")
+    return ImageTensors.from_folder(root, transforms.crop_size, resize=transforms.resize_size, progress=progress)
+
+
+def _transforms_for(loaded: Loaded, image_size: int | None) -> qzoo_weights.Transforms:
+    if image_size:
+        base = loaded.transforms or qzoo_weights.IMAGENET_TRANSFORMS
+        return dataclasses.replace(base, crop_size=image_size, resize_size=image_size)
+    return loaded.transforms or qzoo_weights.IMAGENET_TRANSFORMS
+
+
+def _batches(images: ImageTensors, transforms: qzoo_weights.Transforms, batch_size: int = 100) -> Any:
+    return images.batches(batch_size, mean=transforms.mean, std=transforms.std)
+
+
+def evaluate_model(loaded: Loaded, data: str, *, image_size: int | None = None, split: str = "test",
+                   progress: bool = True) -> dict[str, Any]:
+    """Top-1 / top-5 accuracy of a loaded model on a split of ``data``."""
+    transforms = _transforms_for(loaded, image_size)
+    images = load_images(data, split, transforms, loaded.categories, progress)
+    return {"source": loaded.source, "data": str(data_root(data, split)),
+            **train.evaluate(loaded.model, _batches(images, transforms), progress=progress, desc="eval")}
+
+
+def _file_bytes(model: nn.Module) -> int:
+    with tempfile.TemporaryDirectory() as folder:
+        return (hub.save_pretrained(model, folder) / hub.WEIGHTS_NAME).stat().st_size
+
+
+def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str = "x86", calib_images: int = 512,
+        seed: int = 0, image_size: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Calibrate on a seeded class-balanced sample of the ``train`` split, convert, evaluate float and int8
+    side by side on the ``test`` split, and save the int8 model as a qzoo folder in ``out``."""
+    transforms = _transforms_for(loaded, image_size)
+    calibration_set = load_images(data, "train", transforms, loaded.categories, progress)
+    test = load_images(data, "test", transforms, loaded.categories, progress)
+    sample = calibration_set.balanced_sample(min(calib_images, len(calibration_set)), seed=seed)
+    float_model = loaded.model.eval()
+    int8 = quantization.prepare_ptq(copy.deepcopy(float_model), backend)
+    quantization.calibrate(int8, _batches(sample, transforms, 32), progress=progress)
+    quantization.convert(int8)
+    float_metrics = train.evaluate(float_model, _batches(test, transforms), progress=progress, desc="eval fp32")
+    int8_metrics = train.evaluate(int8, _batches(test, transforms), progress=progress, desc="eval int8")
+    report = {"source": loaded.source, "backend": backend, "calibration_images": len(sample), "seed": seed,
+              "float": float_metrics, "int8": int8_metrics,
+              "float_file_bytes": _file_bytes(float_model), "int8_file_bytes": _file_bytes(int8)}
+    metrics = {Path(data_root(data, "test")).parent.name or "data": {k: int8_metrics[k] for k in ("acc1", "acc5")}}
+    hub.save_pretrained(int8, out, metrics=metrics, transforms=dataclasses.asdict(transforms),
+                        categories=list(loaded.categories or test.classes),
+                        recipe=f"qzoo ptq {loaded.source} --calib-images {len(sample)} --seed {seed} --backend {backend}")
+    report["out"] = str(out)
+    return report
+
+
+def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (1, 16), repeats: int = 20,
+          backend: str | None = None) -> dict[str, Any]:
+    """fp32 vs int8 median latency side by side (interleaved calls) and file sizes.
+
+    A float source is quantized on synthetic images for timing; an int8 source is timed against
+    the float model of the same architecture and arguments (weights do not change speed).
+    """
+    from .data import synthetic_images
+
+    model = loaded.model.eval()
+    if quantization.is_int8(model):
+        int8 = model
+        architecture, kwargs = getattr(model, "_qzoo_architecture"), getattr(model, "_qzoo_kwargs")
+        float_model = get_factory(architecture)(**kwargs).eval()
+    else:
+        float_model = model
+        int8 = quantization.prepare_ptq(copy.deepcopy(model), backend or "x86")
+        quantization.calibrate(int8, synthetic_images(8, image_size).split(4), progress=False)
+        quantization.convert(int8)
+    x = synthetic_images(max(batches), image_size, seed=5)
+    latency = {}
+    with torch.inference_mode(), quantization.quantized_engine(int8):
+        for batch in batches:
+            latency[str(batch)] = interleaved_latency_ms({"fp32": float_model, "int8": int8}, x[:batch], repeats=repeats)
+    return {"source": loaded.source, "backend": quantization.model_backend(int8), "image_size": image_size,
+            "threads": torch.get_num_threads(), "latency_ms": latency,
+            "speedup": {b: t["fp32"] / t["int8"] for b, t in latency.items()},
+            "float_file_bytes": _file_bytes(float_model), "int8_file_bytes": _file_bytes(int8)}
+
+
+def export_torchscript(loaded: Loaded, out: str | os.PathLike[str], *, image_size: int = 224) -> dict[str, Any]:
+    """Trace and freeze an int8 model to a TorchScript file; it must give the eager model's exact outputs."""
+    from .data import synthetic_images
+
+    model = loaded.model.eval()
+    if not quantization.is_int8(model):
+        raise ValueError(f"{loaded.source} is a {hub.model_mode(model)} model; export int8 models: run `qzoo ptq` "
+                         "or `qzoo qat` first and export the folder they write")
+    example = synthetic_images(2, image_size, seed=11)
+    with torch.inference_mode(), quantization.quantized_engine(model), warnings.catch_warnings():
+        # torch marks TorchScript deprecated on every call; the export itself is what was asked for
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        scripted = torch.jit.freeze(torch.jit.trace(model, example))
+        if not torch.equal(scripted(example), model(example)):
+            raise RuntimeError("the TorchScript export does not reproduce the eager int8 outputs; not written")
+    out = Path(out)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        torch.jit.save(scripted, str(partial))
+    partial.replace(out)
+    return {"source": loaded.source, "format": "torchscript", "out": str(out), "backend": quantization.model_backend(model),
+            "bytes": out.stat().st_size, "note": f"run it under torch.backends.quantized.engine = "
+            f"{quantization.model_backend(model)!r}"}
+
+
+def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train.Recipe, backend: str = "x86",
+        image_size: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Quantization-aware fine-tuning of a float model on the ``train`` split (augmented), resumable from
+    ``out/training``; evaluates float, and the converted int8 model after every epoch, on ``test``;
+    saves the final int8 model as a qzoo folder in ``out``. Runs under torchrun unchanged."""
+    transforms = _transforms_for(loaded, image_size)
+    train_set = load_images(data, "train", transforms, loaded.categories, progress)
+    test = load_images(data, "test", transforms, loaded.categories, progress)
+    if hub.model_mode(loaded.model) != "float":
+        raise ValueError(f"{loaded.source} is already {hub.model_mode(loaded.model)}; QAT starts from a float model")
+    float_metrics = train.evaluate(loaded.model, _batches(test, transforms), progress=progress, desc="eval fp32")
+    model = quantization.prepare_qat(copy.deepcopy(loaded.model), backend)
+    rank, world = train.rank_and_world()
+
+    def epoch_batches(epoch: int) -> Any:
+        return train_set.batches(recipe.batch_size, mean=transforms.mean, std=transforms.std, augment=True,
+                                 shuffle=True, seed=epoch, rank=rank, world_size=world)
+
+    history = train.fit(model, epoch_batches, recipe, Path(out) / "training",
+                        evaluate_fn=lambda m: train.evaluate(m, _batches(test, transforms)), progress=progress)
+    int8 = quantization.convert(copy.deepcopy(model))
+    int8_metrics = train.evaluate(int8, _batches(test, transforms), progress=progress, desc="eval int8")
+    report = {"source": loaded.source, "backend": backend, "recipe": recipe.to_dict(), "float": float_metrics,
+              "int8": int8_metrics, "history": history, "world_size": world, "rank": rank,
+              "int8_sha256": serialization.state_digest(int8)}
+    if rank == 0:
+        metrics = {Path(data_root(data, "test")).parent.name or "data": {k: int8_metrics[k] for k in ("acc1", "acc5")}}
+        hub.save_pretrained(int8, out, metrics=metrics, transforms=dataclasses.asdict(transforms),
+                            categories=list(loaded.categories or test.classes), recipe=json_recipe(loaded, recipe))
+        report.update(out=str(out), float_file_bytes=_file_bytes(loaded.model), int8_file_bytes=_file_bytes(int8))
+    return report
+
+
+def json_recipe(loaded: Loaded, recipe: train.Recipe) -> str:
+    """The command line that reproduces a QAT run."""
+    return (f"qzoo qat {loaded.source} --epochs {recipe.epochs} --lr {recipe.lr} --batch-size {recipe.batch_size} "
+            f"--weight-decay {recipe.weight_decay}")
