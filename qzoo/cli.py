@@ -10,7 +10,7 @@ from typing import Any
 
 from . import quantization, serialization, train, workflow
 from . import weights as qzoo_weights
-from .demo import run_demo
+from .demo import run_cifar10_demo, run_demo
 from .registry import get_factory, list_models
 
 _EXAMPLES = """examples:
@@ -53,12 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--pretrained", action="store_true", help="list weights entries (architecture.tag)")
     info = _command(commands, "info", "describe a model or a weights entry", "qzoo info resnet18")
     info.add_argument("name")
-    demo = _command(commands, "demo", "PTQ a model on built-in synthetic images and compare float with int8",
+    demo = _command(commands, "demo", "PTQ of the shipped CIFAR-10 MobileNetV2 on the shipped CIFAR-10 sample "
+                    "(float vs int8 accuracy, size, speed); with --model, any model on synthetic images",
                     "qzoo demo --model mobilenet_v2 --json")
-    demo.add_argument("--model", default="resnet18", help="a name from `qzoo list` (default: resnet18)")
+    demo.add_argument("--model", help="run the synthetic-image demo with this model from `qzoo list`")
     demo.add_argument("--backend", default="x86", choices=quantization.BACKENDS)
-    demo.add_argument("--image-size", type=int, default=64)
-    demo.add_argument("--calibration-images", type=int, default=64)
+    demo.add_argument("--image-size", type=int, default=64, help="with --model")
+    demo.add_argument("--calibration-images", type=int, default=64, help="with --model")
     ptq = _command(commands, "ptq", "calibrate, convert, evaluate float and int8 side by side, save the int8 model",
                    "qzoo ptq resnet18 --weights IMAGENET1K_V1 --data imagenet-sample --out runs/r18-int8")
     _source(ptq)
@@ -140,6 +141,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | list[str] | None:
         return qzoo_weights.list_weights() if args.pretrained else list_models()
     if args.command == "info":
         return _info(args.name)
+    if args.command == "demo" and args.model is None:
+        return run_cifar10_demo(backend=args.backend, progress=progress)
     if args.command == "demo":
         return run_demo(args.model, backend=args.backend, image_size=args.image_size,
                         calibration_images=args.calibration_images, progress=progress)
@@ -179,6 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     elif isinstance(result, list):
         print("\n".join(result))
+    elif args.command == "demo" and args.model is None:
+        print(f"qzoo demo: PTQ of {result['model']} for {result['backend']} on the shipped CIFAR-10 sample "
+              f"({result['calibration_images']} calibration images, {result['int8']['images']} test images, "
+              f"{result['threads']} threads)")
+        _print_report(result)
     elif args.command == "demo":
         _print_demo(result)
     elif args.command == "info":

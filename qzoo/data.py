@@ -21,6 +21,8 @@ from torch.utils.data import DistributedSampler
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
+from .weights import file_sha256
+
 
 def synthetic_images(count: int, size: int = 64, *, seed: int = 0) -> Tensor:
     """``count`` smooth random RGB images, roughly ImageNet-normalized, reproducible from ``seed``.
@@ -48,14 +50,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("QZOO_CACHE", Path.home() / ".cache" / "qzoo"))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def unpack_archive(archive: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Extract a ``.tar.gz`` image archive once into ``cache_dir`` and return the folder.
 
@@ -69,7 +63,7 @@ def unpack_archive(archive: str | os.PathLike[str], cache_dir: str | os.PathLike
         raise FileNotFoundError(f"no archive at {archive}: pass the path of a .tar.gz of ImageFolder images")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "datasets"
     name = archive.name.split(".")[0]
-    target = root / f"{name}-{_sha256(archive)[:16]}"
+    target = root / f"{name}-{file_sha256(archive)[:16]}"
     if target.is_dir():
         return target
     root.mkdir(parents=True, exist_ok=True)

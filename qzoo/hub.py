@@ -141,8 +141,13 @@ def _read_config(path: Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise IntegrityError(f"{path} is not valid JSON ({error})") from None
-    if not isinstance(config, dict) or config.get("library") != "qzoo" or config.get("mode") not in MODES:
-        raise ValueError(f"{path} is not a qzoo config (library 'qzoo', mode one of {MODES})")
+    if not isinstance(config, dict) or config.get("library") != "qzoo":
+        raise ValueError(f"{path} is not a qzoo config (no \"library\": \"qzoo\"); write the folder with "
+                         "qzoo.save_pretrained")
+    missing = [key for key in ("architecture", "kwargs", "mode", "sha256") if key not in config]
+    if missing or config["mode"] not in MODES:
+        problem = f"lacks {', '.join(missing)}" if missing else f"has mode {config['mode']!r}, not one of {MODES}"
+        raise ValueError(f"{path} {problem}: it was damaged or edited; write it again with qzoo.save_pretrained")
     return config
 
 
@@ -181,8 +186,8 @@ def _locate(source: str, revision: str | None, progress: bool) -> tuple[Path, Pa
     if source in weights.ENTRIES:
         entry = weights.ENTRIES[source]
         if entry.hub_repo is None:
-            raise ValueError(f"{source} is a torchvision file: build it with qzoo.{entry.architecture}"
-                             f"(weights={source!r}{', quantize=True' if entry.mode == 'int8' else ''})")
+            raise ValueError(f"{source} is a torchvision file, not a qzoo folder: load it with "
+                             f"qzoo.from_pretrained({source!r})")
         if entry.hub_revision is None:
             raise ValueError(f"{source} is not published on the hub yet; load the folder of the same name "
                              f"from qzoo's repository: qzoo.from_pretrained('weights/{source}')")
@@ -194,8 +199,10 @@ def _locate(source: str, revision: str | None, progress: bool) -> tuple[Path, Pa
     try:
         config = _download(source, CONFIG_NAME, revision, progress)
         return config, _download(source, WEIGHTS_NAME, revision, progress), expected
-    except (huggingface_hub.errors.RepositoryNotFoundError, huggingface_hub.errors.EntryNotFoundError,
-            huggingface_hub.errors.RevisionNotFoundError) as error:
+    except huggingface_hub.errors.RevisionNotFoundError:
+        raise FileNotFoundError(f"revision {revision!r} does not exist in {source}: pass a branch, tag or commit "
+                                "of that repository, or omit revision for the latest") from None
+    except (huggingface_hub.errors.RepositoryNotFoundError, huggingface_hub.errors.EntryNotFoundError) as error:
         raise FileNotFoundError(f"{unknown} ({type(error).__name__})") from None
 
 
@@ -211,8 +218,16 @@ def from_pretrained(source: str | os.PathLike[str], *, revision: str | None = No
     """Rebuild the model a qzoo folder describes: a local directory, a weights entry name or a hub repo id.
 
     The weights file is verified against the sha256 in ``config.json`` (and the weights entry's,
-    for an entry) before it is read; a hub file that fails is removed from the cache.
+    for an entry) before it is read; a hub file that fails is removed from the cache. Entries
+    for torchvision's files build through the model's factory (float, or ``quantize=True``).
     """
+    entry = weights.ENTRIES.get(str(source))
+    if entry is not None and entry.url is not None:
+        factory = registry.get_factory(entry.architecture)
+        member = entry.name.split(".", 1)[1].upper()
+        if entry.mode == "int8":
+            return factory(quantize=True, weights=entry.name, progress=progress)
+        return factory(weights=member, progress=progress)
     config_path, weights_path, expected = _locate(str(source), revision, progress)
     if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(f"{Path(config_path).parent} needs {CONFIG_NAME} and {WEIGHTS_NAME}; "

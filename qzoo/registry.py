@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from . import models
+from . import models, weights
 
 _FACTORIES: Mapping[str, Callable[..., nn.Module]] = MappingProxyType(
     {
@@ -31,9 +31,10 @@ _FACTORIES: Mapping[str, Callable[..., nn.Module]] = MappingProxyType(
 )
 
 
-def list_models() -> list[str]:
-    """Names of every model qzoo can build, sorted."""
-    return sorted(_FACTORIES)
+def list_models(pretrained: bool = False) -> list[str]:
+    """Names of every model qzoo can build, sorted; with ``pretrained=True`` the weights entries
+    (``architecture.tag``, as timm lists them), which ``qzoo.from_pretrained`` loads by name."""
+    return weights.list_weights() if pretrained else sorted(_FACTORIES)
 
 
 def get_factory(name: str) -> Callable[..., nn.Module]:

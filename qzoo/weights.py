@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import urllib.parse
@@ -137,8 +138,21 @@ _TORCHVISION: tuple[tuple[str, type[WeightsEnum], type[WeightsEnum] | None], ...
     ("mobilenet_v2", tv_mobilenetv2.MobileNet_V2_Weights, tvq_mobilenetv2.MobileNet_V2_QuantizedWeights),
 )
 
-QZOO_ENTRIES: tuple[Weights, ...] = ()
-"""Entries for weights qzoo produces; each has a folder of the same name under ``weights/``."""
+INDEX = Path(__file__).with_name("weights.json")
+"""Entries for weights qzoo produces (written by ``tools/publish.py``); each has a folder of the
+same name under the repository's ``weights/``, laid out like the hub repository it goes to."""
+
+
+def _qzoo_entries() -> list[Weights]:
+    if not INDEX.is_file():
+        return []
+    entries = []
+    for data in json.loads(INDEX.read_text()):
+        data = dict(data, transforms=Transforms(**{k: tuple(v) if isinstance(v, list) else v
+                                                   for k, v in data["transforms"].items()}),
+                    categories=tuple(data.get("categories", ())))
+        entries.append(Weights(**data))
+    return entries
 
 
 def _all_entries() -> Mapping[str, Weights]:
@@ -147,7 +161,7 @@ def _all_entries() -> Mapping[str, Weights]:
         entries += _from_torchvision(architecture, float_enum, "float")
         if int8_enum is not None:
             entries += _from_torchvision(architecture, int8_enum, "int8")
-    entries += QZOO_ENTRIES
+    entries += _qzoo_entries()
     return MappingProxyType({entry.name: entry for entry in entries})
 
 

@@ -66,6 +66,9 @@ def data_root(data: str | os.PathLike[str], split: str) -> Path:
     path = Path(data)
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
         path = unpack_archive(path)
+        children = [p for p in path.iterdir() if p.is_dir()]
+        if len(children) == 1 and not (path / split).is_dir():  # an archive wrapping everything in one folder
+            path = children[0]
     if not path.exists():
         raise FileNotFoundError(f"no data folder at {path}: pass an ImageFolder (one sub-folder of images per "
                                 "class), a folder holding train/ and test/ ImageFolders, or a .tar.gz of one")

@@ -1,6 +1,7 @@
 """A loopback HTTP server for offline download tests: plain files by path, and a hub-like layout.
 
-The hub layout answers ``HEAD``/``GET /<repo>/resolve/<revision>/<file>`` with the headers
+The hub layout answers ``HEAD``/``GET /<repo>/resolve/<revision>/<file>`` (revision ``main``
+or ``COMMIT``; any other is "not found", as the hub says it) with the headers
 huggingface_hub reads (``X-Repo-Commit``, ``ETag``, ``Content-Length``), so
 ``hf_hub_download`` runs its real code path against 127.0.0.1.
 """
@@ -30,6 +31,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         match = re.fullmatch(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)", path)
         key = f"{match['repo']}/{match['file']}" if match else path.lstrip("/")
         body = self.files.get(key)
+        if match and match["rev"] not in ("main", COMMIT):
+            return None, {"X-Error-Code": "RevisionNotFound"}
         headers = {}
         if body is not None:
             headers = {"Content-Length": str(len(body)), "ETag": f'"{hashlib.sha256(body).hexdigest()}"',
@@ -40,7 +43,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body, headers = self._lookup()
         if body is None:
             self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("X-Error-Code", headers.get("X-Error-Code", "EntryNotFound"))
             self.send_header("Content-Length", "0")
             self.end_headers()
             return

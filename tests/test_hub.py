@@ -43,24 +43,29 @@ def publish(server, folder: Path, repo: str = REPO) -> None:
         server.files[f"{repo}/{name}"] = (folder / name).read_bytes()
 
 
-@pytest.mark.parametrize("mode", ["float", "qat", "int8"])
-def test_save_pretrained_then_from_pretrained_is_bit_exact(mode, tmp_path):
+ROUND_TRIPS = [(name, mode, backend) for name in ("resnet18", "resnet50", "mobilenet_v2")
+               for mode in ("float", "qat", "int8") for backend in ("x86", "qnnpack")
+               if mode != "float" or backend == "x86"]
+
+
+@pytest.mark.parametrize(("name", "mode", "backend"), ROUND_TRIPS)
+def test_save_pretrained_then_from_pretrained_is_bit_exact(name, mode, backend, tmp_path):
     x = images(4, seed=9)
-    model = refreshed(qzoo.mobilenet_v2(num_classes=NUM_CLASSES, stem_stride=1))
+    kwargs = {"num_classes": NUM_CLASSES, **({"stem_stride": 1} if name == "mobilenet_v2" else {})}
+    model = refreshed(qzoo.get_model(name, **kwargs))
     if mode == "qat":
-        model = qzoo.prepare_qat(model)
+        model = qzoo.prepare_qat(model, backend)
         with torch.no_grad():
             model(x)
     elif mode == "int8":
-        model = quantized_copy(model, "qnnpack")
+        model = quantized_copy(model, backend)
     qzoo.save_pretrained(model, tmp_path, metrics={"synthetic": {"acc1": 1.0}})
     config = json.loads((tmp_path / "config.json").read_text())
-    assert (config["architecture"], config["mode"], config["kwargs"]) == (
-        "mobilenet_v2", mode, {"num_classes": NUM_CLASSES, "stem_stride": 1})
+    assert (config["architecture"], config["mode"], config["kwargs"]) == (name, mode, kwargs)
     loaded = qzoo.from_pretrained(tmp_path)
     assert loaded.training == (mode == "qat")  # a QAT model comes back ready to train on
     model.eval(), loaded.eval()
-    assert torch.equal(run(loaded, x, "qnnpack"), run(model, x, "qnnpack"))
+    assert torch.equal(run(loaded, x, backend), run(model, x, backend))
     assert qzoo.is_int8(loaded) == (mode == "int8")
     assert qzoo.fused_mode(loaded) == {"float": None, "qat": "qat", "int8": "ptq"}[mode]
 
@@ -82,6 +87,26 @@ def test_a_ptq_prepared_or_foreign_model_cannot_be_saved(tmp_path):
         qzoo.save_pretrained(qzoo.resnet18(prepare="ptq", num_classes=NUM_CLASSES), tmp_path)
     with pytest.raises(ValueError, match="not built by a qzoo factory"):
         qzoo.save_pretrained(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_a_config_missing_a_key_names_the_fix(int8_folder, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for item in int8_folder.iterdir():
+        (copy / item.name).write_bytes(item.read_bytes())
+    config = json.loads((copy / "config.json").read_text())
+    del config["kwargs"]
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="lacks kwargs.*qzoo.save_pretrained"):
+        qzoo.from_pretrained(copy)
+
+
+def test_an_unknown_revision_names_the_fix(int8_folder, hub_cache, monkeypatch):
+    with serving() as server:
+        publish(server, int8_folder)
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        with pytest.raises(FileNotFoundError, match="revision 'v9' does not exist in qzoo-test/resnet18-int8"):
+            qzoo.from_pretrained(REPO, revision="v9")
 
 
 def test_a_folder_whose_weights_changed_is_refused(int8_folder, tmp_path):
@@ -137,11 +162,15 @@ def test_a_changed_file_from_the_server_is_caught_and_leaves_the_cache(int8_fold
         assert qzoo.is_int8(qzoo.from_pretrained(entry.name))
 
 
-def test_unpublished_and_torchvision_entries_say_where_to_load_them():
-    with pytest.raises(ValueError, match="quantize=True"):
-        qzoo.from_pretrained("resnet18.imagenet1k_fbgemm_v1")
+def test_unknown_sources_and_unpublished_entries_say_where_to_load_them(monkeypatch):
     with pytest.raises(FileNotFoundError, match="neither a folder"):
         qzoo.from_pretrained("no-such-folder")
+    entry = weights.Weights(name="resnet18.local_int8", architecture="resnet18", mode="int8", sha256="0" * 64,
+                            hub_repo="qzoo/resnet18.local_int8", backend="x86")
+    monkeypatch.setattr(weights, "ENTRIES", MappingProxyType({**weights.ENTRIES, entry.name: entry}))
+    with pytest.raises(ValueError, match="not published on the hub yet.*'weights/resnet18.local_int8'"):
+        qzoo.from_pretrained(entry.name)
+    assert qzoo.list_models(pretrained=True) == weights.list_weights()
 
 
 def test_environment_variables_drive_a_real_process(int8_folder, tmp_path):

@@ -134,3 +134,13 @@ def test_entries_mirror_torchvisions_enums():
     resnet50 = weights.int8_weights("resnet50", None, None)
     assert resnet50.url == ResNet50_QuantizedWeights.DEFAULT.url and resnet50.sha256 == "23753f79"
     assert weights.list_weights("resnet18") == ["resnet18.imagenet1k_fbgemm_v1", "resnet18.imagenet1k_v1"]
+
+
+def test_from_pretrained_builds_torchvision_entries_by_name(int8_reference, torch_home, monkeypatch):
+    model, payload = int8_reference
+    with serving() as server:
+        server.files[FILENAME] = payload
+        point_entry_at(monkeypatch, f"{server.url}/{FILENAME}", payload)
+        loaded = qzoo.from_pretrained(ENTRY, progress=False)
+    x = images(2, seed=8)
+    assert torch.equal(run(loaded, x, "qnnpack"), run(model, x, "qnnpack"))

@@ -1,15 +1,19 @@
-"""The CIFAR-10 worked example, one command per step (float training, PTQ, QAT, results table).
+"""The CIFAR-10 worked example, one command per step; every number in the README table comes from here.
 
-    python tools/cifar10.py train resnet18         # float training from scratch, resumable
-    python tools/cifar10.py train mobilenet_v2
+    python tools/cifar10.py train resnet18        # float training from scratch (resumable, ~1 h on 1 core)
+    python tools/cifar10.py ptq resnet18          # calibrate on 512 seeded training images, evaluate on 10,000
+    python tools/cifar10.py qat resnet18          # QAT from the float model (resumable)
+    python tools/cifar10.py bench resnet18        # fp32 vs int8 latency at batch 1 and 16, side by side
+    python tools/cifar10.py publish               # weights/ folders, qzoo/weights.json, results/cifar10.json, README table
 
-Runs go to ``runs/cifar10/<model>-<step>/`` (checkpoint every epoch; rerun to resume).
-Data: ``../shared/datasets/cifar10/cifar10-jpeg.tar.gz`` unpacked once into qzoo's cache.
+Runs go to ``runs/cifar10/<model>-<step>/``; rerun a step to resume it. Data:
+``../shared/datasets/cifar10/cifar10-jpeg.tar.gz``, unpacked once into qzoo's cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,8 +21,8 @@ from typing import Any
 import torch
 
 import qzoo
+from qzoo import train, weights, workflow
 from qzoo.data import ImageTensors, unpack_archive
-from qzoo.train import Recipe, evaluate, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10" / "cifar10-jpeg.tar.gz"
@@ -30,9 +34,12 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "mobilenet_v2": {"num_classes": 10, "stem_stride": 1},
 }
 FLOAT_RECIPES = {
-    "resnet18": Recipe(epochs=10, lr=0.1, batch_size=128, weight_decay=5e-4, warmup_epochs=0.5),
-    "mobilenet_v2": Recipe(epochs=8, lr=0.1, batch_size=128, weight_decay=4e-5, warmup_epochs=0.5),
+    "resnet18": train.Recipe(epochs=10, lr=0.1, batch_size=128, weight_decay=5e-4, warmup_epochs=0.5),
+    "mobilenet_v2": train.Recipe(epochs=8, lr=0.1, batch_size=128, weight_decay=4e-5, warmup_epochs=0.5),
 }
+QAT_RECIPE = train.Recipe(epochs=2, lr=0.002, batch_size=128, weight_decay=5e-5, freeze_observers_after=1,
+                          freeze_bn_after=1)
+CALIBRATION_IMAGES = 512
 
 
 def load_split(split: str) -> ImageTensors:
@@ -40,27 +47,68 @@ def load_split(split: str) -> ImageTensors:
     return ImageTensors.from_folder(unpack_archive(ARCHIVE) / split, size=32)
 
 
-def train_float(name: str, threads: int) -> None:
-    torch.set_num_threads(threads)
+def float_folder(name: str) -> Path:
+    return RUNS / f"{name}-float" / "model"
+
+
+def train_float(name: str) -> None:
     torch.manual_seed(0)
     model = qzoo.get_model(name, **ARCHITECTURES[name])
     recipe = FLOAT_RECIPES[name]
-    train, test = load_split("train"), load_split("test")
-    out = RUNS / f"{name}-float"
-    history = fit(model, lambda epoch: train.batches(recipe.batch_size, augment=True, shuffle=True, seed=epoch),
-                  recipe, out, evaluate_fn=lambda m: evaluate(m, test.batches(500)))
+    train_set, test = load_split("train"), load_split("test")
+    history = train.fit(model, lambda epoch: train_set.batches(recipe.batch_size, augment=True, shuffle=True,
+                                                               seed=epoch),
+                        recipe, RUNS / f"{name}-float", evaluate_fn=lambda m: train.evaluate(m, test.batches(500)))
+    metrics = history[-1]["eval"]
+    qzoo.save_pretrained(model.eval(), float_folder(name), name=f"{name}.cifar10_float",
+                         metrics={"CIFAR-10": {"acc1": metrics["acc1"], "acc5": metrics["acc5"]}},
+                         transforms=dataclasses.asdict(weights.CIFAR10_TRANSFORMS),
+                         categories=list(weights.CIFAR10_CLASSES), recipe=f"python tools/cifar10.py train {name}",
+                         license="BSD-3-Clause (qzoo); CIFAR-10 images (Krizhevsky, 2009)")
     print(json.dumps(history[-1]))
+
+
+def quantize(name: str, step: str) -> None:
+    loaded = workflow.load_model(str(float_folder(name)))
+    out = RUNS / f"{name}-{step}"
+    if step == "ptq":
+        report = workflow.ptq(loaded, str(ARCHIVE), out / "model", calib_images=CALIBRATION_IMAGES, seed=0)
+    else:
+        report = workflow.qat(loaded, str(ARCHIVE), out / "model", recipe=QAT_RECIPE)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("float", "int8")}))
+
+
+def bench(name: str) -> None:
+    out = RUNS / f"{name}-ptq"
+    loaded = workflow.load_model(str(out / "model"))
+    report = {str(threads): _bench_threads(loaded, threads) for threads in (1, 2)}
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
+
+
+def _bench_threads(loaded: workflow.Loaded, threads: int) -> dict[str, Any]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return workflow.bench(loaded, image_size=32, repeats=30)
+    finally:
+        torch.set_num_threads(before)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="step", required=True)
-    train = sub.add_parser("train", help="train the float model from scratch (resumable)")
-    train.add_argument("model", choices=sorted(ARCHITECTURES))
-    train.add_argument("--threads", type=int, default=1)
+    parser.add_argument("step", choices=["train", "ptq", "qat", "bench"])
+    parser.add_argument("model", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for this step (default 1)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.step == "train":
-        train_float(args.model, args.threads)
+        train_float(args.model)
+    elif args.step == "bench":
+        bench(args.model)
+    else:
+        quantize(args.model, args.step)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,121 @@
+"""Data loading (archives, decoding, samples, shards) and the resumable training loop."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+import torch
+from helpers import NUM_CLASSES, make_image_folder
+
+import qzoo
+from qzoo import data, train
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("QZOO_CACHE", str(tmp_path / "cache"))
+
+
+def test_archive_unpacks_once_and_refuses_paths_outside_its_folder(folder, tmp_path):
+    archive = tmp_path / "set.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="set")
+    first = data.unpack_archive(archive)
+    assert (first / "set" / "train" / "cat" / "0.png").is_file()
+    assert data.unpack_archive(archive) == first
+    assert not list(first.parent.glob(".*"))  # no staging folder left behind
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(tarfile.OutsideDestinationError):
+        data.unpack_archive(evil)
+    assert not (tmp_path / "cache" / "escaped.txt").exists() and not list((tmp_path / "cache" / "datasets").glob(".*"))
+
+
+def test_decoding_is_cached_and_batches_are_normalized_and_sharded(folder):
+    images = data.ImageTensors.from_folder(folder / "train", 32, progress=False)
+    assert images.images.shape == (36, 3, 32, 32) and images.classes == ("cat", "dog", "ship")
+    again = data.ImageTensors.from_folder(folder / "train", 32, progress=False)
+    assert torch.equal(again.images, images.images)
+    batch, labels = next(iter(images.batches(36, mean=(0.5,) * 3, std=(0.5,) * 3)))
+    assert torch.allclose(batch, images.images.float() / 127.5 - 1, atol=1e-6) and torch.equal(labels, images.labels)
+    shards = [torch.cat([l for _, l in images.batches(4, shuffle=True, seed=3, rank=r, world_size=2)]) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 18
+    assert len(images.batches(5)) == 8
+
+
+def test_balanced_sample_is_seeded_and_even(folder):
+    images = data.ImageTensors.from_folder(folder / "train", 32, progress=False)
+    sample = images.balanced_sample(7, seed=1)
+    assert sorted(torch.bincount(sample.labels).tolist()) == [2, 2, 3]
+    assert torch.equal(images.balanced_sample(7, seed=1).images, sample.images)
+    assert not torch.equal(images.balanced_sample(7, seed=2).images, sample.images)
+
+
+def test_recipe_schedule_and_json():
+    recipe = train.Recipe(epochs=4, lr=0.1, warmup_epochs=1)
+    assert recipe.lr_at(0, 10) == pytest.approx(0.01) and recipe.lr_at(9, 10) == pytest.approx(0.1)
+    assert recipe.lr_at(10, 10) == pytest.approx(0.1) and recipe.lr_at(39, 10) < 0.001
+    assert train.Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        train.Recipe(epochs=1, lr=0.1, warmup_epochs=1)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_with_nothing_lost(folder, tmp_path):
+    images = data.ImageTensors.from_folder(folder / "train", 32, progress=False)
+    recipe = train.Recipe(epochs=3, lr=0.05, batch_size=12)
+
+    def batches(epoch):
+        return images.batches(12, augment=True, shuffle=True, seed=epoch)
+
+    def fresh():
+        torch.manual_seed(0)
+        return qzoo.resnet18(num_classes=NUM_CLASSES)
+
+    straight = fresh()
+    train.fit(straight, batches, recipe, tmp_path / "straight", progress=False)
+
+    def dies_in_epoch_2(epoch):
+        return _Dying(batches(epoch)) if epoch == 1 else batches(epoch)
+
+    interrupted = fresh()
+    with pytest.raises(Killed):
+        train.fit(interrupted, dies_in_epoch_2, recipe, tmp_path / "resumed", progress=False)
+    state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1
+    resumed = fresh()
+    history = train.fit(resumed, batches, recipe, tmp_path / "resumed", progress=False)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="another recipe"):
+        train.fit(fresh(), batches, train.Recipe(epochs=3, lr=0.01), tmp_path / "resumed", progress=False)
+
+
+class _Dying:
+    """An epoch's batches that die after one step, like a process killed mid-epoch."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        iterator = iter(self.batches)
+        yield next(iterator)
+        raise Killed

@@ -1,0 +1,52 @@
+"""The repository's weights/ folders, qzoo/weights.json and the shipped demo agree with each other."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import qzoo
+from qzoo import weights
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+QZOO_ENTRIES = [e for e in weights.ENTRIES.values() if e.hub_repo is not None]
+
+
+def test_every_entry_has_its_folder_and_every_folder_its_entry():
+    folders = sorted(p.name for p in WEIGHTS.iterdir() if p.is_dir()) if WEIGHTS.is_dir() else []
+    assert folders == sorted(e.name for e in QZOO_ENTRIES)
+
+
+@pytest.mark.parametrize("entry", QZOO_ENTRIES, ids=lambda e: e.name)
+def test_folder_matches_entry(entry):
+    folder = WEIGHTS / entry.name
+    config = json.loads((folder / "config.json").read_text())
+    assert weights.file_sha256(folder / "model.safetensors") == entry.sha256 == config["sha256"]
+    assert (config["architecture"], config["kwargs"], config["backend"]) == (
+        entry.architecture, dict(entry.kwargs), entry.backend)
+    assert config["metrics"] == {k: dict(v) for k, v in entry.metrics.items()}
+    assert (folder / "README.md").is_file() and (folder / "metrics.json").is_file()
+    model = qzoo.from_pretrained(folder)
+    assert qzoo.is_int8(model) == (entry.mode == "int8")
+    assert entry.unquantized is None or entry.unquantized in weights.ENTRIES
+
+
+def test_committed_weights_stay_under_40_mb():
+    total = sum(p.stat().st_size for p in WEIGHTS.rglob("*") if p.is_file()) if WEIGHTS.is_dir() else 0
+    assert total < 40e6
+
+
+@pytest.mark.skipif(not (WEIGHTS / "mobilenet_v2.cifar10_float").is_dir(),
+                    reason="weights/mobilenet_v2.cifar10_float is not in this checkout (run tools/publish.py)")
+def test_the_readme_main_job_reports_real_accuracy():
+    result = subprocess.run([sys.executable, "-m", "qzoo", "demo", "--json"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["calibration_images"] == 500 and report["int8"]["images"] == 2000
+    assert report["float"]["acc1"] > 50 and report["float"]["acc1"] - report["int8"]["acc1"] < 3
+    assert report["int8_file_bytes"] < 0.3 * report["float_file_bytes"]

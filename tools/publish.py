@@ -1,0 +1,148 @@
+"""Turn the CIFAR-10 runs into weights entries, the results file and the README table.
+
+    python tools/publish.py                  # weights/<entry>/, qzoo/weights.json, results/cifar10.json, README
+    python tools/publish.py --push ORG       # maintainers: upload each weights/ folder to ORG/<entry> on the hub
+
+Reads ``runs/cifar10/`` as ``tools/cifar10.py`` leaves it; a step that has not run yet is
+left out of the entries and shown as "not run" in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import qzoo
+from qzoo import weights
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "cifar10"
+WEIGHTS = ROOT / "weights"
+RESULTS = ROOT / "results" / "cifar10.json"
+README = ROOT / "README.md"
+MODELS = ("resnet18", "mobilenet_v2")
+TARGETS = {"resnet18": {"ptq": 0.5, "qat": 0.2}, "mobilenet_v2": {"ptq": 1.5, "qat": 0.5}}  # max acc@1 drop
+SHIPPED_FLOAT = ("mobilenet_v2",)  # float ResNet18 (45 MB) stays out of the repository's 40 MB budget
+LICENSE = "BSD-3-Clause (qzoo); trained on CIFAR-10 (Krizhevsky, 2009)"
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _entry(name: str, folder: Path, default: bool, unquantized: str | None) -> dict[str, Any]:
+    config = json.loads((folder / "config.json").read_text())
+    model = qzoo.from_pretrained(folder)
+    params = sum(p.numel() for p in qzoo.get_model(config["architecture"], **config["kwargs"]).parameters())
+    size = (folder / "model.safetensors").stat().st_size
+    return {"name": name, "architecture": config["architecture"], "mode": "int8" if qzoo.is_int8(model) else "float",
+            "sha256": config["sha256"], "hub_repo": f"qzoo/{name}", "hub_revision": None,
+            "backend": config["backend"], "unquantized": unquantized, "kwargs": config["kwargs"],
+            "categories": config["categories"], "metrics": config["metrics"], "recipe": config["recipe"],
+            "transforms": config["transforms"], "num_params": params, "file_size_mb": round(size / 1e6, 3),
+            "license": LICENSE, "default": default}
+
+
+def _copy_folder(source: Path, name: str, metrics: dict[str, Any]) -> Path:
+    target = WEIGHTS / name
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for item in ("config.json", "README.md", "model.safetensors"):
+        shutil.copyfile(source / item, target / item)
+    (target / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return target
+
+
+def publish() -> None:
+    entries, results = [], {}
+    for model in MODELS:
+        float_run = _json(RUNS / f"{model}-float" / "checkpoint" / "state.json")
+        row: dict[str, Any] = {"float_epochs": float_run["epoch"] if float_run else None}
+        unquantized = None
+        if model in SHIPPED_FLOAT and (RUNS / f"{model}-float" / "model").is_dir():
+            name = f"{model}.cifar10_float"
+            folder = _copy_folder(RUNS / f"{model}-float" / "model", name, {"history": float_run["history"]})
+            entries.append(_entry(name, folder, True, None))
+            unquantized = name
+        for step in ("ptq", "qat"):
+            report = _json(RUNS / f"{model}-{step}" / "report.json")
+            if report is None:
+                continue
+            row["float"] = report["float"]["acc1"]
+            row[step] = report["int8"]["acc1"]
+            row[f"{step}_drop"] = report["float"]["acc1"] - report["int8"]["acc1"]
+            row[f"{step}_target_met"] = row[f"{step}_drop"] <= TARGETS[model][step]
+            row["float_file_bytes"], row["int8_file_bytes"] = report["float_file_bytes"], report["int8_file_bytes"]
+            name = f"{model}.cifar10_int8_{step}"
+            folder = _copy_folder(RUNS / f"{model}-{step}" / "model", name, report)
+            entries.append(_entry(name, folder, step == "qat" or not (RUNS / f"{model}-qat" / "report.json").is_file(),
+                                  unquantized))
+        bench = _json(RUNS / f"{model}-ptq" / "bench.json")
+        if bench:
+            row["speedup"] = {threads: b["speedup"] for threads, b in bench.items()}
+        results[model] = row
+    kept = {e["name"] for e in entries}
+    for stale in WEIGHTS.iterdir() if WEIGHTS.is_dir() else ():
+        if stale.is_dir() and stale.name not in kept:
+            shutil.rmtree(stale)
+    weights.INDEX.write_text(json.dumps(entries, indent=2) + "\n")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+        "cpu_count": torch.get_num_threads(), "torch": torch.__version__, "targets_max_acc1_drop": TARGETS,
+        "commands": "python tools/cifar10.py {train,ptq,qat,bench} MODEL; python tools/publish.py",
+        "models": results}, indent=2) + "\n")
+    _write_table(results)
+    print(f"{len(entries)} entries; results in {RESULTS.relative_to(ROOT)}")
+
+
+def _cell(row: dict[str, Any], step: str) -> str:
+    if step not in row:
+        return "not run yet"
+    verdict = "met" if row[f"{step}_target_met"] else "**missed**"
+    return f"{row[step]:.2f} ({-row[f'{step}_drop']:+.2f}; target {verdict})"
+
+
+def _write_table(results: dict[str, Any]) -> None:
+    lines = ["| model | float epochs | float acc@1 | PTQ int8 acc@1 | QAT int8 acc@1 | file fp32 / int8 | "
+             "int8 speed-up b1 / b16 (1 thread) | (2 threads) |", "|---|---|---|---|---|---|---|---|"]
+    for model, row in results.items():
+        sizes = (f"{row['float_file_bytes'] / 2**20:.1f} / {row['int8_file_bytes'] / 2**20:.1f} MiB"
+                 if "int8_file_bytes" in row else "")
+        speed = {t: f"{s['1']:.2f}x / {s['16']:.2f}x" for t, s in row.get("speedup", {}).items()}
+        float_acc = f"{row['float']:.2f}" if "float" in row else "not run yet"
+        lines.append(f"| {model} | {row['float_epochs']} | {float_acc} | {_cell(row, 'ptq')} | {_cell(row, 'qat')} "
+                     f"| {sizes} | {speed.get('1', '')} | {speed.get('2', '')} |")
+    text = README.read_text()
+    start, end = "<!-- cifar10-table:start -->", "<!-- cifar10-table:end -->"
+    if start in text:
+        head, rest = text.split(start, 1)
+        text = head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1]
+        README.write_text(text)
+
+
+def push(org: str) -> None:
+    for entry in json.loads(weights.INDEX.read_text()):
+        model = qzoo.from_pretrained(WEIGHTS / entry["name"])
+        config = json.loads((WEIGHTS / entry["name"] / "config.json").read_text())
+        extra = {k: config[k] for k in ("name", "metrics", "transforms", "categories", "recipe", "license") if k in config}
+        print(qzoo.push_to_hub(model, f"{org}/{entry['name']}", **extra))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--push", metavar="ORG", help="upload every weights/ folder to ORG/<entry> on the hub")
+    args = parser.parse_args()
+    push(args.push) if args.push else publish()
+
+
+if __name__ == "__main__":
+    main()
