@@ -96,7 +96,7 @@ model = {load}
 - architecture arguments: `{json.dumps(config['kwargs'])}`
 - preprocessing: `{json.dumps(config.get('transforms'))}`
 - recipe: {config.get('recipe') or 'not recorded'}
-- made from: {config.get('weights') or config.get('unquantized') or 'not recorded'}
+- made from: {config.get('unquantized') or config.get('weights') or 'not recorded'}
 - written by qzoo {config['qzoo_version']}; `model.safetensors` sha256 `{config['sha256']}`
 """
 

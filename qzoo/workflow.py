@@ -36,7 +36,7 @@ class Loaded:
 
 
 def load_model(source: str, *, weights: str | None = None, num_classes: int | None = None,
-               prepare: str | None = None, backend: str | None = None, progress: bool = True) -> Loaded:
+               progress: bool = True) -> Loaded:
     """A model name (float, ``weights`` naming a float entry) or a qzoo folder, hub repo or entry name."""
     if source in list_models():
         kwargs: dict[str, Any] = {} if num_classes is None or weights else {"num_classes": num_classes}
@@ -52,8 +52,6 @@ def load_model(source: str, *, weights: str | None = None, num_classes: int | No
             model = hub.from_pretrained(entry.name, progress=progress)
         else:
             model = get_factory(source)(weights=weights, progress=progress, **kwargs)
-        if prepare:
-            (quantization.prepare_qat if prepare == "qat" else quantization.prepare_ptq)(model, backend or "x86")
         return Loaded(model, entry.transforms if entry else None, entry.categories if entry else (), source)
     config = hub.read_config(source, progress=progress)
     model = hub.from_pretrained(source, progress=progress)
@@ -111,10 +109,19 @@ def _file_bytes(model: nn.Module) -> int:
         return (hub.save_pretrained(model, folder) / hub.WEIGHTS_NAME).stat().st_size
 
 
+def _dataset_name(data: str | os.PathLike[str]) -> str:
+    path = Path(data)
+    return path.name.split(".")[0] if path.is_file() else path.resolve().name
+
+
 def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str = "x86", calib_images: int = 512,
-        seed: int = 0, image_size: int | None = None, progress: bool = True) -> dict[str, Any]:
+        seed: int = 0, image_size: int | None = None, dataset: str | None = None, recipe: str | None = None,
+        progress: bool = True) -> dict[str, Any]:
     """Calibrate on a seeded class-balanced sample of the ``train`` split, convert, evaluate float and int8
-    side by side on the ``test`` split, and save the int8 model as a qzoo folder in ``out``."""
+    side by side on the ``test`` split, and save the int8 model as a qzoo folder in ``out``.
+
+    ``dataset`` names the data in the saved metrics (default: the folder or archive name);
+    ``recipe`` is the command recorded in the model card (default: the equivalent ``qzoo ptq``)."""
     transforms = _transforms_for(loaded, image_size)
     calibration_set = load_images(data, "train", transforms, loaded.categories, progress)
     test = load_images(data, "test", transforms, loaded.categories, progress)
@@ -128,10 +135,11 @@ def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str 
     report = {"source": loaded.source, "backend": backend, "calibration_images": len(sample), "seed": seed,
               "float": float_metrics, "int8": int8_metrics,
               "float_file_bytes": _file_bytes(float_model), "int8_file_bytes": _file_bytes(int8)}
-    metrics = {Path(data_root(data, "test")).parent.name or "data": {k: int8_metrics[k] for k in ("acc1", "acc5")}}
+    metrics = {dataset or _dataset_name(data): {k: int8_metrics[k] for k in ("acc1", "acc5")}}
     hub.save_pretrained(int8, out, metrics=metrics, transforms=dataclasses.asdict(transforms),
-                        categories=list(loaded.categories or test.classes),
-                        recipe=f"qzoo ptq {loaded.source} --calib-images {len(sample)} --seed {seed} --backend {backend}")
+                        categories=list(loaded.categories or test.classes), unquantized=loaded.source,
+                        recipe=recipe or f"qzoo ptq {loaded.source} --calib-images {len(sample)} --seed {seed} "
+                                         f"--backend {backend}")
     report["out"] = str(out)
     return report
 
@@ -193,10 +201,12 @@ def export_torchscript(loaded: Loaded, out: str | os.PathLike[str], *, image_siz
 
 
 def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train.Recipe, backend: str = "x86",
-        image_size: int | None = None, progress: bool = True) -> dict[str, Any]:
+        image_size: int | None = None, dataset: str | None = None, command: str | None = None,
+        progress: bool = True) -> dict[str, Any]:
     """Quantization-aware fine-tuning of a float model on the ``train`` split (augmented), resumable from
     ``out/training``; evaluates float, and the converted int8 model after every epoch, on ``test``;
-    saves the final int8 model as a qzoo folder in ``out``. Runs under torchrun unchanged."""
+    saves the final int8 model as a qzoo folder in ``out``. Runs under torchrun unchanged.
+    ``dataset`` and ``command`` name the data and the reproducing command in the model card."""
     transforms = _transforms_for(loaded, image_size)
     train_set = load_images(data, "train", transforms, loaded.categories, progress)
     test = load_images(data, "test", transforms, loaded.categories, progress)
@@ -218,14 +228,15 @@ def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train
               "int8": int8_metrics, "history": history, "world_size": world, "rank": rank,
               "int8_sha256": serialization.state_digest(int8)}
     if rank == 0:
-        metrics = {Path(data_root(data, "test")).parent.name or "data": {k: int8_metrics[k] for k in ("acc1", "acc5")}}
+        metrics = {dataset or _dataset_name(data): {k: int8_metrics[k] for k in ("acc1", "acc5")}}
         hub.save_pretrained(int8, out, metrics=metrics, transforms=dataclasses.asdict(transforms),
-                            categories=list(loaded.categories or test.classes), recipe=json_recipe(loaded, recipe))
+                            categories=list(loaded.categories or test.classes), unquantized=loaded.source,
+                            recipe=command or qat_command(loaded, recipe))
         report.update(out=str(out), float_file_bytes=_file_bytes(loaded.model), int8_file_bytes=_file_bytes(int8))
     return report
 
 
-def json_recipe(loaded: Loaded, recipe: train.Recipe) -> str:
+def qat_command(loaded: Loaded, recipe: train.Recipe) -> str:
     """The command line that reproduces a QAT run."""
     return (f"qzoo qat {loaded.source} --epochs {recipe.epochs} --lr {recipe.lr} --batch-size {recipe.batch_size} "
             f"--weight-decay {recipe.weight_decay}")

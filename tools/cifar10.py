@@ -71,10 +71,14 @@ def train_float(name: str) -> None:
 def quantize(name: str, step: str) -> None:
     loaded = workflow.load_model(str(float_folder(name)))
     out = RUNS / f"{name}-{step}"
+    command = f"python tools/cifar10.py {step} {name}"
+    loaded.source = f"{name}.cifar10_float"
     if step == "ptq":
-        report = workflow.ptq(loaded, str(ARCHIVE), out / "model", calib_images=CALIBRATION_IMAGES, seed=0)
+        report = workflow.ptq(loaded, str(ARCHIVE), out / "model", calib_images=CALIBRATION_IMAGES, seed=0,
+                              dataset="CIFAR-10", recipe=command)
     else:
-        report = workflow.qat(loaded, str(ARCHIVE), out / "model", recipe=QAT_RECIPE)
+        report = workflow.qat(loaded, str(ARCHIVE), out / "model", recipe=QAT_RECIPE, dataset="CIFAR-10",
+                              command=command)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("float", "int8")}))
 
