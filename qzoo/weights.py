@@ -192,8 +192,12 @@ def get_weights(name: str) -> Weights:
 
 
 def int8_weights(architecture: str, weights: str | None, backend: str | None) -> Weights:
-    """The int8 entry a ``quantize=True`` factory call means: named, or the default for ``backend``."""
-    candidates = [ENTRIES[n] for n in list_weights(architecture, "int8")]
+    """The int8 entry a ``quantize=True`` factory call means: named, or the default for ``backend``.
+
+    Defaults come from torchvision's ImageNet files (the factories' own 1000-class heads);
+    qzoo's other entries are chosen by name (``qzoo.from_pretrained("resnet18.cifar10_int8_ptq")``).
+    """
+    candidates = [ENTRIES[n] for n in list_weights(architecture, "int8") if ENTRIES[n].url is not None]
     if weights not in (None, "DEFAULT"):
         name = weights if "." in weights else f"{architecture}.{weights.lower()}"
         entry = get_weights(name)

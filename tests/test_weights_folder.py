@@ -32,7 +32,6 @@ def test_folder_matches_entry(entry):
     assert (folder / "README.md").is_file() and (folder / "metrics.json").is_file()
     model = qzoo.from_pretrained(folder)
     assert qzoo.is_int8(model) == (entry.mode == "int8")
-    assert entry.unquantized is None or entry.unquantized in weights.ENTRIES
 
 
 def test_committed_weights_stay_under_40_mb():
@@ -50,3 +49,11 @@ def test_the_readme_main_job_reports_real_accuracy():
     assert report["calibration_images"] == 500 and report["int8"]["images"] == 2000
     assert report["float"]["acc1"] > 50 and report["float"]["acc1"] - report["int8"]["acc1"] < 3
     assert report["int8_file_bytes"] < 0.3 * report["float_file_bytes"]
+
+
+def test_qzoo_entries_never_displace_the_factories_imagenet_defaults():
+    for entry in QZOO_ENTRIES:
+        if entry.mode == "int8":
+            assert weights.int8_weights(entry.architecture, None, None).url is not None
+            with pytest.raises(ValueError, match="from_pretrained"):
+                qzoo.get_model(entry.architecture, quantize=True, weights=entry.name)

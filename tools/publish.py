@@ -66,12 +66,11 @@ def publish() -> None:
     for model in MODELS:
         float_run = _json(RUNS / f"{model}-float" / "checkpoint" / "state.json")
         row: dict[str, Any] = {"float_epochs": float_run["epoch"] if float_run else None}
-        unquantized = None
+        unquantized = f"{model}.cifar10_float"  # an entry only where SHIPPED_FLOAT ships it
         if model in SHIPPED_FLOAT and (RUNS / f"{model}-float" / "model").is_dir():
             name = f"{model}.cifar10_float"
             folder = _copy_folder(RUNS / f"{model}-float" / "model", name, {"history": float_run["history"]})
             entries.append(_entry(name, folder, True, None))
-            unquantized = name
         for step in ("ptq", "qat"):
             report = _json(RUNS / f"{model}-{step}" / "report.json")
             if report is None:
