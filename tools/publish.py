@@ -10,7 +10,6 @@ left out of the entries and shown as "not run" in the table.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import platform
@@ -65,7 +64,8 @@ def publish() -> None:
     entries, results = [], {}
     for model in MODELS:
         float_run = _json(RUNS / f"{model}-float" / "checkpoint" / "state.json")
-        row: dict[str, Any] = {"float_epochs": float_run["epoch"] if float_run else None}
+        row: dict[str, Any] = {"float_epochs": f"{float_run['epoch']} of {float_run['recipe']['epochs']}"
+                               if float_run else "not run yet"}
         unquantized = f"{model}.cifar10_float"  # an entry only where SHIPPED_FLOAT ships it
         if model in SHIPPED_FLOAT and (RUNS / f"{model}-float" / "model").is_dir():
             name = f"{model}.cifar10_float"
@@ -95,12 +95,21 @@ def publish() -> None:
     weights.INDEX.write_text(json.dumps(entries, indent=2) + "\n")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+        "date": datetime.date.today().isoformat(), "machine": _cpu_name(),
         "cpu_count": torch.get_num_threads(), "torch": torch.__version__, "targets_max_acc1_drop": TARGETS,
         "commands": "python tools/cifar10.py {train,ptq,qat,bench} MODEL; python tools/publish.py",
         "models": results}, indent=2) + "\n")
     _write_table(results)
     print(f"{len(entries)} entries; results in {RESULTS.relative_to(ROOT)}")
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def _cell(row: dict[str, Any], step: str) -> str:
