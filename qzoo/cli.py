@@ -18,7 +18,7 @@ _EXAMPLES = """examples:
   qzoo info mobilenet_v2.imagenet1k_qnnpack_v1
   qzoo demo
   qzoo ptq resnet18 --weights IMAGENET1K_V1 --data ~/imagenet-val-sample --out runs/r18-int8
-  qzoo qat weights/mobilenet_v2.cifar10_float --data cifar10-jpeg.tar.gz --epochs 2 --out runs/mbv2-qat
+  qzoo qat my-float-model/ --data cifar10-jpeg.tar.gz --epochs 2 --out my-qat-model/
   qzoo eval runs/r18-int8 --data ~/imagenet-val-sample
   qzoo bench runs/r18-int8
   qzoo export runs/r18-int8 --format torchscript --out r18-int8.pt
@@ -68,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     ptq.add_argument("--backend", default="x86", choices=quantization.BACKENDS)
     ptq.add_argument("--out", required=True, help="folder for the int8 model (config.json, model.safetensors, card)")
     qat = _command(commands, "qat", "quantization-aware fine-tuning (resumable; runs under torchrun)",
-                   "torchrun --nproc_per_node=2 -m qzoo qat weights/mobilenet_v2.cifar10_float --data cifar10 "
-                   "--epochs 2 --out runs/qat")
+                   "torchrun --nproc_per_node=2 -m qzoo qat my-float-model/ --data cifar10/ "
+                   "--epochs 2 --out my-qat-model/")
     _source(qat)
     qat.add_argument("--epochs", type=int, default=2)
     qat.add_argument("--lr", type=float, default=0.005)
