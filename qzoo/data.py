@@ -166,13 +166,10 @@ class ImageTensors:
         generator = torch.Generator().manual_seed(seed)
         per_class = [torch.nonzero(self.labels == c).flatten() for c in range(len(self.classes))]
         per_class = [idx[torch.randperm(idx.numel(), generator=generator)] for idx in per_class if idx.numel()]
-        picked: list[Tensor] = []
-        depth = 0
-        while sum(t.numel() for t in picked) < count:  # round-robin over classes, one image each pass
-            for idx in per_class:
-                if depth < idx.numel() and sum(t.numel() for t in picked) < count:
-                    picked.append(idx[depth : depth + 1])
-            depth += 1
+        longest = max(idx.numel() for idx in per_class)
+        # round-robin over the classes, one image each pass, until count images
+        picked = [idx[depth : depth + 1] for depth in range(longest) for idx in per_class if depth < idx.numel()]
+        picked = picked[:count]
         return self.subset(torch.cat(picked).sort().values)
 
     def batches(self, batch_size: int, *, mean: tuple[float, ...] = CIFAR10_MEAN,

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import re
 import urllib.parse
 import warnings
@@ -294,7 +295,7 @@ def load_url_state(entry: Weights, *, progress: bool = True) -> dict[str, Any]:
         with warnings.catch_warnings():  # torch's own storage internals, raised by every quantized checkpoint
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused something: never soften that into another error
+        raise
     except Exception as error:  # a hash-verified file that torch cannot read is still damaged input
-        if isinstance(error, torch.serialization.pickle.UnpicklingError):
-            raise
         raise IntegrityError(f"{path} could not be read as a checkpoint ({error}); delete it and load again") from None

@@ -22,6 +22,7 @@ from . import hub, quantization, serialization, train
 from . import weights as qzoo_weights
 from .benchmark import interleaved_latency_ms
 from .data import ImageTensors, image_folder_classes, unpack_archive
+from .models._factory import ARCHITECTURE_ATTR, KWARGS_ATTR
 from .registry import get_factory, list_models
 
 
@@ -156,7 +157,7 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
     model = loaded.model.eval()
     if quantization.is_int8(model):
         int8 = model
-        architecture, kwargs = getattr(model, "_qzoo_architecture"), getattr(model, "_qzoo_kwargs")
+        architecture, kwargs = getattr(model, ARCHITECTURE_ATTR), getattr(model, KWARGS_ATTR)
         float_model = get_factory(architecture)(**kwargs).eval()
     else:
         float_model = model
