@@ -1,5 +1,9 @@
 """qzoo: a model zoo of quantizable PyTorch CNNs for eager-mode PTQ and QAT."""
 
+from .requirements import check_torch_version
+
+check_torch_version()
+
 from .data import synthetic_images
 from .hub import from_pretrained, push_to_hub, save_pretrained
 from .models import (

@@ -19,6 +19,7 @@ from typing import Any
 import huggingface_hub
 import huggingface_hub.errors
 from huggingface_hub.errors import LocalEntryNotFoundError
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -145,10 +146,16 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a qzoo config (no \"library\": \"qzoo\"); write the folder with "
                          "qzoo.save_pretrained")
     missing = [key for key in ("architecture", "kwargs", "mode", "sha256") if key not in config]
-    if missing or config["mode"] not in MODES:
-        problem = f"lacks {', '.join(missing)}" if missing else f"has mode {config['mode']!r}, not one of {MODES}"
+    if missing or config["mode"] not in MODES or not _is_sha256(config["sha256"]):
+        problem = (f"lacks {', '.join(missing)}" if missing
+                   else f"has mode {config['mode']!r}, not one of {MODES}" if config["mode"] not in MODES
+                   else f"has sha256 {config['sha256']!r}, not 64 hex digits")
         raise ValueError(f"{path} {problem}: it was damaged or edited; write it again with qzoo.save_pretrained")
     return config
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 class _NoProgressBar(tqdm):
@@ -244,8 +251,37 @@ def from_pretrained(source: str | os.PathLike[str], *, revision: str | None = No
     return _build(config, weights_path)
 
 
+def _checked_factory(config: dict[str, Any], path: Path) -> Any:
+    """The factory ``config`` names, after building its model on the meta device (no memory).
+
+    config.json is not covered by any hash, so its kwargs are checked before anything is
+    allocated: they must build the architecture, and into a model no larger than the file
+    (an edited ``num_classes`` of 10**9 would otherwise allocate hundreds of gigabytes).
+    """
+    architecture, kwargs = config["architecture"], config["kwargs"]
+    try:
+        factory = registry.get_factory(architecture)
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs is a {type(kwargs).__name__}, not an object")
+        workflow_keys = sorted(set(kwargs) & {"weights", "prepare", "quantize", "backend", "progress"})
+        if workflow_keys:
+            raise TypeError(f"kwargs may only hold architecture arguments, not {', '.join(workflow_keys)}")
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in factory(**kwargs).parameters())
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path.parent / CONFIG_NAME}: architecture {architecture!r} with kwargs {kwargs!r} "
+                         f"does not build ({error}); write the folder again with qzoo.save_pretrained") from None
+    stored = serialization.stored_values(path)
+    # int8 files drop folded BatchNorm parameters but add a scale and zero point per channel
+    if parameters > 2 * stored + 1024:
+        raise ValueError(f"{path.parent / CONFIG_NAME} describes a model of {parameters:,} parameters but "
+                         f"{path.name} holds {stored:,} values: config.json was edited or belongs to another "
+                         "model; write the folder again with qzoo.save_pretrained")
+    return factory
+
+
 def _build(config: dict[str, Any], path: Path) -> nn.Module:
-    factory = registry.get_factory(config["architecture"])
+    factory = _checked_factory(config, path)
     kwargs, mode, backend = dict(config["kwargs"]), config["mode"], config.get("backend")
     if mode == "int8":
         header, state = serialization.read_int8(path)

@@ -63,8 +63,6 @@ _ROUTINE_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
 _FUSED_ATTR = "_qzoo_fused"
 _BACKEND_ATTR = "_qzoo_backend"
 _INT8_ATTR = "_qzoo_int8"
-# One engine switch at a time: int8 calls that need another engine than the global one take it.
-_ENGINE_SWITCH = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -144,14 +142,55 @@ def quantized_engine(backend: str | nn.Module) -> Iterator[str]:
         torch.backends.quantized.engine = previous
 
 
+class _EngineGate:
+    """Lets int8 calls of one backend run together, and a call needing another engine wait for them.
+
+    The engine is process-global: switching it while another thread runs an x86 model changes
+    that model's logits. Calls of the backend in force run at once; a call that needs another
+    engine waits until none is running, switches, and the engine in force before is restored
+    when the last call of its group leaves.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._backend: str | None = None
+        self._restore: str | None = None
+
+    @contextlib.contextmanager
+    def use(self, backend: str) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: self._running == 0 or self._backend == backend)
+            if self._running == 0:
+                current = torch.backends.quantized.engine
+                self._restore = current if current != backend else None
+                if self._restore is not None:
+                    torch.backends.quantized.engine = backend
+                self._backend = backend
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running -= 1
+                if self._running == 0:
+                    if self._restore is not None:
+                        torch.backends.quantized.engine = self._restore
+                    self._backend = self._restore = None
+                    self._changed.notify_all()
+
+
+_ENGINE_GATE = _EngineGate()
+
+
 @contextlib.contextmanager
 def _int8_engine(model: nn.Module) -> Iterator[None]:
-    """The engine an int8 ``model`` was packed for, switched only when it differs from the global one."""
+    """Run an int8 ``model`` under the engine it was packed for (see :class:`_EngineGate`)."""
     backend = getattr(model, _INT8_ATTR, None)
-    if backend is None or torch.backends.quantized.engine == backend:
+    if backend is None:
         yield
         return
-    with _ENGINE_SWITCH, quantized_engine(backend):
+    with _ENGINE_GATE.use(backend):
         yield
 
 
@@ -182,6 +221,23 @@ class QuantizableModel(nn.Module):
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         with _int8_engine(self):
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        # .half(), .double(), .to(dtype) would silently skip packed int8 weights (a no-op that
+        # looks like a conversion) and .cuda() fails deep inside: refuse any move off float32 CPU
+        if getattr(self, _INT8_ATTR, None) is not None:
+            try:
+                probe = fn(torch.zeros(1))
+            except Exception:  # noqa: BLE001 - e.g. .cuda() without a GPU: a move, refused below
+                probe = None
+            if probe is None or probe.dtype != torch.float32 or probe.device.type != "cpu":
+                raise TypeError(
+                    f"{type(self).__name__} is an int8 model: it runs on the CPU and cannot change dtype "
+                    "or device (.half(), .double(), .to(...), .cuda()); give it float32 CPU images after "
+                    "the model's preprocessing transform (e.g. ToTensor + Normalize), and keep the float "
+                    "model for other dtypes or devices"
+                )
+        return super()._apply(fn, *args, **kwargs)
 
 
 # ----------------------------------------------------------------------------- fusion

@@ -91,6 +91,15 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads(raw)
 
 
+def stored_values(path: str | os.PathLike[str]) -> int:
+    """How many numbers the safetensors file at ``path`` holds, read from its header alone."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            return sum(int(torch.Size(handle.get_slice(key).get_shape()).numel()) for key in handle.keys())
+    except (safetensors.SafetensorError, OSError) as error:
+        raise IntegrityError(f"{path} is not a readable safetensors file ({error}); download it again") from None
+
+
 def load_state(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     """Load a :func:`save_state` file into ``model``; every key and shape must match."""
     header = read_header(path)
@@ -139,13 +148,22 @@ def _narrowest(values: Tensor, narrow: torch.dtype) -> Tensor:
 
 
 def _join_quantized(key: str, spec: dict[str, Any], tensors: dict[str, Tensor]) -> Tensor:
-    values = tensors[key]
-    scale = tensors[f"{key}:scale"].to(torch.float64)
-    zero_point = tensors[f"{key}:zero_point"].to(torch.int64)
+    values, scale, zero_point = tensors[key], tensors[f"{key}:scale"], tensors[f"{key}:zero_point"]
+    if scale.dtype not in (torch.float32, torch.float64) or zero_point.dtype not in (torch.int32, torch.int64):
+        raise IntegrityError(f"{key}: scales stored as {scale.dtype} and zero points as {zero_point.dtype}; "
+                             "qzoo writes float32/float64 and int32/int64")
+    scale, zero_point = scale.to(torch.float64), zero_point.to(torch.int64)
     dtype = _DTYPES.get(spec.get("dtype", ""))
     if dtype not in _QUANTIZED_DTYPES or values.dtype != _QUANTIZED_DTYPES[dtype]:
         raise IntegrityError(f"{key}: stored as {values.dtype}, header says {spec.get('dtype')}")
+    limits = torch.iinfo(values.dtype)
+    if not (torch.isfinite(scale).all() and (scale > 0).all()):
+        raise IntegrityError(f"{key}: a quantization scale is not a finite positive number")
+    if not ((zero_point >= limits.min) & (zero_point <= limits.max)).all():
+        raise IntegrityError(f"{key}: a zero point lies outside the {values.dtype} range")
     if spec.get("qscheme") == "per_tensor_affine":
+        if scale.numel() != 1 or zero_point.numel() != 1:
+            raise IntegrityError(f"{key}: per-tensor quantization with {scale.numel()} scales")
         with quantization.routine_warnings_silenced():
             return torch._make_per_tensor_quantized_tensor(values, float(scale), int(zero_point))
     if spec.get("qscheme") == "per_channel_affine":
@@ -230,6 +248,7 @@ def read_int8(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, A
     if not isinstance(entries, dict):
         raise IntegrityError(f"{path}: header has no entries table")
     state: dict[str, Any] = {}
+    key = None
     try:
         for key, spec in entries.items():
             kind = spec.get("kind")
@@ -244,8 +263,13 @@ def read_int8(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, A
                 state[key] = _DTYPES[spec["value"]]
             else:
                 raise IntegrityError(f"{path}: entry {key} has unknown kind {kind!r}")
+    except IntegrityError:
+        raise
     except KeyError as missing:
         raise IntegrityError(f"{path}: tensor {missing} named in the header is missing") from None
+    except (TypeError, ValueError, RuntimeError, AttributeError) as error:
+        raise IntegrityError(f"{path}: header entry {key} cannot be rebuilt ({error}); the file was not "
+                             "written by qzoo.save_pretrained or was edited: export it again") from None
     return header, state
 
 
@@ -263,14 +287,23 @@ def load_int8_state(model: nn.Module, state: dict[str, Any], source: str) -> nn.
     return model
 
 
+def _signature(value: Any) -> tuple[Any, ...]:
+    """What a state entry must agree on with the model's: kind, shape and dtype (bias too, when packed)."""
+    if isinstance(value, tuple):  # quantized Linear's packed (weight, bias)
+        return ("packed", *_signature(value[0])[1:], None if value[1] is None else _signature(value[1]))
+    if isinstance(value, Tensor):
+        return "tensor", tuple(value.shape), str(value.dtype)
+    return type(value).__name__, None, str(value)
+
+
 def _check_int8_state(state: dict[str, Any], reference: dict[str, Any], source: str) -> None:
     missing, unexpected = sorted(set(reference) - set(state)), sorted(set(state) - set(reference))
     if missing or unexpected:
         raise ValueError(f"{source} does not fit this model: missing {missing[:4]}, unexpected {unexpected[:4]}")
     for key, value in state.items():
-        expected = reference[key]
-        if isinstance(value, tuple):
-            value, expected = value[0], expected[0]
-        if isinstance(value, Tensor) and isinstance(expected, Tensor) and value.shape != expected.shape:
-            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
-                             f"{tuple(expected.shape)} (another num_classes or architecture?)")
+        got, want = _signature(value), _signature(reference[key])
+        if got[0] == want[0] and got[1] != want[1]:
+            raise ValueError(f"{source}: {key} has shape {got[1]}, the model expects {want[1]} "
+                             "(another num_classes or architecture?)")
+        if got != want:
+            raise ValueError(f"{source}: {key} holds {got}, the model expects {want}")

@@ -246,9 +246,11 @@ def verify_file(path: str | os.PathLike[str], expected: str, *, fix: str) -> Pat
 
 
 def _remove_stale_partials(folder: Path, name: str) -> None:
+    """Delete partial downloads of ``name`` left by processes that died (ours, and torch.hub's inside them)."""
+    owned = re.compile(rf"\.{re.escape(name)}\.(\d+)\.partial(\.[0-9a-f]+\.partial)?")
     for partial in folder.glob(f".{name}.*.partial"):
-        pid = partial.suffixes[-2].lstrip(".") if len(partial.suffixes) >= 2 else ""
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        match = owned.fullmatch(partial.name)
+        if match and int(match[1]) != os.getpid() and not _alive(int(match[1])):
             partial.unlink(missing_ok=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 import torch.nn.functional as F
@@ -61,3 +62,10 @@ def make_image_folder(root, classes=("cat", "dog", "ship"), per_class=(12, 6), s
                 pixels = np.clip(pixels + generator.normal(0, 40, pixels.shape), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).convert(mode).save(folder / f"{i}.png")
     return root
+
+
+class PicklePayload:
+    """Unpickling this runs ``touch $QZOO_SENTINEL``: a stand-in for a malicious checkpoint."""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['QZOO_SENTINEL']}",))

@@ -12,15 +12,18 @@ import hashlib
 import http.server
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+_CHUNK = 64 * 1024
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes]
     requests: list[str]
+    seconds_per_chunk: list[float]  # one shared, changeable value: a slow link for kill and race tests
 
     def log_message(self, *args: object) -> None:  # keep test output clean
         pass
@@ -52,7 +55,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         if send_body:
-            self.wfile.write(body)
+            for start in range(0, len(body), _CHUNK):
+                time.sleep(self.seconds_per_chunk[0])
+                self.wfile.write(body[start:start + _CHUNK])
 
     def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
         self._answer(send_body=False)
@@ -67,11 +72,17 @@ class Server:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.requests: list[str] = []
-        handler = type("Handler", (_Handler,), {"files": self.files, "requests": self.requests})
+        self._seconds_per_chunk = [0.0]
+        handler = type("Handler", (_Handler,), {"files": self.files, "requests": self.requests,
+                                                 "seconds_per_chunk": self._seconds_per_chunk})
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
+
+    def throttle(self, seconds_per_chunk: float) -> None:
+        """Pause this long before each 64 KiB of every body sent from now on (0: full speed)."""
+        self._seconds_per_chunk[0] = seconds_per_chunk
 
     def stop(self) -> None:
         self._httpd.shutdown()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from helpers import NUM_CLASSES
+from helpers import NUM_CLASSES, PicklePayload
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, ResNet18_Weights, ResNet50_Weights
 
@@ -106,18 +106,13 @@ def test_weights_load_torchvision_float_checkpoint_through_torch_hub_cache(tmp_p
     assert qzoo.fused_mode(prepared) == "ptq"
 
 
-class _Payload:
-    def __reduce__(self):
-        return (os.system, (f"touch {os.environ['QZOO_SENTINEL']}",))
-
-
 def test_a_malicious_cached_checkpoint_is_never_unpickled(tmp_path, monkeypatch):
     sentinel = tmp_path / "pwned"
     monkeypatch.setenv("QZOO_SENTINEL", str(sentinel))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     path = fill_hub_cache(tmp_path, ResNet18_Weights.IMAGENET1K_V1, {})
     with open(path, "wb") as f:
-        pickle.dump({"conv1.weight": _Payload()}, f)
+        pickle.dump({"conv1.weight": PicklePayload()}, f)
     with pytest.raises(pickle.UnpicklingError):
         qzoo.resnet18(weights="DEFAULT", progress=False)
     assert not sentinel.exists()

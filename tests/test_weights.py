@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import pickle
 from types import MappingProxyType
 
 import pytest
 import torch
-from helpers import images, quantized_copy, refreshed, run
+from helpers import PicklePayload, images, quantized_copy, refreshed, run
 from loopback import serving
 
 import qzoo
@@ -93,15 +92,10 @@ def test_a_changed_file_from_the_server_never_reaches_the_cache(int8_reference, 
     assert not torch_home.exists() or list(torch_home.iterdir()) == []
 
 
-class _Payload:
-    def __reduce__(self):
-        return (os.system, (f"touch {os.environ['QZOO_SENTINEL']}",))
-
-
 def test_a_malicious_pickle_with_a_matching_hash_never_runs(torch_home, tmp_path, monkeypatch):
     sentinel = tmp_path / "pwned"
     monkeypatch.setenv("QZOO_SENTINEL", str(sentinel))
-    payload = pickle.dumps({"features.0.0.weight": _Payload()})
+    payload = pickle.dumps({"features.0.0.weight": PicklePayload()})
     with serving() as server:
         server.files[FILENAME] = payload
         point_entry_at(monkeypatch, f"{server.url}/{FILENAME}", payload)

@@ -1,0 +1,19 @@
+"""The torch releases qzoo accepts, checked at import (pip enforces them too, but not with --no-deps)."""
+
+from __future__ import annotations
+
+import torch
+from torch.torch_version import TorchVersion
+
+MINIMUM_TORCH = (2, 10)
+"""Earlier releases have known code-execution and memory-corruption flaws in ``weights_only`` loading."""
+
+
+def check_torch_version(version: str = torch.__version__) -> None:
+    """Raise ImportError for a torch older than :data:`MINIMUM_TORCH`, naming the upgrade."""
+    if TorchVersion(version) < MINIMUM_TORCH:
+        wanted = ".".join(map(str, MINIMUM_TORCH))
+        raise ImportError(
+            f"qzoo needs torch>={wanted}, found torch {version}: earlier releases have known flaws in "
+            f"torch.load(weights_only=True), which qzoo relies on; pip install 'torch>={wanted},<2.15'"
+        )
