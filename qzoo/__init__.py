@@ -6,6 +6,7 @@ check_torch_version()
 
 from .data import synthetic_images
 from .hub import from_pretrained, push_to_hub, save_pretrained
+from .inference import OptimizedModel, optimize_for_inference
 from .models import (
     QuantizableBasicBlock,
     QuantizableBottleneck,
@@ -27,6 +28,7 @@ from .models import (
 from .quantization import (
     ACTIVATION_OBSERVERS,
     BACKENDS,
+    backend_engine,
     calibrate,
     convert,
     fused_mode,
@@ -47,11 +49,13 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATION_OBSERVERS",
     "BACKENDS",
+    "OptimizedModel",
     "QuantizableBasicBlock",
     "QuantizableBottleneck",
     "QuantizableInvertedResidual",
     "QuantizableMobileNetV2",
     "QuantizableResNet",
+    "backend_engine",
     "calibrate",
     "convert",
     "from_pretrained",
@@ -65,6 +69,7 @@ __all__ = [
     "list_weights",
     "mobilenet_v2",
     "model_backend",
+    "optimize_for_inference",
     "prepare_ptq",
     "prepare_qat",
     "push_to_hub",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -11,21 +13,83 @@ import torch
 from torch import Tensor, nn
 
 
-def interleaved_latency_ms(
-    runners: Mapping[str, Callable[[Tensor], object]], inputs: Tensor, *, repeats: int = 20, warmup: int = 3
-) -> dict[str, float]:
-    """Median milliseconds per call of each runner, called round-robin so they share the same noise."""
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Milliseconds per call of one runner over the rounds that were kept."""
+
+    median_ms: float
+    min_ms: float
+    kept: int
+    rounds: int
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds every process on the machine has used since boot (Linux), or None elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _foreign_cpu_seconds(start: tuple[float | None, float], wall: float) -> float:
+    """CPU time other processes used since ``start`` (machine busy time minus this process's own)."""
+    busy_then, own_then = start
+    busy_now = _busy_cpu_seconds()
+    if busy_then is None or busy_now is None:
+        return 0.0
+    return max(0.0, (busy_now - busy_then) - (time.process_time() - own_then))
+
+
+def interleaved_timings(
+    runners: Mapping[str, Callable[[Tensor], object]], inputs: Tensor, *, repeats: int = 20, warmup: int = 3,
+    quiet_share: float = 0.1, window_s: float = 0.25, max_rounds: int | None = None,
+) -> dict[str, Timing]:
+    """Time every runner once per round, round-robin, so they share the same noise.
+
+    Quiet-machine guard (Linux): rounds are grouped into windows of at least ``window_s``
+    seconds (the kernel counts CPU time in clock ticks); a window during which other processes
+    used more than ``quiet_share`` of one core is dropped. Rounds go on until ``repeats`` are
+    kept or ``max_rounds`` (default ``5 * repeats``, checked between windows) have run; then the
+    noisy rounds are used too, and ``kept`` < ``repeats`` says so.
+    """
+    max_rounds = max_rounds or 5 * repeats
     with torch.inference_mode():
         for _ in range(warmup):
             for run in runners.values():
                 run(inputs)
-        samples: dict[str, list[float]] = {name: [] for name in runners}
-        for _ in range(repeats):
-            for name, run in runners.items():
-                start = time.perf_counter()
-                run(inputs)
-                samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(times) for name, times in samples.items()}
+        quiet: dict[str, list[float]] = {name: [] for name in runners}
+        every: dict[str, list[float]] = {name: [] for name in runners}
+        rounds = kept = 0
+        while rounds < max_rounds and kept < repeats:
+            window: dict[str, list[float]] = {name: [] for name in runners}
+            start, window_start = (_busy_cpu_seconds(), time.process_time()), time.perf_counter()
+            first = next(iter(window.values()))
+            while not first or time.perf_counter() - window_start < window_s:
+                rounds += 1
+                for name, run in runners.items():
+                    call_start = time.perf_counter()
+                    run(inputs)
+                    window[name].append((time.perf_counter() - call_start) * 1e3)
+            wall = time.perf_counter() - window_start
+            for name, times in window.items():
+                every[name] += times
+            if _foreign_cpu_seconds(start, wall) <= quiet_share * wall:
+                for name, times in window.items():
+                    quiet[name] += times
+                kept = len(next(iter(quiet.values())))
+    samples = quiet if kept >= repeats else every
+    return {name: Timing(statistics.median(times), min(times), kept, rounds) for name, times in samples.items()}
+
+
+def interleaved_latency_ms(
+    runners: Mapping[str, Callable[[Tensor], object]], inputs: Tensor, *, repeats: int = 20, warmup: int = 3
+) -> dict[str, float]:
+    """Median milliseconds per call of each runner (see :func:`interleaved_timings`)."""
+    timings = interleaved_timings(runners, inputs, repeats=repeats, warmup=warmup)
+    return {name: timing.median_ms for name, timing in timings.items()}
 
 
 def state_dict_bytes(model: nn.Module) -> int:

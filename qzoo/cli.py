@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     qat.add_argument("--out", required=True)
     evaluate = _command(commands, "eval", "top-1/top-5 accuracy on the test split", "qzoo eval runs/r18-int8 --data d")
     _source(evaluate)
-    bench = _command(commands, "bench", "fp32 vs int8 latency (batch 1 and 16, side by side) and file sizes",
+    bench = _command(commands, "bench", "fp32 vs int8 latency (qzoo's optimized int8 path and eager; batch 1 and 16, side by side) and file sizes",
                      "qzoo bench resnet18 --image-size 224")
     _source(bench, data=False)
     bench.add_argument("--backend", choices=quantization.BACKENDS, help="for a float source (default x86)")
@@ -120,8 +120,9 @@ def _print_report(report: dict[str, Any]) -> None:
         print(f"  file size fp32 / int8  {report['float_file_bytes'] / mib:.2f} MiB / "
               f"{report['int8_file_bytes'] / mib:.2f} MiB ({ratio:.2f}x)")
     for batch, times in report.get("latency_ms", {}).items():
+        eager = f", eager int8 {times['int8 eager']:.2f} ms" if "int8 eager" in times else ""
         print(f"  batch {batch:>2} median fp32 / int8  {times['fp32']:.2f} ms / {times['int8']:.2f} ms "
-              f"(int8 speed-up {report['speedup'][batch]:.2f}x)")
+              f"(int8 speed-up {report['speedup'][batch]:.2f}x{eager})")
     if "out" in report:
         print(f"  written to {report['out']}")
 

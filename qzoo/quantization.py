@@ -33,6 +33,8 @@ __all__ = [
     "QuantizableModel",
     "get_qconfig",
     "quantized_engine",
+    "backend_engine",
+    "check_int8_input",
     "fuse_modules",
     "fusion_step",
     "fused_mode",
@@ -156,10 +158,17 @@ class _EngineGate:
         self._running = 0
         self._backend: str | None = None
         self._restore: str | None = None
+        self._inside = threading.local()  # how deep this thread is in calls
 
     @contextlib.contextmanager
     def use(self, backend: str) -> Iterator[None]:
+        depth = getattr(self._inside, "depth", 0)
         with self._changed:
+            if depth and self._backend != backend:
+                raise RuntimeError(
+                    f"a {backend} int8 call inside a running {self._backend} one: the engine is process-wide "
+                    "and cannot serve both at once; call the two models one after the other"
+                )
             self._changed.wait_for(lambda: self._running == 0 or self._backend == backend)
             if self._running == 0:
                 current = torch.backends.quantized.engine
@@ -168,9 +177,11 @@ class _EngineGate:
                     torch.backends.quantized.engine = backend
                 self._backend = backend
             self._running += 1
+        self._inside.depth = depth + 1
         try:
             yield
         finally:
+            self._inside.depth = depth
             with self._changed:
                 self._running -= 1
                 if self._running == 0:
@@ -181,6 +192,15 @@ class _EngineGate:
 
 
 _ENGINE_GATE = _EngineGate()
+
+
+def backend_engine(backend: str) -> contextlib.AbstractContextManager[None]:
+    """Run int8 kernels under ``backend``'s engine, alongside other calls of the same backend.
+
+    Unlike :func:`quantized_engine`, it is safe from many threads: a call that needs another
+    engine waits until the calls of the current one are done (see :class:`_EngineGate`).
+    """
+    return _ENGINE_GATE.use(_check_backend(backend))
 
 
 @contextlib.contextmanager
@@ -194,7 +214,8 @@ def _int8_engine(model: nn.Module) -> Iterator[None]:
         yield
 
 
-def _check_int8_input(images: Any) -> None:
+def check_int8_input(images: Any) -> None:
+    """Refuse inputs an int8 model cannot take, naming float32 CPU images and the transform."""
     if isinstance(images, Tensor) and (images.dtype != torch.float32 or images.device.type != "cpu"):
         raise TypeError(
             f"this int8 model takes float32 CPU images, got {images.dtype} on {images.device}: "
@@ -214,7 +235,7 @@ class QuantizableModel(nn.Module):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if getattr(self, _INT8_ATTR, None) is not None:
-            _check_int8_input(args[0] if args else next(iter(kwargs.values()), None))
+            check_int8_input(args[0] if args else next(iter(kwargs.values()), None))
         with _int8_engine(self):
             return super().__call__(*args, **kwargs)
 

@@ -21,6 +21,7 @@ from torch import nn
 from . import hub, quantization, serialization, train
 from . import weights as qzoo_weights
 from .benchmark import interleaved_latency_ms
+from .inference import optimize_for_inference
 from .data import ImageTensors, image_folder_classes, unpack_archive
 from .models._factory import ARCHITECTURE_ATTR, KWARGS_ATTR
 from .registry import get_factory, list_models
@@ -149,8 +150,9 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
           backend: str | None = None) -> dict[str, Any]:
     """fp32 vs int8 median latency side by side (interleaved calls) and file sizes.
 
-    A float source is quantized on synthetic images for timing; an int8 source is timed against
-    the float model of the same architecture and arguments (weights do not change speed).
+    ``int8`` is qzoo's optimized path (:func:`qzoo.optimize_for_inference`), ``int8 eager`` the
+    module itself. A float source is quantized on synthetic images for timing; an int8 source is
+    timed against the float model of the same architecture and arguments (weights do not change speed).
     """
     from .data import synthetic_images
 
@@ -165,10 +167,9 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
         quantization.calibrate(int8, synthetic_images(8, image_size).split(4), progress=False)
         quantization.convert(int8)
     x = synthetic_images(max(batches), image_size, seed=5)
-    latency = {}
-    with torch.inference_mode(), quantization.quantized_engine(int8):
-        for batch in batches:
-            latency[str(batch)] = interleaved_latency_ms({"fp32": float_model, "int8": int8}, x[:batch], repeats=repeats)
+    optimized = optimize_for_inference(int8, x[:2])
+    runners = {"fp32": float_model, "int8": optimized, "int8 eager": int8}
+    latency = {str(batch): interleaved_latency_ms(runners, x[:batch], repeats=repeats) for batch in batches}
     return {"source": loaded.source, "backend": quantization.model_backend(int8), "image_size": image_size,
             "threads": torch.get_num_threads(), "latency_ms": latency,
             "speedup": {b: t["fp32"] / t["int8"] for b, t in latency.items()},
@@ -183,13 +184,7 @@ def export_torchscript(loaded: Loaded, out: str | os.PathLike[str], *, image_siz
     if not quantization.is_int8(model):
         raise ValueError(f"{loaded.source} is a {hub.model_mode(model)} model; export int8 models: run `qzoo ptq` "
                          "or `qzoo qat` first and export the folder they write")
-    example = synthetic_images(2, image_size, seed=11)
-    with torch.inference_mode(), quantization.quantized_engine(model), warnings.catch_warnings():
-        # torch marks TorchScript deprecated on every call; the export itself is what was asked for
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
-        scripted = torch.jit.freeze(torch.jit.trace(model, example))
-        if not torch.equal(scripted(example), model(example)):
-            raise RuntimeError("the TorchScript export does not reproduce the eager int8 outputs; not written")
+    scripted = optimize_for_inference(model, image_size=image_size).graph
     out = Path(out)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     with warnings.catch_warnings():

@@ -1,0 +1,74 @@
+"""qzoo's optimized int8 path and the benchmark harness (no timings are asserted: the machine is shared)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import NUM_CLASSES, assert_varies, images, quantized_copy, refreshed, run
+
+import qzoo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("backend", ["x86", "qnnpack"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_the_optimized_graph_is_bit_identical_to_the_eager_int8_model(name, backend):
+    eager = quantized_copy(refreshed(qzoo.get_model(name, num_classes=NUM_CLASSES)), backend)
+    optimized = qzoo.optimize_for_inference(eager, images(2, seed=0))
+    assert isinstance(optimized, qzoo.OptimizedModel) and optimized.backend == backend
+    for x in (images(1, seed=1), images(5, seed=2), images(3, seed=3).contiguous(memory_format=torch.channels_last)):
+        expected = run(eager, x, backend)
+        with torch.inference_mode():  # under the default engine: the graph takes its own backend's
+            assert torch.equal(optimized(x), expected)
+    assert_varies(run(eager, images(5, seed=2), backend))
+
+
+def test_optimize_for_inference_takes_int8_models_and_float32_images_only():
+    with pytest.raises(ValueError, match="takes an int8 model: run qzoo.prepare_ptq, qzoo.calibrate and qzoo.convert"):
+        qzoo.optimize_for_inference(qzoo.resnet18(num_classes=NUM_CLASSES))
+    optimized = qzoo.optimize_for_inference(quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES))),
+                                            images(2, seed=0))
+    with pytest.raises(TypeError, match="float32 CPU images"):
+        optimized(images(1, seed=0).half())
+
+
+def test_a_call_of_another_backend_inside_a_running_one_is_refused_not_deadlocked():
+    with qzoo.backend_engine("x86"):
+        with qzoo.backend_engine("x86"):
+            pass
+        with pytest.raises(RuntimeError, match="qnnpack int8 call inside a running x86 one"):
+            with qzoo.backend_engine("qnnpack"):
+                pass
+    with qzoo.backend_engine("qnnpack"):
+        assert torch.backends.quantized.engine == "qnnpack"
+
+
+def test_the_benchmark_harness_runs_every_variant_on_a_tiny_model(tmp_path):
+    command = [sys.executable, str(ROOT / "tools" / "bench.py"), "--models", "mobilenet_v2", "--batches", "1", "2",
+               "--threads", "1", "--repeats", "2", "--image-size", "32", "--no-workflow-cost", "--no-readme",
+               "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    runs = report["models"]["mobilenet_v2"]["runs"]
+    assert [(r["threads"], r["batch"]) for r in runs] == [(1, 1), (1, 2)]
+    expected = {"torch fp32", "torch int8 x86", "torch int8 qnnpack", "qzoo optimized int8", "torchvision int8"}
+    if importlib.util.find_spec("onnxruntime"):
+        expected |= {"ORT fp32", "ORT int8 QDQ"}
+    for run_ in runs:
+        assert set(run_["timings"]) == expected
+        assert all(t["median_ms"] > 0 and t["min_ms"] <= t["median_ms"] and t["rounds"] >= 2
+                   for t in run_["timings"].values())
+        assert run_["gops_per_call"] > 0
+    sizes = report["models"]["mobilenet_v2"]["sizes_bytes"]
+    assert sizes["int8"] < 0.3 * sizes["fp32"]
+    assert report["gemm_ceiling"]["1"]["int8_gops"] > 0
+    table = (tmp_path / "bench.md").read_text()
+    assert "| mobilenet_v2 | 2 |" in table and "qzoo / ORT int8" in table

@@ -1,0 +1,321 @@
+"""int8 CPU inference side by side: torch eager (fp32, int8 per backend), qzoo's optimized path,
+torchvision's quantized model, ONNX Runtime fp32 and int8 (QDQ, per-channel, static); plus the
+int8 GEMM ceiling and the cost of PTQ and QAT. Every figure of the README's speed table comes from here.
+
+    python tools/bench.py                          # resnet18, resnet50, mobilenet_v2; batch 1, 16; 1, 2 threads
+    python tools/bench.py --models resnet18 --batches 1 --threads 1 --repeats 20
+    pip install -e ".[bench]"                      # ONNX Runtime columns (left out, and said so, without it)
+
+Writes ``results/bench.json`` and ``results/bench.md`` and the README table between the
+``bench-table`` markers. Variants are called round-robin (same noise for all), after warm-up,
+with the quiet-machine guard of ``qzoo.benchmark.interleaved_timings``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import functools
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import qzoo
+from qzoo import benchmark, serialization
+from qzoo.data import synthetic_images
+from qzoo.inference import optimize_for_inference
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+README = ROOT / "README.md"
+MARKERS = ("<!-- bench-table:start -->", "<!-- bench-table:end -->")
+IMAGE_SIZE = 224
+
+
+@functools.cache
+def calibration(image_size: int) -> tuple[Tensor, ...]:
+    """The 64 synthetic images (4 batches) every int8 variant, ORT's included, is calibrated on."""
+    return synthetic_images(64, image_size, seed=1).split(16)
+TORCHVISION_QUANTIZABLE = {"resnet18", "resnet50", "mobilenet_v2"}
+
+
+def int8_of(model: nn.Module, backend: str, image_size: int) -> nn.Module:
+    """PTQ of a copy of ``model`` on the shared calibration batches."""
+    prepared = qzoo.prepare_ptq(copy.deepcopy(model), backend)
+    qzoo.calibrate(prepared, calibration(image_size), progress=False)
+    return qzoo.convert(prepared)
+
+
+def torchvision_int8(name: str, float_model: nn.Module, image_size: int) -> Callable[[Tensor], Tensor]:
+    """torchvision's own quantizable model with the same weights, quantized the same way (x86)."""
+    model = getattr(torchvision.models.quantization, name)(quantize=False).eval()
+    model.load_state_dict(float_model.state_dict())
+    int8 = int8_of(model, "x86", image_size)
+
+    def run(images: Tensor) -> Tensor:
+        with qzoo.backend_engine("x86"):
+            return int8(images)
+
+    return run
+
+
+def onnx_runners(float_model: nn.Module, threads: int, folder: Path,
+                 image_size: int) -> tuple[dict[str, Callable], dict[str, int]]:
+    """ONNX Runtime fp32 and static int8 (QDQ, per-channel, calibrated on the same batches)."""
+    import onnxruntime
+    from onnxruntime import quantization as ort_quantization
+
+    fp32_path, int8_path = folder / "fp32.onnx", folder / "int8.onnx"
+    if not fp32_path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.onnx.export(float_model, (calibration(image_size)[0][:1],), str(fp32_path), dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "batch"}}, opset_version=17)
+        batches = iter([{"x": batch.numpy()} for batch in calibration(image_size)])
+
+        class Reader(ort_quantization.CalibrationDataReader):
+            def get_next(self) -> dict[str, Any] | None:
+                return next(batches, None)
+
+        ort_quantization.quantize_static(str(fp32_path), str(int8_path), Reader(),
+                                         quant_format=ort_quantization.QuantFormat.QDQ, per_channel=True,
+                                         activation_type=ort_quantization.QuantType.QUInt8,
+                                         weight_type=ort_quantization.QuantType.QInt8)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    runners = {}
+    for label, path in (("ORT fp32", fp32_path), ("ORT int8 QDQ", int8_path)):
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        runners[label] = lambda images, session=session: session.run(None, {"x": images.numpy()})
+    return runners, {"ORT fp32": fp32_path.stat().st_size, "ORT int8 QDQ": int8_path.stat().st_size}
+
+
+def file_sizes(name: str, float_model: nn.Module, int8: nn.Module, folder: Path) -> dict[str, int]:
+    float_path = serialization.save_state(float_model, folder / f"{name}-fp32.safetensors")
+    int8_path = serialization.save_int8(int8, folder / f"{name}-int8.safetensors", architecture=name, kwargs={},
+                                        backend="x86")
+    return {"fp32": float_path.stat().st_size, "int8": int8_path.stat().st_size}
+
+
+def gigaops(model: nn.Module, images: Tensor) -> float:
+    """Multiply-adds x 2 of one forward pass, in billions (torch's FLOP counter on the float model)."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(images)
+    return counter.get_total_flops() / 1e9
+
+
+def gemm_ceiling(threads: int, repeats: int) -> dict[str, float]:
+    """Peak GOPS of a large int8 GEMM (a quantized Linear, x86) and fp32 ``mm``, timed side by side."""
+    torch.set_num_threads(threads)
+    size = 1024
+    linear = nn.Sequential(qzoo.quantization.QuantStub(), nn.Linear(size, size), qzoo.quantization.DeQuantStub())
+    x = torch.randn(size, size)
+    prepared = qzoo.prepare_ptq(linear.eval(), "x86")
+    qzoo.calibrate(prepared, [x], progress=False)
+    int8 = qzoo.convert(prepared)
+    weight = torch.randn(size, size)
+
+    def int8_gemm(images: Tensor) -> Tensor:
+        with qzoo.backend_engine("x86"):
+            return int8(images)
+
+    timings = benchmark.interleaved_timings({"int8": int8_gemm, "fp32": lambda a: a @ weight}, x, repeats=repeats)
+    operations = 2 * size ** 3 / 1e9
+    return {f"{label}_gops": operations / (t.min_ms / 1e3) for label, t in timings.items()}
+
+
+def bench_model(name: str, batches: list[int], threads_list: list[int], repeats: int, backends: list[str],
+                folder: Path, image_size: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    float_model = qzoo.get_model(name).eval()
+    qzoo.refresh_batchnorm(float_model, synthetic_images(32, image_size, seed=0).split(16))
+    float_model.eval()
+    int8 = {backend: int8_of(float_model, backend, image_size) for backend in backends}
+    optimized = optimize_for_inference(int8["x86"], calibration(image_size)[0][:2])
+    runners: dict[str, Callable] = {"torch fp32": float_model}
+    runners.update({f"torch int8 {backend}": model for backend, model in int8.items()})
+    runners["qzoo optimized int8"] = optimized
+    if name in TORCHVISION_QUANTIZABLE:
+        runners["torchvision int8"] = torchvision_int8(name, float_model, image_size)
+    sizes = file_sizes(name, float_model, int8["x86"], folder)
+    report: dict[str, Any] = {"sizes_bytes": sizes, "runs": []}
+    for threads in threads_list:
+        torch.set_num_threads(threads)
+        variants = dict(runners)
+        try:
+            ort, ort_sizes = onnx_runners(float_model, threads, folder / name, image_size)
+            variants.update(ort)
+            sizes.update(ort_sizes)
+        except ImportError:
+            report["onnxruntime"] = "not installed: pip install -e '.[bench]'"
+        for batch in batches:
+            images = synthetic_images(batch, image_size, seed=5)
+            timings = benchmark.interleaved_timings(variants, images, repeats=repeats,
+                                                    max_rounds=repeats * 2)
+            report["runs"].append({
+                "threads": threads, "batch": batch, "gops_per_call": gigaops(float_model, images),
+                "timings": {label: vars(t) for label, t in timings.items()},
+            })
+            print(json.dumps({"model": name, "threads": threads, "batch": batch,
+                              **{label: round(t.median_ms, 2) for label, t in timings.items()}}), flush=True)
+    return report
+
+
+def ptq_seconds(threads: int) -> float:
+    """PTQ of resnet18 on 512 images of 224x224 (batches of 32): prepare, calibrate, convert."""
+    torch.set_num_threads(threads)
+    images = synthetic_images(512, IMAGE_SIZE, seed=3).split(32)
+    model = qzoo.resnet18().eval()
+    start = time.perf_counter()
+    prepared = qzoo.prepare_ptq(model, "x86")
+    qzoo.calibrate(prepared, images, progress=False)
+    qzoo.convert(prepared)
+    return time.perf_counter() - start
+
+
+def training_steps_ms(threads: int, steps: int = 6, batch: int = 16) -> dict[str, float]:
+    """Median ms of a float and a QAT training step of resnet18 (batch 16, 224x224), alternated."""
+    torch.set_num_threads(threads)
+    images, targets = synthetic_images(batch, IMAGE_SIZE, seed=4), torch.arange(batch) % 1000
+    models = {"float": qzoo.resnet18().train(), "qat": qzoo.resnet18(prepare="qat")}
+    optimizers = {k: torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9) for k, m in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for step in range(steps + 1):
+        for key, model in models.items():
+            start = time.perf_counter()
+            loss = nn.functional.cross_entropy(model(images), targets)
+            optimizers[key].zero_grad()
+            loss.backward()
+            optimizers[key].step()
+            if step:  # the first step of each is warm-up
+                times[key].append((time.perf_counter() - start) * 1e3)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__, "qzoo": qzoo.__version__}
+    try:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "versions": versions,
+            "date": datetime.date.today().isoformat()}
+
+
+def _cell(timings: dict[str, Any], label: str) -> str:
+    return f"{timings[label]['median_ms']:.1f}" if label in timings else "—"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The README table: median ms per call, qzoo/ORT int8 ratios, GEMM efficiency, sizes, workflow cost."""
+    lines = []
+    for threads in report["threads"]:
+        ceiling = report["gemm_ceiling"][str(threads)]["int8_gops"]
+        labels = report["labels"]
+        lines += [f"**{threads} thread{'s' if threads > 1 else ''}** (median ms per call; int8 GEMM ceiling "
+                  f"{ceiling:.0f} GOPS, fp32 `mm` {report['gemm_ceiling'][str(threads)]['fp32_gops']:.0f} GFLOPS)",
+                  "",
+                  "| model | batch | " + " | ".join(labels) + " | qzoo / ORT int8 | qzoo int8 GOPS (% of ceiling) | "
+                  "rounds kept |",
+                  "|---|---|" + "---|" * len(labels) + "---|---|---|"]
+        for name, model in report["models"].items():
+            for run in model["runs"]:
+                if run["threads"] != threads:
+                    continue
+                timings = run["timings"]
+                qzoo_ms = timings["qzoo optimized int8"]["median_ms"]
+                ratio = (f"{qzoo_ms / timings['ORT int8 QDQ']['median_ms']:.2f}" if "ORT int8 QDQ" in timings
+                         else "—")
+                gops = run["gops_per_call"] / (timings["qzoo optimized int8"]["min_ms"] / 1e3)
+                kept = next(iter(timings.values()))
+                lines.append(f"| {name} | {run['batch']} | " + " | ".join(_cell(timings, label) for label in labels)
+                             + f" | {ratio} | {gops:.0f} ({100 * gops / ceiling:.0f}%) | "
+                             f"{kept['kept']}/{kept['rounds']} |")
+        lines.append("")
+    lines += ["| model | fp32 file | int8 file (qzoo safetensors) | int8 / fp32 | ORT int8 QDQ file |",
+              "|---|---|---|---|---|"]
+    for name, model in report["models"].items():
+        sizes = model["sizes_bytes"]
+        ort = f"{sizes['ORT int8 QDQ'] / 2**20:.1f} MiB" if "ORT int8 QDQ" in sizes else "—"
+        lines.append(f"| {name} | {sizes['fp32'] / 2**20:.1f} MiB | {sizes['int8'] / 2**20:.1f} MiB | "
+                     f"{sizes['int8'] / sizes['fp32']:.3f} | {ort} |")
+    cost = report.get("workflow_cost")
+    if cost:
+        lines += ["", f"Workflow cost ({cost['threads']} threads): PTQ of resnet18 on 512 images of 224x224 "
+                  f"(prepare, calibrate, convert) {cost['ptq_seconds']:.1f} s; a resnet18 training step "
+                  f"(batch 16, 224x224) {cost['step_ms']['float']:.0f} ms float vs {cost['step_ms']['qat']:.0f} ms "
+                  f"QAT ({cost['step_ms']['qat'] / cost['step_ms']['float']:.2f}x)."]
+    lines += ["", f"Measured with `{report['command']}` on {report['machine']['cpu']} ({report['machine']['cores']} "
+              f"cores), {', '.join(f'{k} {v}' for k, v in report['machine']['versions'].items())}, "
+              f"{report['machine']['date']}; {report['image_size']}x{report['image_size']} inputs. Random weights with BatchNorm statistics refilled from synthetic "
+              "images (speed does not depend on the values); qzoo and torchvision int8 use the x86 backend; "
+              "ORT int8 is static QDQ, per-channel, calibrated on the same 64 images. Min times give the GOPS."]
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(table: str) -> None:
+    text = README.read_text()
+    start, end = (text.index(marker) for marker in MARKERS)
+    README.write_text(text[:start + len(MARKERS[0])] + "\n" + table + text[end:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "mobilenet_v2"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 16])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--backends", nargs="+", default=["x86", "qnnpack"],
+                        help="eager int8 backends to time (x86 first; it is the one optimized)")
+    parser.add_argument("--repeats", type=int, default=20, help="kept rounds per table cell (default 20)")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="input size (default 224)")
+    parser.add_argument("--no-workflow-cost", action="store_true", help="skip the PTQ and QAT-step timings")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for bench.json and bench.md")
+    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    args = parser.parse_args()
+    if args.backends[0] != "x86":
+        parser.error("--backends must start with x86 (qzoo's optimized path is built from the x86 model)")
+    with tempfile.TemporaryDirectory() as scratch:
+        models = {name: bench_model(name, args.batches, args.threads, args.repeats, args.backends, Path(scratch),
+                                    args.image_size) for name in args.models}
+    report = {"command": " ".join(["python tools/bench.py", *sys.argv[1:]]), "machine": machine(),
+              "image_size": args.image_size, "threads": args.threads, "models": models,
+              "gemm_ceiling": {str(t): gemm_ceiling(t, args.repeats) for t in args.threads}}
+    if not args.no_workflow_cost:
+        threads = max(args.threads)
+        report["workflow_cost"] = {"threads": threads, "ptq_seconds": ptq_seconds(threads),
+                                   "step_ms": training_steps_ms(threads)}
+    report["labels"] = list(dict.fromkeys(label for model in models.values() for run in model["runs"]
+                                          for label in run["timings"]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (args.out / "bench.md").write_text(table)
+    if not args.no_readme:
+        write_readme(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
