@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 import qzoo
-from qzoo import weights
+from qzoo import train, weights
+from qzoo.data import ImageTensors, unpack_archive
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "weights"
+CIFAR10 = ROOT.parent / "shared" / "datasets" / "cifar10" / "cifar10-jpeg.tar.gz"
 QZOO_ENTRIES = [e for e in weights.ENTRIES.values() if e.hub_repo is not None]
 
 
@@ -57,3 +60,23 @@ def test_qzoo_entries_never_displace_the_factories_imagenet_defaults():
             assert weights.int8_weights(entry.architecture, None, None).url is not None
             with pytest.raises(ValueError, match="from_pretrained"):
                 qzoo.get_model(entry.architecture, quantize=True, weights=entry.name)
+
+
+@pytest.fixture(scope="module")
+def cifar10_test():
+    if not CIFAR10.is_file():
+        pytest.skip(f"{CIFAR10} is absent (a fresh clone has no ../shared; CI has it)")
+    return ImageTensors.from_folder(unpack_archive(CIFAR10) / "test", size=32, progress=False)
+
+
+@pytest.mark.parametrize("entry", QZOO_ENTRIES, ids=lambda e: e.name)
+def test_committed_weights_keep_their_recorded_accuracy_on_a_fixed_test_slice(entry, cifar10_test):
+    """tools/publish.py records each model's acc@1 on a seeded class-balanced slice of the test
+    images; on this machine int8 and float give the same predictions again (a tolerance of 3
+    images out of 1,000 leaves room for another CPU family's rounding)."""
+    recorded = json.loads((WEIGHTS / entry.name / "metrics.json").read_text())["test_slice"]
+    sample = cifar10_test.balanced_sample(recorded["count"], seed=recorded["seed"])
+    measured = train.evaluate(qzoo.from_pretrained(WEIGHTS / entry.name), sample.batches(500), progress=False)
+    assert measured["images"] == recorded["images"] == 1000
+    assert abs(measured["acc1"] - recorded["acc1"]) <= 0.3
+    assert abs(recorded["acc1"] - entry.metrics["CIFAR-10"]["acc1"]) < 4  # the slice is representative

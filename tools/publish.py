@@ -20,7 +20,9 @@ from typing import Any
 import torch
 
 import qzoo
-from qzoo import weights
+from qzoo import train, weights
+
+from cifar10 import load_split  # tools/ is on sys.path when this script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "cifar10"
@@ -60,6 +62,19 @@ def _copy_folder(source: Path, name: str, metrics: dict[str, Any]) -> Path:
     return target
 
 
+TEST_SLICE = {"split": "test", "count": 1000, "seed": 0}  # ImageTensors.balanced_sample(count, seed=seed)
+
+
+def _record_test_slice(folder: Path, test: Any) -> None:
+    """Add the model's accuracy on a fixed, class-balanced slice of the test images to metrics.json,
+    for the test that re-checks committed weights in CI without the full 10,000-image evaluation."""
+    sample = test.balanced_sample(TEST_SLICE["count"], seed=TEST_SLICE["seed"])
+    metrics = train.evaluate(qzoo.from_pretrained(folder), sample.batches(500), progress=False)
+    path = folder / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "test_slice": {**TEST_SLICE, **metrics}},
+                               indent=2) + "\n")
+
+
 def publish() -> None:
     entries, results = [], {}
     for model in MODELS:
@@ -88,6 +103,9 @@ def publish() -> None:
         if bench:
             row["speedup"] = {threads: b["speedup"] for threads, b in bench.items()}
         results[model] = row
+    test = load_split("test")
+    for entry in entries:
+        _record_test_slice(WEIGHTS / entry["name"], test)
     kept = {e["name"] for e in entries}
     for stale in WEIGHTS.iterdir() if WEIGHTS.is_dir() else ():
         if stale.is_dir() and stale.name not in kept:
