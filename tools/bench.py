@@ -81,8 +81,8 @@ def onnx_runners(float_model: nn.Module, threads: int, folder: Path,
     fp32_path, int8_path = folder / "fp32.onnx", folder / "int8.onnx"
     if not fp32_path.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        torch.onnx.export(float_model, (calibration(image_size)[0][:1],), str(fp32_path), dynamo=False, input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "batch"}}, opset_version=17)
+        torch.onnx.export(float_model, (calibration(image_size)[0][:1],), str(fp32_path), dynamo=False,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}}, opset_version=17)
         batches = iter([{"x": batch.numpy()} for batch in calibration(image_size)])
 
         class Reader(ort_quantization.CalibrationDataReader):
@@ -96,6 +96,8 @@ def onnx_runners(float_model: nn.Module, threads: int, folder: Path,
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # ORT's pool threads otherwise spin after each run and steal the cores from the next variant
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     runners = {}
     for label, path in (("ORT fp32", fp32_path), ("ORT int8 QDQ", int8_path)):
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -281,6 +283,21 @@ def write_readme(table: str) -> None:
     README.write_text(text[:start + len(MARKERS[0])] + "\n" + table + text[end:])
 
 
+def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` plus the runs, GEMM ceilings and workflow cost of ``old`` for thread counts ``new`` did not measure."""
+    rerun = set(new["threads"])
+    for name, model in old["models"].items():
+        if name in new["models"]:
+            kept = [run for run in model["runs"] if run["threads"] not in rerun]
+            new["models"][name]["runs"] = sorted(kept + new["models"][name]["runs"],
+                                                 key=lambda run: (run["threads"], run["batch"]))
+    new["threads"] = sorted(rerun | set(old["threads"]))
+    new["gemm_ceiling"] = {**old["gemm_ceiling"], **new["gemm_ceiling"]}
+    new.setdefault("workflow_cost", old.get("workflow_cost"))
+    new["command"] = f"{old['command']}; then {new['command']}"
+    return new
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "mobilenet_v2"])
@@ -293,6 +310,8 @@ def main() -> None:
     parser.add_argument("--no-workflow-cost", action="store_true", help="skip the PTQ and QAT-step timings")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for bench.json and bench.md")
     parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other thread counts (and the workflow cost, if skipped) of OUT/bench.json")
     args = parser.parse_args()
     if args.backends[0] != "x86":
         parser.error("--backends must start with x86 (qzoo's optimized path is built from the x86 model)")
@@ -306,6 +325,8 @@ def main() -> None:
         threads = max(args.threads)
         report["workflow_cost"] = {"threads": threads, "ptq_seconds": ptq_seconds(threads),
                                    "step_ms": training_steps_ms(threads)}
+    if args.merge and (args.out / "bench.json").is_file():
+        report = merged(json.loads((args.out / "bench.json").read_text()), report)
     report["labels"] = list(dict.fromkeys(label for model in models.values() for run in model["runs"]
                                           for label in run["timings"]))
     args.out.mkdir(parents=True, exist_ok=True)
