@@ -1,10 +1,10 @@
 """The CIFAR-10 worked example, one command per step; every number in the README table comes from here.
 
-    python tools/cifar10.py train resnet18        # float training from scratch (resumable, ~1 h on 1 core)
+    python tools/cifar10.py train resnet18        # float training from scratch (resumable; 400-550 s an epoch here)
     python tools/cifar10.py ptq resnet18          # calibrate on 512 seeded training images, evaluate on 10,000
     python tools/cifar10.py qat resnet18          # QAT from the float model (resumable)
     python tools/cifar10.py bench resnet18        # fp32 vs int8 latency at batch 1 and 16, side by side
-    python tools/cifar10.py publish               # weights/ folders, qzoo/weights.json, results/cifar10.json, README table
+    python tools/publish.py                       # weights/ folders, qzoo/weights.json, results/cifar10.json, README table
 
 Runs go to ``runs/cifar10/<model>-<step>/``; rerun a step to resume it. Data:
 ``../shared/datasets/cifar10/cifar10-jpeg.tar.gz``, unpacked once into qzoo's cache.
