@@ -177,9 +177,8 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
 
 
 def export_torchscript(loaded: Loaded, out: str | os.PathLike[str], *, image_size: int = 224) -> dict[str, Any]:
-    """Trace and freeze an int8 model to a TorchScript file; it must give the eager model's exact outputs."""
-    from .data import synthetic_images
-
+    """Write qzoo's optimized int8 graph (:func:`qzoo.optimize_for_inference`, checked bit-exact against
+    the eager model) to a TorchScript file."""
     model = loaded.model.eval()
     if not quantization.is_int8(model):
         raise ValueError(f"{loaded.source} is a {hub.model_mode(model)} model; export int8 models: run `qzoo ptq` "
