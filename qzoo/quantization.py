@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import itertools
 import threading
 import warnings
@@ -62,6 +63,9 @@ _ROUTINE_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (UserWarning, r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized"),
 )
 
+# Elements per step of qzoo's histogram count (1 MiB of float32).
+_HISTOGRAM_CHUNK = 1 << 18
+
 _FUSED_ATTR = "_qzoo_fused"
 _BACKEND_ATTR = "_qzoo_backend"
 _INT8_ATTR = "_qzoo_int8"
@@ -85,6 +89,54 @@ def _check_backend(backend: str) -> str:
             f"backend {backend!r} is not built into this torch; this machine supports: {supported}"
         )
     return backend
+
+
+class HistogramObserver(tq.HistogramObserver):
+    """torch's histogram observer with a faster count: the same histogram, so the same qparams.
+
+    ``torch.histc`` spends about 8 ns per element on CPU, which made it half the cost of
+    calibration. Each element's bin is computed with the float operations histc uses, in
+    cache-sized chunks, and counted with ``bincount``: about 3x faster, the same counts. Ranges that grow between batches are merged
+    by torch's own code; non-finite batches take torch's path (which drops infinities).
+    """
+
+    def forward(self, x_orig: Tensor) -> Tensor:
+        x = x_orig.detach()
+        if x.numel() == 0:
+            return x_orig
+        low, high = torch.aminmax(x)
+        if not (torch.isfinite(low) and torch.isfinite(high)):
+            return super().forward(x_orig)
+        if self.min_val.numel() == 0 or not torch.isfinite(self.min_val):  # first batch
+            self.min_val.resize_(low.shape).copy_(low)
+            self.max_val.resize_(high.shape).copy_(high)
+            self.histogram.resize_(self.bins).copy_(self._histc(x, low, high))
+            return x_orig
+        new_min, new_max = torch.minimum(self.min_val, low), torch.maximum(self.max_val, high)
+        counts = self._histc(x, new_min, new_max)
+        if torch.equal(new_min, self.min_val) and torch.equal(new_max, self.max_val):
+            self.histogram.add_(counts)
+        else:
+            merged = self._combine_histograms(self.histogram, self.min_val, self.max_val, counts, new_min, new_max)
+            self.histogram.resize_(merged.shape).copy_(merged)
+            self.min_val.copy_(new_min)
+            self.max_val.copy_(new_max)
+        return x_orig
+
+    def _histc(self, x: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        """``torch.histc(x, self.bins, low, high)`` for ``low <= x <= high``, bit for bit."""
+        if torch.equal(low, high):  # histc widens an empty range by one on each side
+            low, high = low - 1, high + 1
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            x = x.permute(0, 2, 3, 1)  # a contiguous view: the order of elements does not matter here
+        counts = torch.zeros(self.bins + 1, dtype=torch.int64)
+        # chunks that stay in cache are ~3x faster than whole-tensor passes
+        for chunk in x.reshape(-1).split(_HISTOGRAM_CHUNK):
+            # histc's bin for each element: (x - low) * bins / (high - low), in x's dtype, truncated
+            index = torch.sub(chunk, low).mul_(self.bins).div_(high - low).to(torch.int32)
+            counts += torch.bincount(index, minlength=self.bins + 1)
+        counts[self.bins - 1] += counts[self.bins]  # x == high falls in the last bin
+        return counts[: self.bins].to(self.histogram.dtype)
 
 
 def get_qconfig(
@@ -111,7 +163,7 @@ def get_qconfig(
             observer=tq.MovingAverageMinMaxObserver, quant_min=0, quant_max=act_max, dtype=torch.quint8
         )
         return QConfig(activation=act, weight=tq.default_fused_per_channel_wt_fake_quant)
-    observers = {"histogram": tq.HistogramObserver, "minmax": tq.MinMaxObserver}
+    observers = {"histogram": HistogramObserver, "minmax": tq.MinMaxObserver}
     name = activation or "histogram"
     if name not in observers:
         raise ValueError(f"unknown activation observer {name!r}: choose one of {', '.join(observers)}")
@@ -358,7 +410,27 @@ def _attach(model: nn.Module, backend: str, qconfig: QConfig, qat: bool) -> None
     model.qconfig = qconfig
     with routine_warnings_silenced():
         (tq.prepare_qat if qat else tq.prepare)(model, inplace=True)
+    if not qat:
+        _observe_fused_outputs_once(model)
     setattr(model, _BACKEND_ATTR, backend)
+
+
+def _observe_fused_outputs_once(model: nn.Module) -> None:
+    """Drop the second observation torch's ``prepare`` gives each fused module's output.
+
+    A fused module (``ConvReLU2d``...) is an ``nn.Sequential``; ``prepare`` adds its observer as
+    the last child, which the Sequential runs, and also as a forward hook, which runs it again
+    on the same tensor. For PTQ observers that only doubles every count (the same qparams, bit
+    for bit) and the time; the hook goes. QAT keeps torch's behaviour, as the second pass there
+    fake-quantizes the already fake-quantized output and steps the moving averages again.
+    """
+    # tq.quantize is the function of that name; the hook lives in the module
+    hook = getattr(importlib.import_module("torch.ao.quantization.quantize"), "_observer_forward_hook", None)
+    for module in model.modules():
+        if isinstance(module, nni._FusedModule) and "activation_post_process" in module._modules:
+            for key, registered in list(module._forward_hooks.items()):
+                if registered is hook:
+                    del module._forward_hooks[key]
 
 
 def prepare_ptq(model: nn.Module, backend: str = "x86", qconfig: QConfig | None = None) -> nn.Module:

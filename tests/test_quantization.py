@@ -271,3 +271,75 @@ def test_misuse_warnings_still_reach_the_user():
     model = copy.deepcopy(qzoo.prepare_ptq(fresh()))
     with pytest.warns(UserWarning, match="must run observer"):
         model.quant.activation_post_process.calculate_qparams()
+
+
+def _observer_states(observer) -> tuple:
+    return observer.histogram.clone(), observer.min_val.clone(), observer.max_val.clone()
+
+
+def test_qzoo_histogram_observer_keeps_torchs_counts_bit_for_bit():
+    """qzoo's faster count must leave every histogram, range and qparam exactly as torch's."""
+    import torch.ao.quantization as tq
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(4, 8, 20, 20, generator=generator).relu() * scale for scale in (1.0, 0.5, 3.0)]
+    batches += [torch.randn(4, 8, 20, 20, generator=generator) * 2,  # negative values widen the range down
+                torch.full((2, 8, 5, 5), 1.5),  # a constant batch inside the range
+                batches[0].contiguous(memory_format=torch.channels_last),
+                torch.randn(300_000, generator=generator) * 10]  # more than one chunk, widest range
+    for first in (batches[0], torch.full((3, 4), 0.25)):  # a constant first batch: histc widens its range
+        reference = tq.HistogramObserver(dtype=torch.quint8, quant_min=0, quant_max=127)
+        fast = qzoo.quantization.HistogramObserver(dtype=torch.quint8, quant_min=0, quant_max=127)
+        for batch in [first, *batches]:
+            reference(batch)
+            fast(batch)
+            for expected, actual in zip(_observer_states(reference), _observer_states(fast)):
+                assert torch.equal(actual, expected)
+        # merging a histogram into a wider range spreads counts as fractions: the total stays
+        assert fast.histogram.sum().item() == pytest.approx(sum(b.numel() for b in [first, *batches]))
+        assert all(torch.equal(a, b) for a, b in zip(fast.calculate_qparams(), reference.calculate_qparams()))
+    with pytest.warns(UserWarning, match="torch.inf detected"):  # infinities take torch's own path
+        fast(torch.tensor([1.0, float("inf")]))
+
+
+def _torch_ptq(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
+    """PTQ the way torch's eager-mode tutorial does it, with torch's own histogram observer."""
+    import torch.ao.quantization as tq
+
+    model.fuse_model(is_qat=False)
+    model.qconfig = qzoo.get_qconfig("x86")._replace(
+        activation=tq.HistogramObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=127))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tq.prepare(model, inplace=True)
+        with torch.no_grad():
+            for batch in batches:
+                model(batch)
+        with qzoo.quantized_engine("x86"):
+            return tq.convert(model, inplace=True)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_ptq_gives_the_int8_model_of_torchs_own_flow_bit_for_bit(name):
+    """qzoo observes each fused output once (torch twice) and counts faster: same scales, same bits."""
+    model = fresh(name)
+    batches = list(images(12, seed=1).split(4))
+    expected = _torch_ptq(copy.deepcopy(model), batches)
+    prepared = qzoo.prepare_ptq(copy.deepcopy(model), "x86")
+    calls = []
+    for module in prepared.modules():
+        if hasattr(module, "activation_post_process") and isinstance(module, nn.Sequential):
+            module.activation_post_process.register_forward_pre_hook(lambda m, args: calls.append(m))
+    qzoo.calibrate(prepared, batches, progress=False)
+    assert calls and len(calls) == len(set(map(id, calls))) * len(batches)  # once per fused module per batch
+    int8 = qzoo.convert(prepared)
+    expected_state, state = expected.state_dict(), int8.state_dict()
+    assert state.keys() == expected_state.keys()
+    for key, value in expected_state.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(state[key].int_repr() if value.is_quantized else state[key],
+                               value.int_repr() if value.is_quantized else value), key
+    x = images(4, seed=5)
+    outputs = run(int8, x)
+    assert_varies(outputs)
+    assert torch.equal(outputs, run(expected, x))
