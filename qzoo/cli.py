@@ -22,6 +22,7 @@ _EXAMPLES = """examples:
   qzoo eval runs/r18-int8 --data ~/imagenet-val-sample
   qzoo bench runs/r18-int8
   qzoo export runs/r18-int8 --format torchscript --out r18-int8.pt
+  qzoo export runs/r18-int8 --format onnx --out r18-int8.onnx    # pip install "qzoo[onnx]"
 """
 
 SOURCE_HELP = "a model name from `qzoo list`, a qzoo folder, a hub repo id or a weights entry name"
@@ -84,10 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     _source(bench, data=False)
     bench.add_argument("--backend", choices=quantization.BACKENDS, help="for a float source (default x86)")
     bench.add_argument("--repeats", type=int, default=20)
-    export = _command(commands, "export", "write an int8 model as a frozen TorchScript file",
-                      "qzoo export runs/r18-int8 --format torchscript --out r18.pt")
+    export = _command(commands, "export", "write an int8 model as a frozen TorchScript or an ONNX file",
+                      "qzoo export runs/r18-int8 --format onnx --out r18.onnx")
     _source(export, data=False)
-    export.add_argument("--format", choices=["torchscript"], default="torchscript")
+    export.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
+                        help="torchscript: frozen graph, bit-exact; onnx: QDQ graph for ONNX Runtime")
     export.add_argument("--out", required=True)
     return parser
 
@@ -121,6 +123,8 @@ def _print_report(report: dict[str, Any]) -> None:
               f"{report['int8_file_bytes'] / mib:.2f} MiB ({ratio:.2f}x)")
     for batch, times in report.get("latency_ms", {}).items():
         eager = f", eager int8 {times['int8 eager']:.2f} ms" if "int8 eager" in times else ""
+        if "int8 onnxruntime" in times:
+            eager += f", int8 on onnxruntime {times['int8 onnxruntime']:.2f} ms"
         print(f"  batch {batch:>2} median fp32 / int8  {times['fp32']:.2f} ms / {times['int8']:.2f} ms "
               f"(int8 speed-up {report['speedup'][batch]:.2f}x{eager})")
     if "out" in report:
@@ -166,7 +170,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | list[str] | None:
         return workflow.evaluate_model(loaded, args.data, image_size=args.image_size, progress=progress)
     if args.command == "bench":
         return workflow.bench(loaded, image_size=args.image_size or 224, repeats=args.repeats, backend=args.backend)
-    return workflow.export_torchscript(loaded, args.out, image_size=args.image_size or 224)
+    return workflow.export(loaded, args.out, format=args.format, image_size=args.image_size or 224)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

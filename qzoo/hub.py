@@ -123,18 +123,12 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], **metad
     card_path, card = directory / CARD_NAME, _card(config)
     previous = _read_config(directory / CONFIG_NAME) if (directory / CONFIG_NAME).is_file() else {}
     if not card_path.exists() or weights.file_sha256(card_path) == previous.get("card_sha256"):
-        _write_atomic(card_path, card)
+        serialization.write_atomic(card_path, card)
         config["card_sha256"] = hashlib.sha256(card.encode()).hexdigest()
     else:
         config["card_sha256"] = previous.get("card_sha256")
-    _write_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    serialization.write_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return directory
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text)
-    partial.replace(path)
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -55,6 +55,18 @@ def _version() -> str:
     return __version__
 
 
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a partial file renamed into place: never a half-written file."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    if isinstance(data, str):
+        partial.write_text(data)
+    else:
+        partial.write_bytes(data)
+    partial.replace(path)
+    return path
+
+
 def save_state(model: nn.Module, path: str | os.PathLike[str], **metadata: Any) -> Path:
     """Write ``model.state_dict()`` (float or QAT-prepared) to ``path`` as safetensors, atomically.
 

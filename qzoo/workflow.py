@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
+import io
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from torch import nn
 from . import hub, quantization, serialization, train
 from . import weights as qzoo_weights
 from .benchmark import interleaved_latency_ms
-from .inference import optimize_for_inference
+from .inference import optimize_for_inference, tracing_warnings_silenced
 from .data import ImageTensors, image_folder_classes, unpack_archive
 from .models._factory import ARCHITECTURE_ATTR, KWARGS_ATTR
 from .registry import get_factory, list_models
@@ -151,7 +152,7 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
     """fp32 vs int8 median latency side by side (interleaved calls) and file sizes.
 
     ``int8`` is qzoo's optimized path (:func:`qzoo.optimize_for_inference`), ``int8 eager`` the
-    module itself. A float source is quantized on synthetic images for timing; an int8 source is
+    module itself, ``int8 onnxruntime`` the ONNX Runtime path when onnxruntime is installed. A float source is quantized on synthetic images for timing; an int8 source is
     timed against the float model of the same architecture and arguments (weights do not change speed).
     """
     from .data import synthetic_images
@@ -169,6 +170,8 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
     x = synthetic_images(max(batches), image_size, seed=5)
     optimized = optimize_for_inference(int8, x[:2])
     runners = {"fp32": float_model, "int8": optimized, "int8 eager": int8}
+    if ort_available() and quantization.model_backend(int8) in ("x86", "fbgemm"):
+        runners["int8 onnxruntime"] = optimize_for_inference(int8, x[:2], runtime="onnxruntime")
     latency = {str(batch): interleaved_latency_ms(runners, x[:batch], repeats=repeats) for batch in batches}
     return {"source": loaded.source, "backend": quantization.model_backend(int8), "image_size": image_size,
             "threads": torch.get_num_threads(), "latency_ms": latency,
@@ -176,23 +179,35 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
             "float_file_bytes": _file_bytes(float_model), "int8_file_bytes": _file_bytes(int8)}
 
 
-def export_torchscript(loaded: Loaded, out: str | os.PathLike[str], *, image_size: int = 224) -> dict[str, Any]:
-    """Write qzoo's optimized int8 graph (:func:`qzoo.optimize_for_inference`, checked bit-exact against
-    the eager model) to a TorchScript file."""
+def ort_available() -> bool:
+    """Whether the optional ONNX Runtime path can run (``pip install "qzoo[onnx]"``)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def export(loaded: Loaded, out: str | os.PathLike[str], *, format: str = "torchscript",
+           image_size: int = 224) -> dict[str, Any]:
+    """Write an int8 model as qzoo's optimized TorchScript graph (checked bit-exact against the eager
+    model; run it under the model's engine) or as ONNX (QDQ, for ONNX Runtime; :mod:`qzoo.onnx_export`)."""
     model = loaded.model.eval()
     if not quantization.is_int8(model):
         raise ValueError(f"{loaded.source} is a {hub.model_mode(model)} model; export int8 models: run `qzoo ptq` "
                          "or `qzoo qat` first and export the folder they write")
-    scripted = optimize_for_inference(model, image_size=image_size).graph
-    out = Path(out)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
-        torch.jit.save(scripted, str(partial))
-    partial.replace(out)
-    return {"source": loaded.source, "format": "torchscript", "out": str(out), "backend": quantization.model_backend(model),
-            "bytes": out.stat().st_size, "note": f"run it under torch.backends.quantized.engine = "
-            f"{quantization.model_backend(model)!r}"}
+    backend = quantization.model_backend(model)
+    if format == "onnx":
+        from .onnx_export import export_onnx
+
+        export_onnx(model, out, image_size=image_size)
+        note = "run it with onnxruntime.InferenceSession or qzoo.onnx_export.OnnxRuntimeModel; input 'images'"
+    elif format == "torchscript":
+        buffer = io.BytesIO()
+        with tracing_warnings_silenced():
+            torch.jit.save(optimize_for_inference(model, image_size=image_size).graph, buffer)
+        serialization.write_atomic(out, buffer.getvalue())
+        note = f"run it under torch.backends.quantized.engine = {backend!r}"
+    else:
+        raise ValueError(f"format={format!r}: choose 'torchscript' or 'onnx'")
+    return {"source": loaded.source, "format": format, "out": str(out), "backend": backend,
+            "bytes": Path(out).stat().st_size, "note": note}
 
 
 def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train.Recipe, backend: str = "x86",

@@ -31,6 +31,11 @@ def assert_varies(outputs: Tensor) -> None:
     assert spread > 0.05, f"outputs barely depend on the input (relative spread {spread:.4f})"
 
 
+def relative_error(actual: Tensor, expected: Tensor) -> float:
+    """``||actual - expected|| / ||expected||`` over the whole batch."""
+    return ((actual - expected).norm() / expected.norm()).item()
+
+
 def cosine(a: Tensor, b: Tensor) -> float:
     return F.cosine_similarity(a.flatten(1), b.flatten(1)).mean().item()
 

@@ -6,12 +6,14 @@ import json
 import subprocess
 import sys
 
+import onnxruntime
 import pytest
 import torch
 from helpers import make_image_folder
 
 import qzoo
 import qzoo.cli
+from qzoo.onnx_export import OnnxRuntimeModel
 
 
 def qzoo_cli(*args: str) -> subprocess.CompletedProcess:
@@ -77,6 +79,13 @@ def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode(), qzoo.quantized_engine("x86"):
         assert torch.equal(scripted(x), qzoo.from_pretrained(out)(x))
+    onnx_path = tmp_path / "m.onnx"
+    exported = qzoo_cli("export", str(out), "--image-size", "32", "--format", "onnx", "--out", str(onnx_path))
+    assert exported.returncode == 0, exported.stderr
+    assert "Warning" not in exported.stderr
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    logits = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+    assert logits.shape == (2, 3) and torch.equal(logits, OnnxRuntimeModel(onnx_path, threads=1)(x))
 
 
 def test_bad_data_and_sources_give_one_line_errors(tiny_data, tmp_path, capsys):

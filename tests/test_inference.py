@@ -61,7 +61,7 @@ def test_the_benchmark_harness_runs_every_variant_on_a_tiny_model(tmp_path):
     assert [(r["threads"], r["batch"]) for r in runs] == [(1, 1), (1, 2)]
     expected = {"torch fp32", "torch int8 x86", "torch int8 qnnpack", "qzoo optimized int8", "torchvision int8"}
     if importlib.util.find_spec("onnxruntime"):
-        expected |= {"ORT fp32", "ORT int8 QDQ"}
+        expected |= {"ORT fp32", "ORT int8 QDQ", "qzoo int8 on ORT"}
     for run_ in runs:
         assert set(run_["timings"]) == expected
         assert all(t["median_ms"] > 0 and t["min_ms"] <= t["median_ms"] and t["rounds"] >= 2
@@ -71,4 +71,4 @@ def test_the_benchmark_harness_runs_every_variant_on_a_tiny_model(tmp_path):
     assert sizes["int8"] < 0.3 * sizes["fp32"]
     assert report["gemm_ceiling"]["1"]["int8_gops"] > 0
     table = (tmp_path / "bench.md").read_text()
-    assert "| mobilenet_v2 | 2 |" in table and "qzoo / ORT int8" in table
+    assert "| mobilenet_v2 | 2 |" in table and "qzoo optimized / ORT int8 | qzoo on ORT / ORT int8" in table
