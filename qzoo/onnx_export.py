@@ -10,6 +10,7 @@ eager int8 models.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 from pathlib import Path
@@ -51,10 +52,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str] | None = None, *,
     if backend not in ORT_BACKENDS:
         raise ValueError(f"this model was quantized for {backend!r}, whose 8-bit activations can overflow "
                          "ONNX Runtime's int8 kernels on CPUs without VNNI; quantize it with backend='x86'")
-    try:
-        import onnx  # noqa: F401  (torch's exporter needs it)
-    except ImportError as error:
-        raise ImportError(f"ONNX export needs the onnx package: {_INSTALL}") from error
+    if importlib.util.find_spec("onnx") is None:  # torch's exporter needs it
+        raise ImportError(f"ONNX export needs the onnx package: {_INSTALL}")
     model.eval()
     example = synthetic_images(2, image_size, seed=11) if example is None else example
     buffer = io.BytesIO()
