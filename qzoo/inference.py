@@ -60,7 +60,8 @@ class OptimizedModel(nn.Module):
             return self.graph(images)
 
 
-def _int8_backend(model: nn.Module, caller: str) -> str:
+def require_int8_backend(model: nn.Module, caller: str) -> str:
+    """The backend of an int8 ``model``; a ``ValueError`` naming the PTQ steps for any other model."""
     backend = quantization.model_backend(model)
     if not quantization.is_int8(model) or backend is None:
         raise ValueError(f"{caller} takes an int8 model: run qzoo.prepare_ptq, qzoo.calibrate and "
@@ -82,7 +83,7 @@ def optimize_for_inference(model: nn.Module, example: Tensor | None = None, *, i
     """
     if runtime not in ("torch", "onnxruntime"):
         raise ValueError(f"runtime={runtime!r}: choose 'torch' (bit-exact TorchScript) or 'onnxruntime'")
-    backend = _int8_backend(model, "optimize_for_inference")
+    backend = require_int8_backend(model, "optimize_for_inference")
     model.eval()
     example = synthetic_images(2, image_size, seed=11) if example is None else example
     if runtime == "onnxruntime":

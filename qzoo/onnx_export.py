@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from . import quantization, serialization
 from .data import synthetic_images
-from .inference import _int8_backend, tracing_warnings_silenced
+from .inference import require_int8_backend, tracing_warnings_silenced
 
 OPSET = 17
 """ONNX opset of the exported graph (per-channel QDQ needs 13 or later)."""
@@ -31,6 +31,11 @@ ORT_BACKENDS: tuple[str, ...] = ("x86", "fbgemm")
 cannot overflow the int16 pair sums of ORT's u8 x s8 kernels on CPUs without VNNI."""
 
 _INSTALL = 'pip install "qzoo[onnx]"'
+
+
+def available() -> bool:
+    """Whether the ONNX Runtime path can run here (onnxruntime and onnx installed)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
 def _onnxruntime() -> Any:
@@ -48,7 +53,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str] | None = None, *,
     Input ``images`` (float32, any batch, height and width the model takes), output ``logits``.
     ``example`` (default: two synthetic images of ``image_size``) is the tracing input.
     """
-    backend = _int8_backend(model, "export_onnx")
+    backend = require_int8_backend(model, "export_onnx")
     if backend not in ORT_BACKENDS:
         raise ValueError(f"this model was quantized for {backend!r}, whose 8-bit activations can overflow "
                          "ONNX Runtime's int8 kernels on CPUs without VNNI; quantize it with backend='x86'")

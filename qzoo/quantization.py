@@ -96,8 +96,9 @@ class HistogramObserver(tq.HistogramObserver):
 
     ``torch.histc`` spends about 8 ns per element on CPU, which made it half the cost of
     calibration. Each element's bin is computed with the float operations histc uses, in
-    cache-sized chunks, and counted with ``bincount``: about 3x faster, the same counts. Ranges that grow between batches are merged
-    by torch's own code; non-finite batches take torch's path (which drops infinities).
+    cache-sized chunks, and counted with ``bincount``: about 3x faster, the same counts.
+    Ranges that grow between batches are merged by torch's own code; non-finite batches take
+    torch's path (which drops infinities).
     """
 
     def forward(self, x_orig: Tensor) -> Tensor:
@@ -129,7 +130,7 @@ class HistogramObserver(tq.HistogramObserver):
             low, high = low - 1, high + 1
         if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
             x = x.permute(0, 2, 3, 1)  # a contiguous view: the order of elements does not matter here
-        counts = torch.zeros(self.bins + 1, dtype=torch.int64)
+        counts = torch.zeros(self.bins + 1, dtype=torch.int64, device=x.device)
         # chunks that stay in cache are ~3x faster than whole-tensor passes
         for chunk in x.reshape(-1).split(_HISTOGRAM_CHUNK):
             # histc's bin for each element: (x - low) * bins / (high - low), in x's dtype, truncated

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import io
 import os
 import tempfile
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import hub, quantization, serialization, train
+from . import hub, onnx_export, quantization, serialization, train
 from . import weights as qzoo_weights
 from .benchmark import interleaved_latency_ms
 from .inference import optimize_for_inference, tracing_warnings_silenced
@@ -152,8 +151,9 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
     """fp32 vs int8 median latency side by side (interleaved calls) and file sizes.
 
     ``int8`` is qzoo's optimized path (:func:`qzoo.optimize_for_inference`), ``int8 eager`` the
-    module itself, ``int8 onnxruntime`` the ONNX Runtime path when onnxruntime is installed. A float source is quantized on synthetic images for timing; an int8 source is
-    timed against the float model of the same architecture and arguments (weights do not change speed).
+    module itself, ``int8 onnxruntime`` the ONNX Runtime path when onnxruntime is installed. A
+    float source is quantized on synthetic images for timing; an int8 source is timed against the
+    float model of the same architecture and arguments (weights do not change speed).
     """
     from .data import synthetic_images
 
@@ -170,18 +170,13 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
     x = synthetic_images(max(batches), image_size, seed=5)
     optimized = optimize_for_inference(int8, x[:2])
     runners = {"fp32": float_model, "int8": optimized, "int8 eager": int8}
-    if ort_available() and quantization.model_backend(int8) in ("x86", "fbgemm"):
+    if onnx_export.available() and quantization.model_backend(int8) in onnx_export.ORT_BACKENDS:
         runners["int8 onnxruntime"] = optimize_for_inference(int8, x[:2], runtime="onnxruntime")
     latency = {str(batch): interleaved_latency_ms(runners, x[:batch], repeats=repeats) for batch in batches}
     return {"source": loaded.source, "backend": quantization.model_backend(int8), "image_size": image_size,
             "threads": torch.get_num_threads(), "latency_ms": latency,
             "speedup": {b: t["fp32"] / t["int8"] for b, t in latency.items()},
             "float_file_bytes": _file_bytes(float_model), "int8_file_bytes": _file_bytes(int8)}
-
-
-def ort_available() -> bool:
-    """Whether the optional ONNX Runtime path can run (``pip install "qzoo[onnx]"``)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
 def export(loaded: Loaded, out: str | os.PathLike[str], *, format: str = "torchscript",
@@ -194,9 +189,7 @@ def export(loaded: Loaded, out: str | os.PathLike[str], *, format: str = "torchs
                          "or `qzoo qat` first and export the folder they write")
     backend = quantization.model_backend(model)
     if format == "onnx":
-        from .onnx_export import export_onnx
-
-        export_onnx(model, out, image_size=image_size)
+        onnx_export.export_onnx(model, out, image_size=image_size)
         note = "run it with onnxruntime.InferenceSession or qzoo.onnx_export.OnnxRuntimeModel; input 'images'"
     elif format == "torchscript":
         buffer = io.BytesIO()
