@@ -81,7 +81,7 @@ def test_every_backend_quantizes_weights_per_channel(backend):
 
 
 def test_activation_observer_choice_and_explicit_qconfig_override():
-    assert type(qzoo.get_qconfig("x86").activation()).__name__ == "HistogramObserver"
+    assert type(qzoo.get_qconfig("x86").activation()) is qzoo.quantization.HistogramObserver  # torch's, faster
     assert type(qzoo.get_qconfig("x86", activation="minmax").activation()).__name__ == "MinMaxObserver"
     assert qzoo.get_qconfig("x86").activation().quant_max == 127
     assert qzoo.get_qconfig("qnnpack").activation().quant_max == 255
