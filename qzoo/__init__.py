@@ -7,6 +7,7 @@ check_torch_version()
 from .data import synthetic_images
 from .hub import from_pretrained, push_to_hub, save_pretrained
 from .inference import OptimizedModel, optimize_for_inference
+from .onnx_export import OnnxRuntimeModel, export_onnx
 from .models import (
     QuantizableBasicBlock,
     QuantizableBottleneck,
@@ -49,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATION_OBSERVERS",
     "BACKENDS",
+    "OnnxRuntimeModel",
     "OptimizedModel",
     "QuantizableBasicBlock",
     "QuantizableBottleneck",
@@ -58,6 +60,7 @@ __all__ = [
     "backend_engine",
     "calibrate",
     "convert",
+    "export_onnx",
     "from_pretrained",
     "fused_mode",
     "get_model",

@@ -73,7 +73,7 @@ def optimize_for_inference(model: nn.Module, example: Tensor | None = None, *, i
                            runtime: Literal["torch", "onnxruntime"] = "torch",
                            threads: int | None = None) -> nn.Module:
     """qzoo's fast path for an int8 ``model``: :class:`OptimizedModel` or, with ``runtime="onnxruntime"``,
-    :class:`qzoo.onnx_export.OnnxRuntimeModel`.
+    :class:`qzoo.OnnxRuntimeModel`.
 
     ``example`` (float32 images, default: two synthetic images of ``image_size``) is used to
     trace and to check; the result accepts any batch size and the image sizes the model does.

@@ -190,7 +190,7 @@ def export(loaded: Loaded, out: str | os.PathLike[str], *, format: str = "torchs
     backend = quantization.model_backend(model)
     if format == "onnx":
         onnx_export.export_onnx(model, out, image_size=image_size)
-        note = "run it with onnxruntime.InferenceSession or qzoo.onnx_export.OnnxRuntimeModel; input 'images'"
+        note = "run it with onnxruntime.InferenceSession or qzoo.OnnxRuntimeModel; input 'images'"
     elif format == "torchscript":
         buffer = io.BytesIO()
         with tracing_warnings_silenced():
