@@ -8,7 +8,7 @@ checked bit for bit against the eager int8 model before it is returned.
 ONNX graph that carries qzoo's own int8 weights, scales and zero points (:mod:`qzoo.onnx_export`),
 and ONNX Runtime runs it with its fused integer kernels. ORT rounds some requantizations the other
 way from fbgemm (ties, float accumulation), so its outputs are not the eager model's bits: on the
-trained CIFAR-10 int8 models top-1 agrees on 98-99% of images and accuracy moves by <= 0.35 points
+trained CIFAR-10 int8 models top-1 agrees on 96-99% of images and accuracy moves by <= 0.35 points
 (tests/test_onnx_export.py; README). Random-weight networks amplify those one-step differences.
 """
 
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from . import quantization
 from .data import synthetic_images
+
 
 @contextlib.contextmanager
 def tracing_warnings_silenced() -> Iterator[None]:
