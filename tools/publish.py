@@ -58,7 +58,9 @@ def _copy_folder(source: Path, name: str, metrics: dict[str, Any]) -> Path:
     target.mkdir(parents=True)
     for item in ("config.json", "README.md", "model.safetensors"):
         shutil.copyfile(source / item, target / item)
-    (target / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    # the run's own folder ("out") is a path on the machine that ran it, not a metric
+    kept = {key: value for key, value in metrics.items() if key != "out"}
+    (target / "metrics.json").write_text(json.dumps(kept, indent=2) + "\n")
     return target
 
 
