@@ -34,7 +34,7 @@ def _busy_cpu_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _foreign_cpu_seconds(start: tuple[float | None, float], wall: float) -> float:
+def _foreign_cpu_seconds(start: tuple[float | None, float]) -> float:
     """CPU time other processes used since ``start`` (machine busy time minus this process's own)."""
     busy_then, own_then = start
     busy_now = _busy_cpu_seconds()
@@ -76,7 +76,7 @@ def interleaved_timings(
             wall = time.perf_counter() - window_start
             for name, times in window.items():
                 every[name] += times
-            if _foreign_cpu_seconds(start, wall) <= quiet_share * wall:
+            if _foreign_cpu_seconds(start) <= quiet_share * wall:
                 for name, times in window.items():
                     quiet[name] += times
                 kept = len(next(iter(quiet.values())))
