@@ -4,31 +4,19 @@ from .requirements import check_torch_version
 
 check_torch_version()
 
+from ._files import IntegrityError
+from ._record import ModelRecord
+from ._version import __version__
 from .data import synthetic_images
 from .hub import from_pretrained, push_to_hub, save_pretrained
 from .inference import OptimizedModel, optimize_for_inference
+from .models import FAMILY_EXPORTS, register_model
 from .onnx_export import OnnxRuntimeModel, export_onnx
-from .models import (
-    QuantizableBasicBlock,
-    QuantizableBottleneck,
-    QuantizableInvertedResidual,
-    QuantizableMobileNetV2,
-    QuantizableResNet,
-    mobilenet_v2,
-    resnet18,
-    resnet34,
-    resnet50,
-    resnet101,
-    resnet152,
-    resnext50_32x4d,
-    resnext101_32x8d,
-    resnext101_64x4d,
-    wide_resnet50_2,
-    wide_resnet101_2,
-)
+from .pretrained import get_weights, list_models, list_weights
 from .quantization import (
     ACTIVATION_OBSERVERS,
     BACKENDS,
+    DEFAULT_BACKEND,
     backend_engine,
     calibrate,
     convert,
@@ -37,26 +25,26 @@ from .quantization import (
     int8_skeleton,
     is_int8,
     model_backend,
+    model_record,
     prepare_ptq,
     prepare_qat,
+    quantize,
     quantized_engine,
 )
-from .registry import get_model, list_models
-from .weights import get_weights, list_weights
+from .registry import get_model
 from .train import refresh_batchnorm
 
-__version__ = "0.1.0"
+globals().update(FAMILY_EXPORTS)  # every family's Quantizable* classes and registered factories
 
 __all__ = [
     "ACTIVATION_OBSERVERS",
     "BACKENDS",
+    "DEFAULT_BACKEND",
+    "IntegrityError",
+    "ModelRecord",
     "OnnxRuntimeModel",
     "OptimizedModel",
-    "QuantizableBasicBlock",
-    "QuantizableBottleneck",
-    "QuantizableInvertedResidual",
-    "QuantizableMobileNetV2",
-    "QuantizableResNet",
+    "__version__",
     "backend_engine",
     "calibrate",
     "convert",
@@ -70,24 +58,17 @@ __all__ = [
     "is_int8",
     "list_models",
     "list_weights",
-    "mobilenet_v2",
     "model_backend",
+    "model_record",
     "optimize_for_inference",
     "prepare_ptq",
     "prepare_qat",
     "push_to_hub",
+    "quantize",
     "quantized_engine",
     "refresh_batchnorm",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
+    "register_model",
     "save_pretrained",
     "synthetic_images",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
+    *sorted(FAMILY_EXPORTS),
 ]

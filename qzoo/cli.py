@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import quantization, serialization, train, workflow
-from . import weights as qzoo_weights
+from . import quantization, train, workflow
+from ._files import IntegrityError
 from .demo import run_cifar10_demo, run_demo
-from .registry import get_factory, list_models
+from .pretrained import list_models
 
 _EXAMPLES = """examples:
   qzoo list --pretrained
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                     "(float vs int8 accuracy, size, speed); with --model, any model on synthetic images",
                     "qzoo demo --model mobilenet_v2 --json")
     demo.add_argument("--model", help="run the synthetic-image demo with this model from `qzoo list`")
-    demo.add_argument("--backend", default="x86", choices=quantization.BACKENDS)
+    demo.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
     demo.add_argument("--image-size", type=int, default=64, help="with --model")
     demo.add_argument("--calibration-images", type=int, default=64, help="with --model")
     ptq = _command(commands, "ptq", "calibrate, convert, evaluate float and int8 side by side, save the int8 model",
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     _source(ptq)
     ptq.add_argument("--calib-images", type=int, default=512)
     ptq.add_argument("--seed", type=int, default=0)
-    ptq.add_argument("--backend", default="x86", choices=quantization.BACKENDS)
+    ptq.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
     ptq.add_argument("--out", required=True, help="folder for the int8 model (config.json, model.safetensors, card)")
     qat = _command(commands, "qat", "quantization-aware fine-tuning (resumable; runs under torchrun)",
                    "torchrun --nproc_per_node=2 -m qzoo qat my-float-model/ --data cifar10/ "
@@ -76,14 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     qat.add_argument("--lr", type=float, default=0.005)
     qat.add_argument("--batch-size", type=int, default=128)
     qat.add_argument("--weight-decay", type=float, default=5e-5)
-    qat.add_argument("--backend", default="x86", choices=quantization.BACKENDS)
+    qat.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
     qat.add_argument("--out", required=True)
     evaluate = _command(commands, "eval", "top-1/top-5 accuracy on the test split", "qzoo eval runs/r18-int8 --data d")
     _source(evaluate)
     bench = _command(commands, "bench", "fp32 vs int8 latency (qzoo's optimized int8 path and eager; batch 1 and 16, side by side) and file sizes",
                      "qzoo bench resnet18 --image-size 224")
     _source(bench, data=False)
-    bench.add_argument("--backend", choices=quantization.BACKENDS, help="for a float source (default x86)")
+    bench.add_argument("--backend", choices=quantization.BACKENDS, help=f"for a float source (default {quantization.DEFAULT_BACKEND})")
     bench.add_argument("--repeats", type=int, default=20)
     export = _command(commands, "export", "write an int8 model as a frozen TorchScript or an ONNX file",
                       "qzoo export runs/r18-int8 --format onnx --out r18.onnx")
@@ -131,46 +131,31 @@ def _print_report(report: dict[str, Any]) -> None:
         print(f"  written to {report['out']}")
 
 
-def _info(name: str) -> dict[str, Any]:
-    if name in list_models():
-        return {"model": name, "doc": (get_factory(name).__doc__ or "").strip(),
-                "weights": qzoo_weights.list_weights(name)}
-    entry = qzoo_weights.get_weights(name).to_dict()
-    entry["categories"] = f"{len(entry['categories'])} classes"
-    return entry
-
-
-def _run(args: argparse.Namespace) -> dict[str, Any] | list[str] | None:
+def _run(args: argparse.Namespace) -> dict[str, Any] | list[str]:
+    """Call the one library function behind ``args.command``."""
     progress = not args.json
     if args.command == "list":
-        return qzoo_weights.list_weights() if args.pretrained else list_models()
+        return list_models(pretrained=args.pretrained)
     if args.command == "info":
-        return _info(args.name)
+        return workflow.describe(args.name)
     if args.command == "demo" and args.model is None:
         return run_cifar10_demo(backend=args.backend, progress=progress)
     if args.command == "demo":
         return run_demo(args.model, backend=args.backend, image_size=args.image_size,
                         calibration_images=args.calibration_images, progress=progress)
-    if args.command == "qat":
-        train.init_distributed()
-    classes = None
-    if args.command in ("ptq", "qat", "eval") and args.source in list_models() and not args.weights:
-        classes = len(workflow.image_folder_classes(workflow.data_root(args.data, "test")))
-    loaded = workflow.load_model(args.source, weights=args.weights, num_classes=classes, progress=progress)
+    source = {"weights": args.weights, "image_size": args.image_size, "progress": progress}
     if args.command == "ptq":
-        return workflow.ptq(loaded, args.data, args.out, backend=args.backend, calib_images=args.calib_images,
-                            seed=args.seed, image_size=args.image_size, progress=progress)
+        return workflow.run_ptq(args.source, args.data, args.out, backend=args.backend,
+                                calib_images=args.calib_images, seed=args.seed, **source)
     if args.command == "qat":
-        recipe = train.Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                              weight_decay=args.weight_decay, freeze_observers_after=max(1, args.epochs - 1),
-                              freeze_bn_after=max(1, args.epochs - 1))
-        return workflow.qat(loaded, args.data, args.out, recipe=recipe, backend=args.backend,
-                            image_size=args.image_size, progress=progress)
+        return workflow.run_qat(args.source, args.data, args.out, epochs=args.epochs, lr=args.lr,
+                                batch_size=args.batch_size, weight_decay=args.weight_decay, backend=args.backend,
+                                **source)
     if args.command == "eval":
-        return workflow.evaluate_model(loaded, args.data, image_size=args.image_size, progress=progress)
+        return workflow.run_eval(args.source, args.data, **source)
     if args.command == "bench":
-        return workflow.bench(loaded, image_size=args.image_size or 224, repeats=args.repeats, backend=args.backend)
-    return workflow.export(loaded, args.out, format=args.format, image_size=args.image_size or 224)
+        return workflow.run_bench(args.source, repeats=args.repeats, backend=args.backend, **source)
+    return workflow.run_export(args.source, args.out, format=args.format, **source)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         result = _run(args)
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError, serialization.IntegrityError) as error:
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError, IntegrityError) as error:
         print(f"qzoo: error: {error}", file=sys.stderr)
         return 2
     if train.rank_and_world()[0] != 0:

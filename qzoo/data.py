@@ -21,7 +21,7 @@ from torch.utils.data import DistributedSampler
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
-from .weights import file_sha256
+from ._files import file_sha256
 
 
 def synthetic_images(count: int, size: int = 64, *, seed: int = 0) -> Tensor:

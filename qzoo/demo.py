@@ -10,7 +10,6 @@ outputs a lot); resnet18's random initialisation is the most stable for judging 
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,13 @@ from .benchmark import interleaved_latency_ms, state_dict_bytes
 from .data import synthetic_images
 from .registry import get_model
 from .train import refresh_batchnorm
+from .workflow import bench, load_model, ptq
 
 
 def run_demo(
     model_name: str = "resnet18",
     *,
-    backend: str = "x86",
+    backend: str = quantization.DEFAULT_BACKEND,
     image_size: int = 64,
     calibration_images: int = 64,
     repeats: int = 20,
@@ -41,10 +41,8 @@ def run_demo(
     refresh_batchnorm(float_model, synthetic_images(64, image_size, seed=0).split(16))
     float_model.eval()
 
-    int8_model = quantization.prepare_ptq(copy.deepcopy(float_model), backend)
-    quantization.calibrate(int8_model, synthetic_images(calibration_images, image_size, seed=1).split(16),
-                           progress=progress)
-    quantization.convert(int8_model)
+    int8_model = quantization.quantize(float_model, synthetic_images(calibration_images, image_size, seed=1).split(16),
+                                       backend=backend, progress=progress)
 
     held_out = synthetic_images(64, image_size, seed=2)
     with torch.inference_mode(), quantization.quantized_engine(backend):
@@ -84,11 +82,9 @@ def demo_weights_folder() -> Path:
     return folder
 
 
-def run_cifar10_demo(*, backend: str = "x86", progress: bool = True, repeats: int = 20) -> dict[str, Any]:
+def run_cifar10_demo(*, backend: str = quantization.DEFAULT_BACKEND, progress: bool = True, repeats: int = 20) -> dict[str, Any]:
     """PTQ of the shipped CIFAR-10 MobileNetV2 on the shipped sample: calibrate on its 500 training
     images, evaluate float and int8 on its 2,000 test images, and time both side by side."""
-    from .workflow import bench, load_model, ptq
-
     loaded = load_model(str(demo_weights_folder()), progress=progress)
     with tempfile.TemporaryDirectory() as out:
         report = ptq(loaded, str(SAMPLE_ARCHIVE), out, backend=backend, calib_images=500, progress=progress)

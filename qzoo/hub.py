@@ -23,9 +23,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import quantization, registry, serialization, weights
-from .models._factory import ARCHITECTURE_ATTR, KWARGS_ATTR, WEIGHTS_ATTR
-from .serialization import IntegrityError
+from . import quantization, registry, serialization
+from ._files import IntegrityError, file_sha256, verify_file, write_atomic
+from ._record import record_of, update_record
+from ._version import __version__
+from .pretrained import HubRepo, LocalFolder, Weights, resolve_source
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -33,39 +35,30 @@ CARD_NAME = "README.md"
 MODES = ("float", "qat", "int8")
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 def model_mode(model: nn.Module) -> str:
-    """``float``, ``qat`` or ``int8``; a PTQ-prepared model is refused (calibrate and convert it first)."""
-    if quantization.is_int8(model):
-        return "int8"
-    if quantization.model_backend(model) is None:
-        return "float"
-    if quantization.fused_mode(model) == "qat" or model.training:
-        return "qat"
+    """``float``, ``qat`` or ``int8``: what a saved folder holds; a PTQ-prepared model is refused."""
+    mode = record_of(model).mode
+    if mode != "ptq":
+        return mode
     raise ValueError("a PTQ-prepared model holds only observer statistics: run qzoo.calibrate and "
                      "qzoo.convert, then save the int8 model")
 
 
 def _config(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
-    architecture = getattr(model, ARCHITECTURE_ATTR, None)
+    record = record_of(model)
+    architecture = record.architecture
     if architecture is None:
         raise ValueError("this model was not built by a qzoo factory, so no config can rebuild it: "
                          "build it with qzoo.get_model(name, ...) and load your weights into it")
-    kwargs = getattr(model, KWARGS_ATTR, {})
+    kwargs = dict(record.kwargs)
     try:
         json.dumps(kwargs)
     except TypeError:
         raise ValueError(f"the model's keyword arguments {kwargs} are not JSON data; only models built "
                          "from plain arguments (numbers, strings, lists) can be saved as a folder") from None
     mode = model_mode(model)
-    return {"library": "qzoo", "qzoo_version": _version(), "architecture": architecture, "kwargs": kwargs,
-            "mode": mode, "backend": quantization.model_backend(model), "weights": getattr(model, WEIGHTS_ATTR, None),
-            **metadata}
+    return {"library": "qzoo", "qzoo_version": __version__, "architecture": architecture, "kwargs": kwargs,
+            "mode": mode, "backend": record.backend, "weights": record.weights, **metadata}
 
 
 def _card(config: dict[str, Any]) -> str:
@@ -119,15 +112,15 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], **metad
                                 backend=config["backend"])
     else:
         serialization.save_state(model, path, backend=config["backend"], **header)
-    config["sha256"] = weights.file_sha256(path)
+    config["sha256"] = file_sha256(path)
     card_path, card = directory / CARD_NAME, _card(config)
     previous = _read_config(directory / CONFIG_NAME) if (directory / CONFIG_NAME).is_file() else {}
-    if not card_path.exists() or weights.file_sha256(card_path) == previous.get("card_sha256"):
-        serialization.write_atomic(card_path, card)
+    if not card_path.exists() or file_sha256(card_path) == previous.get("card_sha256"):
+        write_atomic(card_path, card)
         config["card_sha256"] = hashlib.sha256(card.encode()).hexdigest()
     else:
         config["card_sha256"] = previous.get("card_sha256")
-    serialization.write_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    write_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return directory
 
 
@@ -162,7 +155,7 @@ class _NoProgressBar(tqdm):
 def _download(repo_id: str, filename: str, revision: str | None, progress: bool) -> Path:
     try:
         return Path(huggingface_hub.hf_hub_download(
-            repo_id, filename, revision=revision, library_name="qzoo", library_version=_version(),
+            repo_id, filename, revision=revision, library_name="qzoo", library_version=__version__,
             endpoint=os.environ.get("HF_ENDPOINT") or None, tqdm_class=tqdm if progress else _NoProgressBar))
     except LocalEntryNotFoundError:
         raise FileNotFoundError(
@@ -178,67 +171,59 @@ def _discard_from_cache(path: Path) -> None:
     blob.unlink(missing_ok=True)
 
 
-def _locate(source: str, revision: str | None, progress: bool) -> tuple[Path, Path, str | None]:
-    """Config path, weights path and expected weights sha256 for a folder, an entry name or a repo id."""
-    folder = Path(source)
-    if folder.is_dir():
-        return folder / CONFIG_NAME, folder / WEIGHTS_NAME, None
-    expected = None
-    if source in weights.ENTRIES:
-        entry = weights.ENTRIES[source]
-        if entry.hub_repo is None:
-            raise ValueError(f"{source} is a torchvision file, not a qzoo folder: load it with "
-                             f"qzoo.from_pretrained({source!r})")
-        if entry.hub_revision is None:
-            raise ValueError(f"{source} is not published on the hub yet; load the folder of the same name "
-                             f"from qzoo's repository: qzoo.from_pretrained('weights/{source}')")
-        source, revision, expected = entry.hub_repo, revision or entry.hub_revision, entry.sha256
-    unknown = (f"{source!r} is neither a folder, a weights entry (qzoo.weights.list_weights()) "
-               "nor a hub repository id like 'user/name'")
-    if source.count("/") != 1:
-        raise FileNotFoundError(unknown)
+def _locate(source: LocalFolder | HubRepo, progress: bool) -> tuple[Path, Path, str | None]:
+    """Config path, weights path and the expected weights sha256 (an entry's) of a resolved folder source."""
+    if isinstance(source, LocalFolder):
+        return source.path / CONFIG_NAME, source.path / WEIGHTS_NAME, None
+    repo_id, revision = source.repo_id, source.revision
     try:
-        config = _download(source, CONFIG_NAME, revision, progress)
-        return config, _download(source, WEIGHTS_NAME, revision, progress), expected
+        config = _download(repo_id, CONFIG_NAME, revision, progress)
+        return config, _download(repo_id, WEIGHTS_NAME, revision, progress), source.entry and source.entry.sha256
     except huggingface_hub.errors.RevisionNotFoundError:
-        raise FileNotFoundError(f"revision {revision!r} does not exist in {source}: pass a branch, tag or commit "
+        raise FileNotFoundError(f"revision {revision!r} does not exist in {repo_id}: pass a branch, tag or commit "
                                 "of that repository, or omit revision for the latest") from None
     except (huggingface_hub.errors.RepositoryNotFoundError, huggingface_hub.errors.EntryNotFoundError) as error:
-        raise FileNotFoundError(f"{unknown} ({type(error).__name__})") from None
+        raise FileNotFoundError(f"{repo_id!r} is neither a folder, a weights entry (qzoo.list_weights()) nor a "
+                                f"hub repository id like 'user/name' ({type(error).__name__})") from None
+
+
+def _folder_source(source: str | os.PathLike[str] | Weights, revision: str | None) -> LocalFolder | HubRepo:
+    resolved = resolve_source(source, revision)
+    if isinstance(resolved, Weights):
+        raise ValueError(f"{resolved.name} is a torchvision file, not a qzoo folder: load it with "
+                         f"qzoo.from_pretrained({resolved.name!r})")
+    return resolved
 
 
 def read_config(source: str | os.PathLike[str], *, revision: str | None = None,
                 progress: bool = True) -> dict[str, Any]:
     """The ``config.json`` of a qzoo folder, hub repository or weights entry name."""
-    config_path, _, _ = _locate(str(source), revision, progress)
+    config_path, _, _ = _locate(_folder_source(source, revision), progress)
     return _read_config(config_path)
 
 
-def from_pretrained(source: str | os.PathLike[str], *, revision: str | None = None,
+def from_pretrained(source: str | os.PathLike[str] | Weights, *, revision: str | None = None,
                     progress: bool = True) -> nn.Module:
-    """Rebuild the model a qzoo folder describes: a local directory, a weights entry name or a hub repo id.
+    """Rebuild the model a qzoo folder describes: a local directory, a weights entry (name) or a hub repo id.
 
     The weights file is verified against the sha256 in ``config.json`` (and the weights entry's,
     for an entry) before it is read; a hub file that fails is removed from the cache. Entries
     for torchvision's files build through the model's factory (float, or ``quantize=True``).
     """
-    entry = weights.ENTRIES.get(str(source))
-    if entry is not None and entry.url is not None:
-        factory = registry.get_factory(entry.architecture)
-        member = entry.name.split(".", 1)[1].upper()
-        if entry.mode == "int8":
-            return factory(quantize=True, weights=entry.name, progress=progress)
-        return factory(weights=member, progress=progress)
-    config_path, weights_path, expected = _locate(str(source), revision, progress)
+    resolved = resolve_source(source, revision)
+    if isinstance(resolved, Weights):
+        factory = registry.get_factory(resolved.architecture)
+        return factory(quantize=resolved.mode == "int8", weights=resolved, progress=progress)
+    config_path, weights_path, expected = _locate(resolved, progress)
     if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(f"{Path(config_path).parent} needs {CONFIG_NAME} and {WEIGHTS_NAME}; "
                                 "write such a folder with qzoo.save_pretrained(model, folder)")
     config = _read_config(config_path)
     try:
         for digest in {d for d in (expected, config.get("sha256")) if d}:
-            weights.verify_file(weights_path, digest, fix=f"download or save {source} again")
+            verify_file(weights_path, digest, fix=f"download or save {source} again")
     except IntegrityError:
-        if not Path(str(source)).is_dir():
+        if isinstance(resolved, HubRepo):
             _discard_from_cache(weights_path)
             _discard_from_cache(config_path)
         raise
@@ -283,13 +268,13 @@ def _build(config: dict[str, Any], path: Path) -> nn.Module:
             if header.get(key) != config.get(key):
                 raise IntegrityError(f"{path} was written for {key}={header.get(key)!r} but config.json says "
                                      f"{config.get(key)!r}: the folder mixes files of two models")
-        model = quantization.int8_skeleton(factory(**kwargs), backend or "x86")
+        model = quantization.int8_skeleton(factory(**kwargs), backend or quantization.DEFAULT_BACKEND)
         serialization.load_int8_state(model, state, str(path))
     else:
         model = factory(prepare="qat", backend=backend, **kwargs) if mode == "qat" else factory(**kwargs)
         serialization.load_state(model, path)
     if config.get("weights"):
-        setattr(model, WEIGHTS_ATTR, config["weights"])
+        update_record(model, weights=config["weights"])
     return model
 
 
@@ -297,7 +282,7 @@ def push_to_hub(model: nn.Module, repo_id: str, *, private: bool = False, token:
                 commit_message: str = "Upload qzoo model", **metadata: Any) -> str:
     """Save ``model`` as a qzoo folder and upload it to the hub repository ``repo_id``; returns the commit URL."""
     api = huggingface_hub.HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token,
-                                library_name="qzoo", library_version=_version())
+                                library_name="qzoo", library_version=__version__)
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         save_pretrained(model, folder, **metadata)

@@ -14,33 +14,15 @@ trained CIFAR-10 int8 models top-1 agrees on 96-99% of images and accuracy moves
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from . import quantization
+from ._tracing import tracing_warnings_silenced
 from .data import synthetic_images
-
-
-@contextlib.contextmanager
-def tracing_warnings_silenced() -> Iterator[None]:
-    """Hide the warnings torch raises on every trace or legacy ONNX export of an int8 model.
-
-    torch marks TorchScript and the TorchScript-based ONNX exporter deprecated on every call, and
-    the tracer warns that quantization parameters become constants, which freezing wants. The
-    checks against the eager model after each trace are the guard these warnings stand for.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-        warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export",
-                                category=DeprecationWarning)
-        yield
+from .onnx_export import OnnxRuntimeModel, export_onnx
 
 
 class OptimizedModel(nn.Module):
@@ -61,15 +43,6 @@ class OptimizedModel(nn.Module):
             return self.graph(images)
 
 
-def require_int8_backend(model: nn.Module, caller: str) -> str:
-    """The backend of an int8 ``model``; a ``ValueError`` naming the PTQ steps for any other model."""
-    backend = quantization.model_backend(model)
-    if not quantization.is_int8(model) or backend is None:
-        raise ValueError(f"{caller} takes an int8 model: run qzoo.prepare_ptq, qzoo.calibrate and "
-                         "qzoo.convert first (or load one with quantize=True / qzoo.from_pretrained)")
-    return backend
-
-
 def optimize_for_inference(model: nn.Module, example: Tensor | None = None, *, image_size: int = 224,
                            runtime: Literal["torch", "onnxruntime"] = "torch",
                            threads: int | None = None) -> nn.Module:
@@ -84,12 +57,10 @@ def optimize_for_inference(model: nn.Module, example: Tensor | None = None, *, i
     """
     if runtime not in ("torch", "onnxruntime"):
         raise ValueError(f"runtime={runtime!r}: choose 'torch' (bit-exact TorchScript) or 'onnxruntime'")
-    backend = require_int8_backend(model, "optimize_for_inference")
+    backend = quantization.require_int8(model, "optimize_for_inference")
     model.eval()
     example = synthetic_images(2, image_size, seed=11) if example is None else example
     if runtime == "onnxruntime":
-        from .onnx_export import OnnxRuntimeModel, export_onnx
-
         optimized: nn.Module = OnnxRuntimeModel(export_onnx(model, example=example), threads=threads)
     else:
         with torch.inference_mode(), quantization.backend_engine(backend), tracing_warnings_silenced():

@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import quantization, serialization
+from . import quantization
+from ._files import write_atomic
+from ._tracing import tracing_warnings_silenced
 from .data import synthetic_images
-from .inference import require_int8_backend, tracing_warnings_silenced
 
 OPSET = 17
 """ONNX opset of the exported graph (per-channel QDQ needs 13 or later)."""
@@ -53,7 +54,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str] | None = None, *,
     Input ``images`` (float32, any batch, height and width the model takes), output ``logits``.
     ``example`` (default: two synthetic images of ``image_size``) is the tracing input.
     """
-    backend = require_int8_backend(model, "export_onnx")
+    backend = quantization.require_int8(model, "export_onnx")
     if backend not in ORT_BACKENDS:
         raise ValueError(f"this model was quantized for {backend!r}, whose 8-bit activations can overflow "
                          "ONNX Runtime's int8 kernels on CPUs without VNNI; quantize it with backend='x86'")
@@ -68,7 +69,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str] | None = None, *,
                           dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}})
     data = buffer.getvalue()
     if path is not None:
-        serialization.write_atomic(path, data)
+        write_atomic(path, data)
     return data
 
 
@@ -97,4 +98,4 @@ class OnnxRuntimeModel(nn.Module):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the ONNX file (atomically); ``OnnxRuntimeModel(path)`` or any ORT session loads it."""
-        return serialization.write_atomic(path, self.onnx_model)
+        return write_atomic(path, self.onnx_model)

@@ -8,6 +8,8 @@ checks the state it is given and says what to do instead of producing a silently
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import functools
 import importlib
 import itertools
@@ -25,6 +27,8 @@ from torch.ao.nn.quantized import FloatFunctional
 from torch.ao.quantization import DeQuantStub, QConfig, QuantStub
 from tqdm.auto import tqdm
 
+from ._record import ModelRecord, record_of, update_record
+
 __all__ = [
     "BACKENDS",
     "ACTIVATION_OBSERVERS",
@@ -32,6 +36,7 @@ __all__ = [
     "FloatFunctional",
     "QuantStub",
     "QuantizableModel",
+    "DEFAULT_BACKEND",
     "get_qconfig",
     "quantized_engine",
     "backend_engine",
@@ -40,14 +45,20 @@ __all__ = [
     "fusion_step",
     "fused_mode",
     "model_backend",
+    "model_record",
     "prepare_ptq",
     "prepare_qat",
     "calibrate",
     "convert",
+    "quantize",
+    "require_int8",
 ]
 
 BACKENDS: tuple[str, ...] = ("x86", "fbgemm", "qnnpack", "onednn")
 """Quantized engines qzoo supports; each name is also a ``torch.backends.quantized.engine``."""
+
+DEFAULT_BACKEND = "x86"
+"""The backend of every qzoo call that is not given one (torch's own default engine on x86 CPUs)."""
 
 ACTIVATION_OBSERVERS: tuple[str, ...] = ("histogram", "minmax")
 """Activation observers for PTQ. QAT always uses a moving-average min-max fake-quant."""
@@ -66,11 +77,6 @@ _ROUTINE_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
 # Elements per step of qzoo's histogram count (1 MiB of float32).
 _HISTOGRAM_CHUNK = 1 << 18
 
-_FUSED_ATTR = "_qzoo_fused"
-_BACKEND_ATTR = "_qzoo_backend"
-_INT8_ATTR = "_qzoo_int8"
-
-
 @contextlib.contextmanager
 def routine_warnings_silenced() -> Iterator[None]:
     """Hide only the warnings torch raises on every correct use of eager-mode quantization."""
@@ -80,7 +86,8 @@ def routine_warnings_silenced() -> Iterator[None]:
         yield
 
 
-def _check_backend(backend: str) -> str:
+def check_backend(backend: str) -> str:
+    """``backend`` if qzoo supports it and this torch has its engine; else a ``ValueError`` naming the choices."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend not in torch.backends.quantized.supported_engines:
@@ -141,7 +148,7 @@ class HistogramObserver(tq.HistogramObserver):
 
 
 def get_qconfig(
-    backend: str = "x86",
+    backend: str = DEFAULT_BACKEND,
     *,
     qat: bool = False,
     activation: Literal["histogram", "minmax"] | None = None,
@@ -152,7 +159,7 @@ def get_qconfig(
     uses fused moving-average min-max fake-quant. x86/fbgemm activations use 7 bits
     (``quant_max=127``), as torch's defaults do, to avoid overflow on CPUs without VNNI.
     """
-    _check_backend(backend)
+    check_backend(backend)
     act_max = 127 if backend in _REDUCED_RANGE_BACKENDS else 255
     if qat:
         if activation not in (None, "minmax"):
@@ -172,9 +179,17 @@ def get_qconfig(
     return QConfig(activation=act, weight=tq.default_per_channel_weight_observer)
 
 
+def model_record(model: nn.Module) -> ModelRecord:
+    """What qzoo knows about ``model``: architecture, arguments, weights entry, backend, mode, fusion."""
+    record = record_of(model)
+    if record.fused is None and record.mode == "float":
+        return dataclasses.replace(record, fused=fused_mode(model))
+    return record
+
+
 def model_backend(model: nn.Module) -> str | None:
     """The backend ``model`` was prepared for, or ``None`` for a float model."""
-    return getattr(model, _BACKEND_ATTR, None)
+    return record_of(model).backend
 
 
 @contextlib.contextmanager
@@ -188,7 +203,7 @@ def quantized_engine(backend: str | nn.Module) -> Iterator[str]:
     name = model_backend(backend) if isinstance(backend, nn.Module) else backend
     if name is None:
         raise ValueError("this model was never prepared for quantization, so it has no backend")
-    _check_backend(name)
+    check_backend(name)
     previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = name
     try:
@@ -253,17 +268,17 @@ def backend_engine(backend: str) -> contextlib.AbstractContextManager[None]:
     Unlike :func:`quantized_engine`, it is safe from many threads: a call that needs another
     engine waits until the calls of the current one are done (see :class:`_EngineGate`).
     """
-    return _ENGINE_GATE.use(_check_backend(backend))
+    return _ENGINE_GATE.use(check_backend(backend))
 
 
 @contextlib.contextmanager
 def _int8_engine(model: nn.Module) -> Iterator[None]:
     """Run an int8 ``model`` under the engine it was packed for (see :class:`_EngineGate`)."""
-    backend = getattr(model, _INT8_ATTR, None)
-    if backend is None:
+    record = record_of(model)
+    if record.mode != "int8" or record.backend is None:
         yield
         return
-    with _ENGINE_GATE.use(backend):
+    with _ENGINE_GATE.use(record.backend):
         yield
 
 
@@ -287,7 +302,7 @@ class QuantizableModel(nn.Module):
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if getattr(self, _INT8_ATTR, None) is not None:
+        if is_int8(self):
             check_int8_input(args[0] if args else next(iter(kwargs.values()), None))
         with _int8_engine(self):
             return super().__call__(*args, **kwargs)
@@ -299,7 +314,7 @@ class QuantizableModel(nn.Module):
     def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         # .half(), .double(), .to(dtype) would silently skip packed int8 weights (a no-op that
         # looks like a conversion) and .cuda() fails deep inside: refuse any move off float32 CPU
-        if getattr(self, _INT8_ATTR, None) is not None:
+        if is_int8(self):
             try:
                 probe = fn(torch.zeros(1))
             except Exception:  # noqa: BLE001 - e.g. .cuda() without a GPU: a move, refused below
@@ -326,7 +341,7 @@ def fuse_modules(module: nn.Module, groups: list[list[str]], is_qat: bool) -> No
 
 def fused_mode(model: nn.Module) -> Literal["ptq", "qat"] | None:
     """How ``model`` was fused: ``"ptq"`` (BatchNorm folded), ``"qat"`` (BatchNorm kept), or None."""
-    mode = getattr(model, _FUSED_ATTR, None)
+    mode = record_of(model).fused
     if mode is not None:
         return mode
     fused = [m for m in model.modules() if isinstance(m, nni._FusedModule) or hasattr(m, "freeze_bn_stats")]
@@ -368,7 +383,7 @@ def fusion_step(method: Callable[[Any, bool], None]) -> Callable[..., None]:
                 "call model.eval() first, or use is_qat=True for quantization-aware training"
             )
         method(self, is_qat)
-        setattr(self, _FUSED_ATTR, "qat" if is_qat else "ptq")
+        update_record(self, fused="qat" if is_qat else "ptq")
 
     return fuse_model
 
@@ -413,7 +428,7 @@ def _attach(model: nn.Module, backend: str, qconfig: QConfig, qat: bool) -> None
         (tq.prepare_qat if qat else tq.prepare)(model, inplace=True)
     if not qat:
         _observe_fused_outputs_once(model)
-    setattr(model, _BACKEND_ATTR, backend)
+    update_record(model, backend=backend, mode="qat" if qat else "ptq", fused=fused_mode(model))
 
 
 def _observe_fused_outputs_once(model: nn.Module) -> None:
@@ -434,13 +449,13 @@ def _observe_fused_outputs_once(model: nn.Module) -> None:
                     del module._forward_hooks[key]
 
 
-def prepare_ptq(model: nn.Module, backend: str = "x86", qconfig: QConfig | None = None) -> nn.Module:
+def prepare_ptq(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConfig | None = None) -> nn.Module:
     """Fuse (if the model has ``fuse_model``) and insert observers for post-training quantization.
 
     Returns ``model`` in eval mode, ready for :func:`calibrate`. An explicit ``qconfig``
     overrides qzoo's preset for ``backend``.
     """
-    _check_backend(backend)
+    check_backend(backend)
     _require_float(model, "prepare_ptq")
     model.eval()
     mode = fused_mode(model)
@@ -455,12 +470,12 @@ def prepare_ptq(model: nn.Module, backend: str = "x86", qconfig: QConfig | None 
     return model
 
 
-def prepare_qat(model: nn.Module, backend: str = "x86", qconfig: QConfig | None = None) -> nn.Module:
+def prepare_qat(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConfig | None = None) -> nn.Module:
     """Fuse for QAT (if the model has ``fuse_model``) and insert fake-quant modules.
 
     Returns ``model`` in train mode, ready to fine-tune, then :func:`convert`.
     """
-    _check_backend(backend)
+    check_backend(backend)
     _require_float(model, "prepare_qat")
     mode = fused_mode(model)
     if mode == "ptq":
@@ -553,7 +568,7 @@ def _convert(model: nn.Module, *, require_calibration: bool) -> nn.Module:
         warnings.filterwarnings("ignore", message=r"must run observer before calling calculate_qparams")
         tq.convert(model, inplace=True)
     _audit_int8(model)
-    setattr(model, _INT8_ATTR, backend)
+    update_record(model, mode="int8")
     return model
 
 
@@ -566,13 +581,27 @@ def convert(model: nn.Module) -> nn.Module:
     return _convert(model, require_calibration=True)
 
 
-def int8_skeleton(model: nn.Module, backend: str = "x86") -> nn.Module:
+def int8_skeleton(model: nn.Module, backend: str = DEFAULT_BACKEND) -> nn.Module:
     """The int8 structure of a float model with placeholder scales, to load an int8 state_dict into.
 
     Its outputs mean nothing until a converted model's ``state_dict`` is loaded.
     """
     prepare_ptq(model, backend)
     return _convert(model, require_calibration=False)
+
+
+def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = DEFAULT_BACKEND,
+             num_batches: int | None = None, qconfig: QConfig | None = None, inplace: bool = False,
+             progress: bool = True) -> nn.Module:
+    """Post-training quantization in one call: prepare, calibrate on ``data``, convert to int8.
+
+    ``model`` is a float model (a qzoo factory's, or any module with stubs and optionally
+    ``fuse_model``); it is left as it was unless ``inplace=True``. ``data`` and ``num_batches``
+    are :func:`calibrate`'s; ``qconfig`` overrides qzoo's preset for ``backend``.
+    """
+    prepared = prepare_ptq(model if inplace else copy.deepcopy(model), backend, qconfig)
+    calibrate(prepared, data, num_batches, progress=progress)
+    return convert(prepared)
 
 
 def freeze_observers(model: nn.Module) -> nn.Module:
@@ -594,4 +623,13 @@ def freeze_batchnorm_stats(model: nn.Module) -> nn.Module:
 
 def is_int8(model: nn.Module) -> bool:
     """Whether ``model`` was converted to int8 by qzoo (``convert`` or ``int8_skeleton``)."""
-    return getattr(model, _INT8_ATTR, None) is not None
+    return record_of(model).mode == "int8"
+
+
+def require_int8(model: nn.Module, caller: str) -> str:
+    """The backend of an int8 ``model``; a ``ValueError`` naming the PTQ steps for any other model."""
+    backend = model_backend(model)
+    if not is_int8(model) or backend is None:
+        raise ValueError(f"{caller} takes an int8 model: run qzoo.prepare_ptq, qzoo.calibrate and "
+                         "qzoo.convert first (or load one with quantize=True / qzoo.from_pretrained)")
+    return backend

@@ -1,50 +1,83 @@
-"""Model names -> factories: ``list_models`` and ``get_model``, the one front door by name."""
+"""Every model qzoo builds, by name: the one front door (:func:`get_model`) and what it knows.
+
+``@qzoo.register_model(float_weights=..., int8_weights=...)`` on a builder in ``qzoo/models/``
+(:mod:`qzoo.models._factory`) adds a :class:`ModelSpec` here; the model list, the weights
+catalogue (:mod:`qzoo.pretrained`), ``qzoo.__all__``, the CLI and the parametrized tests read
+it. Importing ``qzoo`` imports every module of ``qzoo.models``, so the registry is complete
+before anything reads it.
+"""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
+from torchvision.models import WeightsEnum
 
-from . import models, weights
-
-_FACTORIES: Mapping[str, Callable[..., nn.Module]] = MappingProxyType(
-    {
-        factory.__name__: factory
-        for factory in (
-            models.resnet18,
-            models.resnet34,
-            models.resnet50,
-            models.resnet101,
-            models.resnet152,
-            models.resnext50_32x4d,
-            models.resnext101_32x8d,
-            models.resnext101_64x4d,
-            models.wide_resnet50_2,
-            models.wide_resnet101_2,
-            models.mobilenet_v2,
-        )
-    }
-)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def list_models(pretrained: bool = False) -> list[str]:
-    """Names of every model qzoo can build, sorted; with ``pretrained=True`` the weights entries
-    (``architecture.tag``, as timm lists them), which ``qzoo.from_pretrained`` loads by name."""
-    return weights.list_weights() if pretrained else sorted(_FACTORIES)
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model: its factory and the torchvision weights enums it reads."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    family: str
+    """The module that defines it (``qzoo.models.resnet``)."""
+    float_weights: type[WeightsEnum] | None
+    int8_weights: type[WeightsEnum] | None = None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(resize, centre crop) of the default float weights' preprocessing; (256, 224) without weights."""
+        if self.float_weights is None:
+            return 256, 224
+        keywords = self.float_weights.DEFAULT.transforms.keywords
+        return keywords.get("resize_size", 256), keywords.get("crop_size", 224)
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def add_model(spec: ModelSpec) -> ModelSpec:
+    """Register ``spec`` (``qzoo.register_model`` calls this); a name taken by another module is refused."""
+    existing = _MODELS.get(spec.name)
+    if existing is not None and existing.family != spec.family:
+        raise ValueError(f"model {spec.name!r} is already registered by {existing.family}; give the builder "
+                         "another name")
+    _MODELS[spec.name] = spec
+    return spec
+
+
+def model_specs() -> tuple[ModelSpec, ...]:
+    """Every registered model, in name order."""
+    return tuple(_MODELS[name] for name in sorted(_MODELS))
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registered model ``name``; an unknown name raises ``ValueError`` with suggestions."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(f"unknown model {name!r}; {hint}`qzoo list` (qzoo.list_models()) lists all "
+                         f"{len(_MODELS)}") from None
+
+
+def model_names() -> list[str]:
+    """Names of every registered model, sorted (``qzoo.list_models()``)."""
+    return sorted(_MODELS)
 
 
 def get_factory(name: str) -> Callable[..., nn.Module]:
     """The factory registered as ``name``; an unknown name raises ``ValueError`` with suggestions."""
-    try:
-        return _FACTORIES[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_FACTORIES), n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ValueError(f"unknown model {name!r}; {hint}`qzoo list` (qzoo.list_models()) lists all {len(_FACTORIES)}") from None
+    return model_spec(name).factory
 
 
 def get_model(name: str, **kwargs: Any) -> nn.Module:

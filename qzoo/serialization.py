@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -37,34 +39,18 @@ import torch
 from torch import Tensor, nn
 
 from . import quantization
+from ._files import IntegrityError, atomic_path, write_atomic
+from ._record import record_of
+from ._version import __version__
+
+__all__ = ["IntegrityError", "write_atomic", "save_state", "load_state", "read_header", "save_int8", "read_int8",
+           "load_int8_state", "state_digest", "stored_values", "read_torch_checkpoint"]
 
 FORMAT = "qzoo.state"
 INT8_FORMAT = "qzoo.int8"
 FORMAT_VERSION = 1
 _QUANTIZED_DTYPES = {torch.qint8: torch.int8, torch.quint8: torch.uint8, torch.qint32: torch.int32}
 _DTYPES = {str(dtype): dtype for dtype in (*_QUANTIZED_DTYPES, torch.float16, torch.float32)}
-
-
-class IntegrityError(ValueError):
-    """A weights file is damaged, truncated, or not what its header or entry says it is."""
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a partial file renamed into place: never a half-written file."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    if isinstance(data, str):
-        partial.write_text(data)
-    else:
-        partial.write_bytes(data)
-    partial.replace(path)
-    return path
 
 
 def save_state(model: nn.Module, path: str | os.PathLike[str], **metadata: Any) -> Path:
@@ -75,19 +61,17 @@ def save_state(model: nn.Module, path: str | os.PathLike[str], **metadata: Any) 
     path = Path(path)
     tensors = {name: value.detach().contiguous().clone() for name, value in model.state_dict().items()
                if isinstance(value, Tensor)}
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "qzoo_version": _version(),
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "qzoo_version": __version__,
               "prepared": _prepared(model), **metadata}
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    safetensors.torch.save_file(tensors, partial, metadata={"qzoo": json.dumps(header)})
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        safetensors.torch.save_file(tensors, partial, metadata={"qzoo": json.dumps(header)})
     return path
 
 
 def _prepared(model: nn.Module) -> str | None:
     """``"qat"`` or ``"ptq"`` for a prepared model, ``None`` for a float one."""
-    if quantization.model_backend(model) is None:
-        return None
-    return quantization.fused_mode(model) or "ptq"
+    mode = record_of(model).mode
+    return mode if mode in ("ptq", "qat") else None
 
 
 def _describe(prepared: str | None) -> str:
@@ -231,12 +215,11 @@ def save_int8(model: nn.Module, path: str | os.PathLike[str], *, architecture: s
     """Write a converted int8 model as safetensors (layout in the module docstring), atomically."""
     path = Path(path)
     tensors, entries = int8_tensors(model.state_dict())
-    header = {"format": INT8_FORMAT, "format_version": FORMAT_VERSION, "qzoo_version": _version(),
+    header = {"format": INT8_FORMAT, "format_version": FORMAT_VERSION, "qzoo_version": __version__,
               "architecture": architecture, "kwargs": kwargs, "backend": backend, **metadata, "entries": entries}
     header["content_sha256"] = _content_digest(header, tensors)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    safetensors.torch.save_file(tensors, partial, metadata={"qzoo": json.dumps(header)})
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        safetensors.torch.save_file(tensors, partial, metadata={"qzoo": json.dumps(header)})
     return path
 
 
@@ -319,3 +302,14 @@ def _check_int8_state(state: dict[str, Any], reference: dict[str, Any], source: 
                              "(another num_classes or architecture?)")
         if got != want:
             raise ValueError(f"{source}: {key} holds {got}, the model expects {want}")
+
+def read_torch_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A verified torch checkpoint's state_dict (torchvision's files), read with ``torch.load(weights_only=True)``."""
+    try:
+        with warnings.catch_warnings():  # torch's own storage internals, raised by every quantized checkpoint
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused something: never soften that into another error
+        raise
+    except Exception as error:  # a hash-verified file that torch cannot read is still damaged input
+        raise IntegrityError(f"{path} could not be read as a checkpoint ({error}); delete it and load again") from None

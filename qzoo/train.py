@@ -56,6 +56,14 @@ class Recipe:
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} must be in [0, epochs={self.epochs})")
 
+    @classmethod
+    def qat_finetune(cls, epochs: int, lr: float, *, batch_size: int = 128, weight_decay: float = 5e-5) -> Recipe:
+        """A QAT fine-tune of a trained float model: observers and BatchNorm statistics freeze after the
+        second-to-last epoch (after the first of one or two), so the last epoch settles on fixed ranges."""
+        freeze = max(1, epochs - 1)
+        return cls(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                   freeze_observers_after=freeze, freeze_bn_after=freeze)
+
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain JSON-ready data."""
         return dataclasses.asdict(self)

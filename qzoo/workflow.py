@@ -1,7 +1,9 @@
 """The jobs behind the CLI: load a model and its data, PTQ, QAT, evaluate, benchmark, export.
 
-Each function takes plain arguments and returns a JSON-ready report, so the CLI only parses
-and prints, and scripts can call the same jobs.
+Each ``run_*`` function is one CLI command: it takes the command's plain arguments, derives
+what the data implies (class count, the QAT schedule, the distributed setup) and returns a
+JSON-ready report, so the CLI only parses and prints. ``ptq``, ``qat``, ``bench`` and
+``evaluate_model`` take an already loaded model, for scripts and tools.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import torch
 from torch import nn
 
 from . import hub, onnx_export, quantization, serialization, train
-from . import weights as qzoo_weights
+from ._files import write_atomic
+from ._record import record_of
 from .benchmark import interleaved_latency_ms
-from .inference import optimize_for_inference, tracing_warnings_silenced
-from .data import ImageTensors, image_folder_classes, unpack_archive
-from .models._factory import ARCHITECTURE_ATTR, KWARGS_ATTR
-from .registry import get_factory, list_models
+from .data import ImageTensors, image_folder_classes, synthetic_images, unpack_archive
+from ._tracing import tracing_warnings_silenced
+from .inference import optimize_for_inference
+from .pretrained import IMAGENET_TRANSFORMS, Transforms, get_weights, list_models, list_weights, resolve_float
+from .registry import get_factory, model_spec
 
 
 @dataclass
@@ -32,7 +36,7 @@ class Loaded:
     """A model with what is known about its inputs: preprocessing and class names."""
 
     model: nn.Module
-    transforms: qzoo_weights.Transforms | None
+    transforms: Transforms | None
     categories: tuple[str, ...]
     source: str
 
@@ -44,20 +48,15 @@ def load_model(source: str, *, weights: str | None = None, num_classes: int | No
         kwargs: dict[str, Any] = {} if num_classes is None or weights else {"num_classes": num_classes}
         entry = None
         if weights:
-            name = weights if "." in weights else f"{source}.{weights.lower()}"
-            entry = qzoo_weights.get_weights(name)
-            if entry.mode != "float" or entry.architecture != source:
-                raise ValueError(f"{name} are {entry.mode} weights of {entry.architecture}; give {source}'s "
-                                 f"float weights: {', '.join(qzoo_weights.list_weights(source, 'float'))}")
-            weights = name.split(".", 1)[1].upper() if entry.url else None
+            entry = resolve_float(model_spec(source), weights)
         if entry is not None and entry.url is None:
-            model = hub.from_pretrained(entry.name, progress=progress)
+            model = hub.from_pretrained(entry, progress=progress)
         else:
-            model = get_factory(source)(weights=weights, progress=progress, **kwargs)
+            model = get_factory(source)(weights=entry, progress=progress, **kwargs)
         return Loaded(model, entry.transforms if entry else None, entry.categories if entry else (), source)
     config = hub.read_config(source, progress=progress)
     model = hub.from_pretrained(source, progress=progress)
-    transforms = qzoo_weights.Transforms(**config["transforms"]) if config.get("transforms") else None
+    transforms = Transforms(**config["transforms"]) if config.get("transforms") else None
     return Loaded(model, transforms, tuple(config.get("categories") or ()), str(source))
 
 
@@ -75,7 +74,7 @@ def data_root(data: str | os.PathLike[str], split: str) -> Path:
     return path / split if (path / split).is_dir() else path
 
 
-def load_images(data: str | os.PathLike[str], split: str, transforms: qzoo_weights.Transforms,
+def load_images(data: str | os.PathLike[str], split: str, transforms: Transforms,
                 categories: tuple[str, ...] = (), progress: bool = True) -> ImageTensors:
     """Decode a split of ``data`` with ``transforms``; refuse class folders that do not match ``categories``."""
     root = data_root(data, split)
@@ -86,14 +85,14 @@ def load_images(data: str | os.PathLike[str], split: str, transforms: qzoo_weigh
     return ImageTensors.from_folder(root, transforms.crop_size, resize=transforms.resize_size, progress=progress)
 
 
-def _transforms_for(loaded: Loaded, image_size: int | None) -> qzoo_weights.Transforms:
+def _transforms_for(loaded: Loaded, image_size: int | None) -> Transforms:
     if image_size:
-        base = loaded.transforms or qzoo_weights.IMAGENET_TRANSFORMS
+        base = loaded.transforms or IMAGENET_TRANSFORMS
         return dataclasses.replace(base, crop_size=image_size, resize_size=image_size)
-    return loaded.transforms or qzoo_weights.IMAGENET_TRANSFORMS
+    return loaded.transforms or IMAGENET_TRANSFORMS
 
 
-def _batches(images: ImageTensors, transforms: qzoo_weights.Transforms, batch_size: int = 100) -> Any:
+def _batches(images: ImageTensors, transforms: Transforms, batch_size: int = 100) -> Any:
     return images.batches(batch_size, mean=transforms.mean, std=transforms.std)
 
 
@@ -116,7 +115,8 @@ def _dataset_name(data: str | os.PathLike[str]) -> str:
     return path.name.split(".")[0] if path.is_file() else path.resolve().name
 
 
-def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str = "x86", calib_images: int = 512,
+def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str = quantization.DEFAULT_BACKEND,
+        calib_images: int = 512,
         seed: int = 0, image_size: int | None = None, dataset: str | None = None, recipe: str | None = None,
         progress: bool = True) -> dict[str, Any]:
     """Calibrate on a seeded class-balanced sample of the ``train`` split, convert, evaluate float and int8
@@ -129,9 +129,7 @@ def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str 
     test = load_images(data, "test", transforms, loaded.categories, progress)
     sample = calibration_set.balanced_sample(min(calib_images, len(calibration_set)), seed=seed)
     float_model = loaded.model.eval()
-    int8 = quantization.prepare_ptq(copy.deepcopy(float_model), backend)
-    quantization.calibrate(int8, _batches(sample, transforms, 32), progress=progress)
-    quantization.convert(int8)
+    int8 = quantization.quantize(float_model, _batches(sample, transforms, 32), backend=backend, progress=progress)
     float_metrics = train.evaluate(float_model, _batches(test, transforms), progress=progress, desc="eval fp32")
     int8_metrics = train.evaluate(int8, _batches(test, transforms), progress=progress, desc="eval int8")
     report = {"source": loaded.source, "backend": backend, "calibration_images": len(sample), "seed": seed,
@@ -155,18 +153,18 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
     float source is quantized on synthetic images for timing; an int8 source is timed against the
     float model of the same architecture and arguments (weights do not change speed).
     """
-    from .data import synthetic_images
-
     model = loaded.model.eval()
     if quantization.is_int8(model):
         int8 = model
-        architecture, kwargs = getattr(model, ARCHITECTURE_ATTR), getattr(model, KWARGS_ATTR)
-        float_model = get_factory(architecture)(**kwargs).eval()
+        record = record_of(model)
+        if record.architecture is None:
+            raise ValueError("this int8 model was not built by a qzoo factory, so its float twin cannot be "
+                             "built for the comparison: bench its float model instead")
+        float_model = get_factory(record.architecture)(**record.kwargs).eval()
     else:
         float_model = model
-        int8 = quantization.prepare_ptq(copy.deepcopy(model), backend or "x86")
-        quantization.calibrate(int8, synthetic_images(8, image_size).split(4), progress=False)
-        quantization.convert(int8)
+        int8 = quantization.quantize(model, synthetic_images(8, image_size).split(4),
+                                     backend=backend or quantization.DEFAULT_BACKEND, progress=False)
     x = synthetic_images(max(batches), image_size, seed=5)
     optimized = optimize_for_inference(int8, x[:2])
     runners = {"fp32": float_model, "int8": optimized, "int8 eager": int8}
@@ -195,7 +193,7 @@ def export(loaded: Loaded, out: str | os.PathLike[str], *, format: str = "torchs
         buffer = io.BytesIO()
         with tracing_warnings_silenced():
             torch.jit.save(optimize_for_inference(model, image_size=image_size).graph, buffer)
-        serialization.write_atomic(out, buffer.getvalue())
+        write_atomic(out, buffer.getvalue())
         note = f"run it under torch.backends.quantized.engine = {backend!r}"
     else:
         raise ValueError(f"format={format!r}: choose 'torchscript' or 'onnx'")
@@ -203,7 +201,8 @@ def export(loaded: Loaded, out: str | os.PathLike[str], *, format: str = "torchs
             "bytes": Path(out).stat().st_size, "note": note}
 
 
-def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train.Recipe, backend: str = "x86",
+def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train.Recipe,
+        backend: str = quantization.DEFAULT_BACKEND,
         image_size: int | None = None, dataset: str | None = None, command: str | None = None,
         progress: bool = True) -> dict[str, Any]:
     """Quantization-aware fine-tuning of a float model on the ``train`` split (augmented), resumable from
@@ -243,3 +242,66 @@ def qat_command(loaded: Loaded, recipe: train.Recipe) -> str:
     """The command line that reproduces a QAT run."""
     return (f"qzoo qat {loaded.source} --epochs {recipe.epochs} --lr {recipe.lr} --batch-size {recipe.batch_size} "
             f"--weight-decay {recipe.weight_decay}")
+
+
+# ----------------------------------------------------------------------------- one job per CLI command
+
+
+def _load_for(source: str, data: str, weights: str | None, progress: bool) -> Loaded:
+    """``source`` loaded for ``data``: a bare model name gets one output per class folder of ``data``."""
+    classes = None
+    if source in list_models() and not weights:
+        classes = len(image_folder_classes(data_root(data, "test")))
+    return load_model(source, weights=weights, num_classes=classes, progress=progress)
+
+
+def run_ptq(source: str, data: str, out: str | os.PathLike[str], *, weights: str | None = None,
+            backend: str = quantization.DEFAULT_BACKEND, calib_images: int = 512, seed: int = 0,
+            image_size: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """``qzoo ptq``: load ``source`` for ``data`` and run :func:`ptq`."""
+    loaded = _load_for(source, data, weights, progress)
+    return ptq(loaded, data, out, backend=backend, calib_images=calib_images, seed=seed, image_size=image_size,
+               progress=progress)
+
+
+def run_qat(source: str, data: str, out: str | os.PathLike[str], *, weights: str | None = None, epochs: int = 2,
+            lr: float = 0.005, batch_size: int = 128, weight_decay: float = 5e-5,
+            backend: str = quantization.DEFAULT_BACKEND, image_size: int | None = None,
+            progress: bool = True) -> dict[str, Any]:
+    """``qzoo qat``: join torchrun's process group (if any), load ``source`` for ``data`` and run :func:`qat`
+    with :meth:`train.Recipe.qat_finetune`."""
+    train.init_distributed()
+    recipe = train.Recipe.qat_finetune(epochs, lr, batch_size=batch_size, weight_decay=weight_decay)
+    loaded = _load_for(source, data, weights, progress)
+    return qat(loaded, data, out, recipe=recipe, backend=backend, image_size=image_size, progress=progress)
+
+
+def run_eval(source: str, data: str, *, weights: str | None = None, image_size: int | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """``qzoo eval``: load ``source`` for ``data`` and run :func:`evaluate_model`."""
+    return evaluate_model(_load_for(source, data, weights, progress), data, image_size=image_size, progress=progress)
+
+
+def run_bench(source: str, *, weights: str | None = None, image_size: int | None = None, repeats: int = 20,
+              backend: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """``qzoo bench``: load ``source`` and run :func:`bench`."""
+    loaded = load_model(source, weights=weights, progress=progress)
+    return bench(loaded, image_size=image_size or 224, repeats=repeats, backend=backend)
+
+
+def run_export(source: str, out: str | os.PathLike[str], *, weights: str | None = None, format: str = "torchscript",
+               image_size: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """``qzoo export``: load ``source`` and run :func:`export`."""
+    loaded = load_model(source, weights=weights, progress=progress)
+    return export(loaded, out, format=format, image_size=image_size or 224)
+
+
+def describe(name: str) -> dict[str, Any]:
+    """``qzoo info``: a model's documentation and weights entries, or a weights entry's fields."""
+    if name in list_models():
+        spec = model_spec(name)
+        return {"model": name, "family": spec.family, "doc": (spec.factory.__doc__ or "").strip(),
+                "weights": list_weights(name)}
+    entry = get_weights(name).to_dict()
+    entry["categories"] = f"{len(entry['categories'])} classes"
+    return entry

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 
 import torch
@@ -41,9 +40,8 @@ def cosine(a: Tensor, b: Tensor) -> float:
 
 
 def quantized_copy(model: nn.Module, backend: str = "x86", calibration: Tensor | None = None, **kw) -> nn.Module:
-    int8 = qzoo.prepare_ptq(copy.deepcopy(model), backend, **kw)
-    qzoo.calibrate(int8, (images(16, 1) if calibration is None else calibration).split(8), progress=False)
-    return qzoo.convert(int8)
+    batches = (images(16, 1) if calibration is None else calibration).split(8)
+    return qzoo.quantize(model, batches, backend=backend, progress=False, **kw)
 
 
 def run(model: nn.Module, x: Tensor, backend: str = "x86") -> Tensor:

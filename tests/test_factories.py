@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import hashlib
+import io
 import pickle
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights, ResNet18_Weights, ResNet50_Weights
 
 import qzoo
+from qzoo import pretrained
+from qzoo.pretrained import entry_name
 
 
 def has_observers(model: nn.Module) -> bool:
@@ -83,36 +87,53 @@ def test_get_model_and_list_models():
         qzoo.resnet18("DEFAULT")  # keyword-only
 
 
-def fill_hub_cache(torch_home: Path, weights, state: dict) -> Path:
-    """Put ``state`` where torch.hub caches ``weights``'s URL, as a real download would."""
-    path = torch_home / "hub" / "checkpoints" / os.path.basename(weights.url)
+def fill_cache(torch_home: Path, with_entries, name: str, weights, payload: bytes) -> Path:
+    """Put ``payload`` where torch.hub caches ``weights``'s URL, and pin the entry to its sha256 (the real
+    entry pins torchvision's published prefix, which a file made here cannot match)."""
+    entry = pretrained.get_weights(entry_name(name, weights))
+    with_entries(dataclasses.replace(entry, sha256=hashlib.sha256(payload).hexdigest()))
+    path = torch_home / entry.filename
     path.parent.mkdir(parents=True)
-    torch.save(state, path)
+    path.write_bytes(payload)
     return path
+
+
+def torch_file(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(("name", "weights"), [("resnet18", ResNet18_Weights.IMAGENET1K_V1),
                                                ("mobilenet_v2", MobileNet_V2_Weights.IMAGENET1K_V2)])
-def test_weights_load_torchvision_float_checkpoint_through_torch_hub_cache(tmp_path, monkeypatch, name, weights):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+def test_weights_load_torchvision_float_checkpoint_from_torch_hubs_cache(torch_home, with_entries, name, weights):
     torch.manual_seed(0)
     state = torchvision.models.get_model(name).state_dict()
-    fill_hub_cache(tmp_path, weights, state)
+    fill_cache(torch_home, with_entries, name, weights, torch_file(state))
     assert type(weights).DEFAULT is weights
-    for spelling in ("DEFAULT", weights.name, f"{type(weights).__name__}.{weights.name}", weights):
+    for spelling in ("DEFAULT", weights.name, f"{type(weights).__name__}.{weights.name}", weights,
+                     entry_name(name, weights)):
         model = qzoo.get_model(name, weights=spelling, progress=False)
         assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+        assert qzoo.model_record(model).weights == entry_name(name, weights)
     prepared = qzoo.get_model(name, weights=weights, prepare="ptq", progress=False)
     assert qzoo.fused_mode(prepared) == "ptq"
 
 
-def test_a_malicious_cached_checkpoint_is_never_unpickled(tmp_path, monkeypatch):
+def test_a_cached_float_file_is_rehashed_on_every_load(torch_home):
+    """The real entry, torchvision's published prefix: a file that does not match is never read."""
+    torch_home.mkdir(parents=True)
+    (torch_home / "resnet18-f37072fd.pth").write_bytes(torch_file({}))
+    with pytest.raises(qzoo.IntegrityError, match=r"expected f37072fd\.\.\.; delete .*resnet18-f37072fd.pth"):
+        qzoo.resnet18(weights="DEFAULT", progress=False)
+
+
+def test_a_malicious_cached_checkpoint_is_never_unpickled(tmp_path, torch_home, with_entries, monkeypatch):
+    """Even with a matching hash (a hostile mirror), loading is ``weights_only``: the payload never runs."""
     sentinel = tmp_path / "pwned"
     monkeypatch.setenv("QZOO_SENTINEL", str(sentinel))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    path = fill_hub_cache(tmp_path, ResNet18_Weights.IMAGENET1K_V1, {})
-    with open(path, "wb") as f:
-        pickle.dump({"conv1.weight": PicklePayload()}, f)
+    fill_cache(torch_home, with_entries, "resnet18", ResNet18_Weights.IMAGENET1K_V1,
+               pickle.dumps({"conv1.weight": PicklePayload()}))
     with pytest.raises(pickle.UnpicklingError):
         qzoo.resnet18(weights="DEFAULT", progress=False)
     assert not sentinel.exists()

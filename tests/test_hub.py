@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import MappingProxyType
 
 import huggingface_hub.constants
 import pytest
@@ -18,7 +17,8 @@ from helpers import NUM_CLASSES, images, quantized_copy, refreshed, run
 from loopback import serving
 
 import qzoo
-from qzoo import weights
+from qzoo import pretrained
+from qzoo._files import file_sha256
 from qzoo.serialization import IntegrityError
 
 REPO = "qzoo-test/resnet18-int8"
@@ -28,15 +28,6 @@ REPO = "qzoo-test/resnet18-int8"
 def int8_folder(tmp_path_factory) -> Path:
     model = quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)), "x86")
     return qzoo.save_pretrained(model, tmp_path_factory.mktemp("folder"), metrics={"synthetic": {"acc1": 0.0}})
-
-
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch) -> Path:
-    """An empty Hugging Face cache for this test (huggingface_hub reads these at call time)."""
-    cache = tmp_path / "hf-cache"
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    return cache
 
 
 def publish(server, folder: Path, repo: str = REPO) -> None:
@@ -142,12 +133,13 @@ def test_offline_with_an_empty_cache_names_the_fix(hub_cache, monkeypatch):
         qzoo.from_pretrained(REPO)
 
 
-def test_a_changed_file_from_the_server_is_caught_and_leaves_the_cache(int8_folder, hub_cache, monkeypatch):
-    entry = weights.Weights(name="resnet18.test_int8", architecture="resnet18", mode="int8",
-                            sha256=weights.file_sha256(int8_folder / "model.safetensors"),
+def test_a_changed_file_from_the_server_is_caught_and_leaves_the_cache(int8_folder, hub_cache, monkeypatch,
+                                                                       with_entries):
+    entry = pretrained.Weights(name="resnet18.test_int8", architecture="resnet18", mode="int8",
+                            sha256=file_sha256(int8_folder / "model.safetensors"),
                             hub_repo=REPO, hub_revision="0123456789abcdef0123456789abcdef01234567",
                             backend="x86", kwargs={"num_classes": NUM_CLASSES})
-    monkeypatch.setattr(weights, "ENTRIES", MappingProxyType({**weights.ENTRIES, entry.name: entry}))
+    with_entries(entry)
     with serving() as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         publish(server, int8_folder)
@@ -158,20 +150,20 @@ def test_a_changed_file_from_the_server_is_caught_and_leaves_the_cache(int8_fold
         with pytest.raises(IntegrityError, match="expected " + entry.sha256):
             qzoo.from_pretrained(entry.name)
         blobs = list(hub_cache.rglob("blobs/*"))
-        assert all(weights.file_sha256(b) != weights.file_sha256(other / "model.safetensors") for b in blobs)
+        assert all(file_sha256(b) != file_sha256(other / "model.safetensors") for b in blobs)
         publish(server, int8_folder)
         assert qzoo.is_int8(qzoo.from_pretrained(entry.name))
 
 
-def test_unknown_sources_and_unpublished_entries_say_where_to_load_them(monkeypatch):
+def test_unknown_sources_and_unpublished_entries_say_where_to_load_them(with_entries):
     with pytest.raises(FileNotFoundError, match="neither a folder"):
         qzoo.from_pretrained("no-such-folder")
-    entry = weights.Weights(name="resnet18.local_int8", architecture="resnet18", mode="int8", sha256="0" * 64,
+    entry = pretrained.Weights(name="resnet18.local_int8", architecture="resnet18", mode="int8", sha256="0" * 64,
                             hub_repo="qzoo/resnet18.local_int8", backend="x86")
-    monkeypatch.setattr(weights, "ENTRIES", MappingProxyType({**weights.ENTRIES, entry.name: entry}))
+    with_entries(entry)
     with pytest.raises(ValueError, match="not published on the hub yet.*'weights/resnet18.local_int8'"):
         qzoo.from_pretrained(entry.name)
-    assert qzoo.list_models(pretrained=True) == weights.list_weights()
+    assert qzoo.list_models(pretrained=True) == qzoo.list_weights()
 
 
 def test_environment_variables_drive_a_real_process(int8_folder, tmp_path):
@@ -212,8 +204,8 @@ def test_push_to_hub_uploads_a_loadable_folder(monkeypatch, tmp_path):
 
 
 def test_entries_are_consistent():
-    for name in weights.list_weights():
-        entry = weights.get_weights(name)
+    for name in qzoo.list_weights():
+        entry = qzoo.get_weights(name)
         assert name.startswith(entry.architecture + ".") and entry.architecture in qzoo.list_models()
         if entry.url is None:  # qzoo's own files: the full hash
             assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256), entry.name
@@ -222,8 +214,8 @@ def test_entries_are_consistent():
         assert (entry.url is None) != (entry.hub_repo is None)
         if entry.mode == "int8":
             assert entry.backend in qzoo.BACKENDS and entry.unquantized.startswith(entry.architecture + ".")
-            if entry.unquantized in weights.ENTRIES:  # float CIFAR-10 ResNet18 (45 MB) is not shipped
-                assert weights.ENTRIES[entry.unquantized].mode == "float"
-    defaults = [(e.architecture, e.mode, tuple(e.metrics)) for e in weights.ENTRIES.values() if e.default]
+            if entry.unquantized in pretrained.catalogue():  # float CIFAR-10 ResNet18 (45 MB) is not shipped
+                assert pretrained.catalogue()[entry.unquantized].mode == "float"
+    defaults = [(e.architecture, e.mode, tuple(e.metrics)) for e in pretrained.catalogue().values() if e.default]
     assert len(defaults) == len(set(defaults))
-    assert dataclasses.asdict(weights.get_weights("mobilenet_v2.imagenet1k_qnnpack_v1"))["backend"] == "qnnpack"
+    assert dataclasses.asdict(qzoo.get_weights("mobilenet_v2.imagenet1k_qnnpack_v1"))["backend"] == "qnnpack"

@@ -52,7 +52,7 @@ def test_a_call_of_another_backend_inside_a_running_one_is_refused_not_deadlocke
 
 def test_the_benchmark_harness_runs_every_variant_on_a_tiny_model(tmp_path):
     command = [sys.executable, str(ROOT / "tools" / "bench.py"), "--models", "mobilenet_v2", "--batches", "1", "2",
-               "--threads", "1", "--repeats", "2", "--image-size", "32", "--no-workflow-cost", "--no-readme",
+               "--threads", "1", "--repeats", "2", "--image-size", "32", "--no-workflow-cost", "--no-docs",
                "--out", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

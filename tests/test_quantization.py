@@ -12,6 +12,7 @@ from helpers import NUM_CLASSES, assert_varies, cosine, images, quantized_copy, 
 from torch import nn
 
 import qzoo
+from qzoo._record import update_record
 
 
 def fresh(name: str = "resnet18") -> nn.Module:
@@ -172,7 +173,7 @@ def test_convert_audits_for_float_layers_left_behind():
     model.fc.qconfig = None
     model.qconfig = qzoo.get_qconfig("x86")
     torch.ao.quantization.prepare(model, inplace=True)
-    model._qzoo_backend = "x86"
+    update_record(model, backend="x86", mode="ptq")
     qzoo.calibrate(model, images(4, 1).split(2), progress=False)
     with pytest.raises(RuntimeError, match="float layers behind.*fc"):
         qzoo.convert(model)

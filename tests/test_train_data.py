@@ -8,20 +8,17 @@ import tarfile
 
 import pytest
 import torch
-from helpers import NUM_CLASSES, make_image_folder
+from helpers import NUM_CLASSES, PicklePayload, images, make_image_folder
 
 import qzoo
 from qzoo import data, train
+
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("QZOO_CACHE", str(tmp_path / "cache"))
 
 
 def test_archive_unpacks_once_and_refuses_paths_outside_its_folder(folder, tmp_path):
@@ -119,3 +116,17 @@ class _Dying:
         iterator = iter(self.batches)
         yield next(iterator)
         raise Killed
+
+
+def test_a_malicious_optimizer_file_in_a_checkpoint_never_runs(tmp_path, monkeypatch):
+    sentinel = tmp_path / "pwned"
+    monkeypatch.setenv("QZOO_SENTINEL", str(sentinel))
+    model = qzoo.resnet18(num_classes=NUM_CLASSES)
+    recipe = train.Recipe(epochs=1, lr=0.01, batch_size=4)
+    batch = (images(4, seed=0), torch.arange(4))
+    train.fit(model, lambda epoch: [batch], recipe, tmp_path / "run", progress=False)
+    torch.save({"state": PicklePayload()}, tmp_path / "run" / "checkpoint" / "optimizer.pt")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        train.load_checkpoint(tmp_path / "run", model, optimizer)
+    assert not sentinel.exists()

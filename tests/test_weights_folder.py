@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 import qzoo
-from qzoo import train, weights
+from qzoo import pretrained, registry, train
+from qzoo._files import file_sha256
 from qzoo.data import ImageTensors, unpack_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights"
 CIFAR10 = ROOT.parent / "shared" / "datasets" / "cifar10" / "cifar10-jpeg.tar.gz"
-QZOO_ENTRIES = [e for e in weights.ENTRIES.values() if e.hub_repo is not None]
+QZOO_ENTRIES = [e for e in pretrained.catalogue().values() if e.hub_repo is not None]
 
 
 def test_every_entry_has_its_folder_and_every_folder_its_entry():
@@ -28,7 +29,7 @@ def test_every_entry_has_its_folder_and_every_folder_its_entry():
 def test_folder_matches_entry(entry):
     folder = WEIGHTS / entry.name
     config = json.loads((folder / "config.json").read_text())
-    assert weights.file_sha256(folder / "model.safetensors") == entry.sha256 == config["sha256"]
+    assert file_sha256(folder / "model.safetensors") == entry.sha256 == config["sha256"]
     assert (config["architecture"], config["kwargs"], config["backend"]) == (
         entry.architecture, dict(entry.kwargs), entry.backend)
     assert config["metrics"] == {k: dict(v) for k, v in entry.metrics.items()}
@@ -57,7 +58,7 @@ def test_the_readme_main_job_reports_real_accuracy():
 def test_qzoo_entries_never_displace_the_factories_imagenet_defaults():
     for entry in QZOO_ENTRIES:
         if entry.mode == "int8":
-            assert weights.int8_weights(entry.architecture, None, None).url is not None
+            assert pretrained.resolve_int8(registry.model_spec(entry.architecture), None, None).url is not None
             with pytest.raises(ValueError, match="from_pretrained"):
                 qzoo.get_model(entry.architecture, quantize=True, weights=entry.name)
 

@@ -1,13 +1,13 @@
 """int8 CPU inference side by side: torch eager (fp32, int8 per backend), qzoo's optimized path,
 torchvision's quantized model, ONNX Runtime fp32 and int8 (QDQ, per-channel, static), qzoo's int8
 model exported to ONNX and run by ONNX Runtime; plus the
-int8 GEMM ceiling and the cost of PTQ and QAT. Every figure of the README's speed table comes from here.
+int8 GEMM ceiling and the cost of PTQ and QAT. Every figure of docs/benchmarks.md's speed table comes from here.
 
     python tools/bench.py                          # resnet18, resnet50, mobilenet_v2; batch 1, 16; 1, 2 threads
     python tools/bench.py --models resnet18 --batches 1 --threads 1 --repeats 20
     pip install -e ".[bench]"                      # ONNX Runtime columns (left out, and said so, without it)
 
-Writes ``results/bench.json`` and ``results/bench.md`` and the README table between the
+Writes ``results/bench.json`` and ``results/bench.md`` and the table in ``docs/benchmarks.md`` between the
 ``bench-table`` markers. Variants are called round-robin (same noise for all), after warm-up,
 with the quiet-machine guard of ``qzoo.benchmark.interleaved_timings``.
 """
@@ -15,7 +15,6 @@ with the quiet-machine guard of ``qzoo.benchmark.interleaved_timings``.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import functools
 import json
@@ -41,7 +40,7 @@ from qzoo.inference import optimize_for_inference
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
-README = ROOT / "README.md"
+DOC = ROOT / "docs" / "benchmarks.md"
 MARKERS = ("<!-- bench-table:start -->", "<!-- bench-table:end -->")
 IMAGE_SIZE = 224
 
@@ -56,9 +55,7 @@ QZOO_TORCH, QZOO_ORT, ORT_INT8 = "qzoo optimized int8", "qzoo int8 on ORT", "ORT
 
 def int8_of(model: nn.Module, backend: str, image_size: int) -> nn.Module:
     """PTQ of a copy of ``model`` on the shared calibration batches."""
-    prepared = qzoo.prepare_ptq(copy.deepcopy(model), backend)
-    qzoo.calibrate(prepared, calibration(image_size), progress=False)
-    return qzoo.convert(prepared)
+    return qzoo.quantize(model, calibration(image_size), backend=backend, progress=False)
 
 
 def torchvision_int8(name: str, float_model: nn.Module, image_size: int) -> Callable[[Tensor], Tensor]:
@@ -125,9 +122,7 @@ def gigaops(model: nn.Module, images: Tensor) -> float:
 def _int8_layer(layer: nn.Module, x: Tensor) -> Callable[[Tensor], Tensor]:
     """``layer`` between quant stubs, PTQ'd for x86 on ``x``, as a callable that ignores its argument."""
     model = nn.Sequential(qzoo.quantization.QuantStub(), layer, qzoo.quantization.DeQuantStub()).eval()
-    prepared = qzoo.prepare_ptq(model, "x86")
-    qzoo.calibrate(prepared, [x], progress=False)
-    int8 = qzoo.convert(prepared)
+    int8 = qzoo.quantize(model, [x], inplace=True, progress=False)
 
     def run(_: Tensor) -> Tensor:
         with qzoo.backend_engine("x86"):
@@ -204,9 +199,7 @@ def ptq_seconds(threads: int) -> float:
     images = synthetic_images(512, IMAGE_SIZE, seed=3).split(32)
     model = qzoo.resnet18().eval()
     start = time.perf_counter()
-    prepared = qzoo.prepare_ptq(model, "x86")
-    qzoo.calibrate(prepared, images, progress=False)
-    qzoo.convert(prepared)
+    qzoo.quantize(model, images, inplace=True, progress=False)
     return time.perf_counter() - start
 
 
@@ -252,7 +245,7 @@ def _cell(timings: dict[str, Any], label: str) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The README table: median ms per call, qzoo/ORT int8 ratios, GEMM efficiency, sizes, workflow cost."""
+    """The docs table: median ms per call, qzoo/ORT int8 ratios, GEMM efficiency, sizes, workflow cost."""
     lines = []
     for threads in report["threads"]:
         ceiling = report["gemm_ceiling"][str(threads)]["int8_gops"]
@@ -303,10 +296,10 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(table: str) -> None:
-    text = README.read_text()
+def write_doc(table: str) -> None:
+    text = DOC.read_text()
     start, end = (text.index(marker) for marker in MARKERS)
-    README.write_text(text[:start + len(MARKERS[0])] + "\n" + table + text[end:])
+    DOC.write_text(text[:start + len(MARKERS[0])] + "\n" + table + text[end:])
 
 
 def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -335,7 +328,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="input size (default 224)")
     parser.add_argument("--no-workflow-cost", action="store_true", help="skip the PTQ and QAT-step timings")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for bench.json and bench.md")
-    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other thread counts (and the workflow cost, if skipped) of OUT/bench.json")
     args = parser.parse_args()
@@ -359,8 +352,8 @@ def main() -> None:
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
     (args.out / "bench.md").write_text(table)
-    if not args.no_readme:
-        write_readme(table)
+    if not args.no_docs:
+        write_doc(table)
     print(table)
 
 

@@ -1,10 +1,10 @@
-"""The CIFAR-10 worked example, one command per step; every number in the README table comes from here.
+"""The CIFAR-10 worked example, one command per step; every number in docs/cifar10.md comes from here.
 
     python tools/cifar10.py train resnet18        # float training from scratch (resumable; 400-550 s an epoch here)
     python tools/cifar10.py ptq resnet18          # calibrate on 512 seeded training images, evaluate on 10,000
     python tools/cifar10.py qat resnet18          # QAT from the float model (resumable)
     python tools/cifar10.py bench resnet18        # fp32 vs int8 latency at batch 1 and 16, side by side
-    python tools/publish.py                       # weights/ folders, qzoo/weights.json, results/cifar10.json, README table
+    python tools/publish.py                       # weights/ folders, qzoo/weights.json, results/cifar10.json, docs/cifar10.md
 
 Runs go to ``runs/cifar10/<model>-<step>/``; rerun a step to resume it. Data:
 ``../shared/datasets/cifar10/cifar10-jpeg.tar.gz``, unpacked once into qzoo's cache.
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import qzoo
-from qzoo import train, weights, workflow
+from qzoo import pretrained, train, workflow
 from qzoo.data import ImageTensors, unpack_archive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +62,8 @@ def train_float(name: str) -> None:
     metrics = history[-1]["eval"]
     qzoo.save_pretrained(model.eval(), float_folder(name), name=f"{name}.cifar10_float",
                          metrics={"CIFAR-10": {"acc1": metrics["acc1"], "acc5": metrics["acc5"]}},
-                         transforms=dataclasses.asdict(weights.CIFAR10_TRANSFORMS),
-                         categories=list(weights.CIFAR10_CLASSES), recipe=f"python tools/cifar10.py train {name}",
+                         transforms=dataclasses.asdict(pretrained.CIFAR10_TRANSFORMS),
+                         categories=list(pretrained.CIFAR10_CLASSES), recipe=f"python tools/cifar10.py train {name}",
                          license="BSD-3-Clause (qzoo); CIFAR-10 images (Krizhevsky, 2009)")
     print(json.dumps(history[-1]))
 

@@ -1,6 +1,6 @@
-"""Turn the CIFAR-10 runs into weights entries, the results file and the README table.
+"""Turn the CIFAR-10 runs into weights entries, the results file and the table in docs/cifar10.md.
 
-    python tools/publish.py                  # weights/<entry>/, qzoo/weights.json, results/cifar10.json, README
+    python tools/publish.py                  # weights/<entry>/, qzoo/weights.json, results/cifar10.json, docs/cifar10.md
     python tools/publish.py --push ORG       # maintainers: upload each weights/ folder to ORG/<entry> on the hub
 
 Reads ``runs/cifar10/`` as ``tools/cifar10.py`` leaves it; a step that has not run yet is
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 import qzoo
-from qzoo import train, weights
+from qzoo import pretrained, train
 
 from cifar10 import load_split  # tools/ is on sys.path when this script runs
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "cifar10"
 WEIGHTS = ROOT / "weights"
 RESULTS = ROOT / "results" / "cifar10.json"
-README = ROOT / "README.md"
+DOC = ROOT / "docs" / "cifar10.md"
 MODELS = ("resnet18", "mobilenet_v2")
 TARGETS = {"resnet18": {"ptq": 0.5, "qat": 0.2}, "mobilenet_v2": {"ptq": 1.5, "qat": 0.5}}  # max acc@1 drop
 SHIPPED_FLOAT = ("mobilenet_v2",)  # float ResNet18 (45 MB) stays out of the repository's 40 MB budget
@@ -112,7 +112,7 @@ def publish() -> None:
     for stale in WEIGHTS.iterdir() if WEIGHTS.is_dir() else ():
         if stale.is_dir() and stale.name not in kept:
             shutil.rmtree(stale)
-    weights.INDEX.write_text(json.dumps(entries, indent=2) + "\n")
+    pretrained.INDEX.write_text(json.dumps(entries, indent=2) + "\n")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
         "date": datetime.date.today().isoformat(), "machine": _cpu_name(),
@@ -149,16 +149,16 @@ def _write_table(results: dict[str, Any]) -> None:
         float_acc = f"{row['float']:.2f}" if "float" in row else "not run yet"
         lines.append(f"| {model} | {row['float_epochs']} | {float_acc} | {_cell(row, 'ptq')} | {_cell(row, 'qat')} "
                      f"| {sizes} | {speed.get('1', '')} | {speed.get('2', '')} |")
-    text = README.read_text()
+    text = DOC.read_text()
     start, end = "<!-- cifar10-table:start -->", "<!-- cifar10-table:end -->"
     if start in text:
         head, rest = text.split(start, 1)
         text = head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1]
-        README.write_text(text)
+        DOC.write_text(text)
 
 
 def push(org: str) -> None:
-    for entry in json.loads(weights.INDEX.read_text()):
+    for entry in json.loads(pretrained.INDEX.read_text()):
         model = qzoo.from_pretrained(WEIGHTS / entry["name"])
         config = json.loads((WEIGHTS / entry["name"] / "config.json").read_text())
         extra = {k: config[k] for k in ("name", "metrics", "transforms", "categories", "recipe", "license") if k in config}

@@ -1,38 +1,95 @@
-"""What every qzoo factory does: resolve weights, build, load float weights, then prepare or convert."""
+"""What every qzoo factory does, and the decorator that makes a model builder a registered factory.
+
+A family file defines its ``Quantizable*`` classes and, per model, a small builder that returns
+the float model from architecture arguments. ``@register_model`` registers it (:mod:`qzoo.registry`)
+and turns it into the public factory: keyword-only ``weights``, ``prepare``, ``quantize``,
+``backend``, ``progress``; weights resolved once (:mod:`qzoo.pretrained`), downloaded through the
+verified fetch, loaded; then the model prepared or converted as asked.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from torch import nn
 from torchvision.models import WeightsEnum
 
-from .. import quantization, serialization
-from .. import weights as qzoo_weights
+from .. import _files, quantization, registry, serialization
+from .._record import update_record
+from ..pretrained import Weights, resolve_float, resolve_int8
+from ..registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 Prepare = Literal["ptq", "qat"] | None
-WeightsArg = WeightsEnum | str | None
+WeightsArg = WeightsEnum | Weights | str | None
+Model = TypeVar("Model", bound=nn.Module)
+
+_WORKFLOW_ARGUMENTS = ("weights", "prepare", "quantize", "backend", "progress")
+
+FACTORY_ARGUMENTS = """
+Arguments (keyword-only, the same for every qzoo factory):
+    weights: ``None`` (random init), ``"DEFAULT"``, a member name of {float_enum}
+        (``"{first_member}"``), a member itself, or a weights entry name
+        (``qzoo.list_weights("{name}")``). Files are downloaded once, verified against their
+        sha256 on every load and read without unpickling code.
+    prepare: ``None``: float model, unfused, eval mode. ``"ptq"``: fused, observers inserted,
+        eval mode (then ``qzoo.calibrate`` and ``qzoo.convert``, or ``qzoo.quantize`` in one
+        call). ``"qat"``: fused for QAT, fake-quant inserted, train mode (fine-tune, then
+        ``qzoo.convert``).
+    quantize: ``True`` returns a pretrained int8 model; ``weights`` then names an int8 entry
+        (``None``/``"DEFAULT"``: the default for ``backend``). {int8_note}
+    backend: ``"x86"`` (the default), ``"fbgemm"``, ``"qnnpack"`` or ``"onednn"``; with
+        ``quantize=True``, ``None`` means the int8 weights' own backend.
+    progress: show a progress bar while downloading.
+    **kwargs: architecture arguments of the model ({kwargs}).
+
+Input: float32 RGB images ``(N, 3, H, W)`` on the CPU, normalised with mean {mean} and std
+{std}; the pretrained weights expect a resize to {resize} pixels and a centre crop of {crop}.
+Conflicting arguments raise ``ValueError`` naming the fix.
+"""
 
 
-def resolve_float_weights(enum: type[WeightsEnum], weights: WeightsArg) -> WeightsEnum | None:
-    """Map ``None``, ``"DEFAULT"``, a member name or a member of ``enum`` to that member."""
-    if weights is None:
-        return None
-    names = ", ".join(["DEFAULT", *enum.__members__])
-    if isinstance(weights, WeightsEnum):
-        if not isinstance(weights, enum):
-            raise ValueError(
-                f"weights={weights} belongs to another architecture; this model takes "
-                f"{enum.__name__} ({names})"
-            )
-        return weights
-    if isinstance(weights, str):
-        prefix, _, member = weights.rpartition(".")
-        if prefix in ("", enum.__name__) and member in enum.__members__:
-            return enum[member]
-        raise ValueError(f"unknown weights {weights!r} for this model; choose one of {enum.__name__}: {names}")
-    raise TypeError(f"weights must be None, a string or a {enum.__name__} member, not {type(weights).__name__}")
+def _document(builder: Callable[..., nn.Module], spec: ModelSpec, architecture_arguments: str) -> str:
+    members = list(spec.float_weights.__members__) if spec.float_weights else ["IMAGENET1K_V1"]
+    int8_note = (f"Published int8 weights: ``{spec.int8_weights.__name__}``." if spec.int8_weights
+                 else "None are published for this model: use ``prepare='ptq'`` and calibrate.")
+    resize, crop = spec.input_size
+    section = FACTORY_ARGUMENTS.format(
+        float_enum=f"``{spec.float_weights.__name__}``" if spec.float_weights else "the model's weights enum",
+        first_member=members[0], name=spec.name, int8_note=int8_note, kwargs=architecture_arguments,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=resize, crop=crop)
+    return inspect.cleandoc(builder.__doc__ or spec.name) + "\n" + section
+
+
+def register_model(*, float_weights: type[WeightsEnum] | None, int8_weights: type[WeightsEnum] | None = None,
+                   arguments: str = "num_classes and the float class's own arguments"
+                   ) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
+    """Make ``builder(**kwargs) -> float model`` the registered factory of the same name.
+
+    ``float_weights``: torchvision's float weights enum for the architecture (``None`` if it has
+    none); ``int8_weights``: torchvision's quantized weights enum, when one is published;
+    ``arguments``: the architecture arguments to name in the factory's documentation.
+    """
+
+    def decorate(builder: Callable[..., Model]) -> Callable[..., Model]:
+        @functools.wraps(builder)
+        def factory(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+                    backend: str | None = None, progress: bool = True, **kwargs: Any) -> Model:
+            model = build(spec, builder, weights=weights, prepare=prepare, quantize=quantize, backend=backend,
+                          progress=progress, kwargs=kwargs)
+            return model  # type: ignore[return-value]
+
+        own = inspect.signature(factory, follow_wrapped=False)
+        factory.__signature__ = own.replace(return_annotation=inspect.signature(builder).return_annotation)  # type: ignore[attr-defined]
+        del factory.__wrapped__  # help() shows the factory's arguments, not the builder's
+        spec = registry.add_model(ModelSpec(builder.__name__, factory, builder.__module__, float_weights,
+                                            int8_weights))
+        factory.__doc__ = _document(builder, spec, arguments)
+        return factory
+
+    return decorate
 
 
 def fixed_kwargs(kwargs: dict[str, Any], **fixed: Any) -> dict[str, Any]:
@@ -44,29 +101,15 @@ def fixed_kwargs(kwargs: dict[str, Any], **fixed: Any) -> dict[str, Any]:
     return kwargs
 
 
-ARCHITECTURE_ATTR = "_qzoo_architecture"
-KWARGS_ATTR = "_qzoo_kwargs"
-WEIGHTS_ATTR = "_qzoo_weights"
+def build(spec: ModelSpec, builder: Callable[..., nn.Module], *, weights: WeightsArg, prepare: Prepare,
+          quantize: bool, backend: str | None, progress: bool, kwargs: dict[str, Any]) -> nn.Module:
+    """Build a model in the state the factory arguments ask for (see :data:`FACTORY_ARGUMENTS`).
 
-
-def build(
-    constructor: Callable[..., nn.Module],
-    weights_enum: type[WeightsEnum],
-    *,
-    weights: WeightsArg,
-    prepare: Prepare,
-    quantize: bool,
-    backend: str | None,
-    progress: bool,
-    **kwargs: Any,
-) -> nn.Module:
-    """Build a quantizable model in the state the factory arguments ask for (see the README's table).
-
-    The model remembers its architecture name, keyword arguments and weights entry, so
-    ``qzoo.save_pretrained`` can write a config that rebuilds it.
+    The model's record (:func:`qzoo.model_record`) holds its architecture, arguments and weights
+    entry, so ``qzoo.save_pretrained`` can write a config that rebuilds it.
     """
     if backend is not None:
-        quantization._check_backend(backend)
+        quantization.check_backend(backend)
     if prepare not in (None, "ptq", "qat"):
         raise ValueError(f"prepare={prepare!r}: use None (float), 'ptq' or 'qat'")
     if quantize and prepare is not None:
@@ -74,17 +117,29 @@ def build(
             f"quantize=True returns a converted int8 model, so prepare={prepare!r} cannot apply: "
             f"use prepare={prepare!r} alone, then qzoo.calibrate/train and qzoo.convert"
         )
-    architecture = qzoo_weights.architecture_of(weights_enum)
+    entry = resolve_int8(spec, weights, backend) if quantize else resolve_float(spec, weights)
+    if entry is not None:
+        if entry.url is None:
+            raise ValueError(f"{entry.name} are published as a qzoo folder: load them with "
+                             f"qzoo.from_pretrained({entry.name!r})")
+        _check_classes(kwargs, int(entry.kwargs["num_classes"]), entry.name)
+    model = builder(**kwargs).eval()
+    update_record(model, architecture=spec.name, kwargs=kwargs, weights=entry.name if entry else None)
     if quantize:
-        model = _pretrained_int8(constructor, architecture, weights, backend, progress, kwargs)
-    else:
-        model = _float(constructor, weights_enum, weights, prepare, backend or "x86", progress, kwargs)
-    setattr(model, ARCHITECTURE_ATTR, architecture)
-    setattr(model, KWARGS_ATTR, dict(kwargs))
+        assert entry is not None
+        quantization.int8_skeleton(model, entry.backend or quantization.DEFAULT_BACKEND)
+        serialization.load_int8_state(model, _read_url_file(entry, progress), entry.name)
+        return model
+    if entry is not None:
+        model.load_state_dict(_read_url_file(entry, progress))
+    if prepare == "ptq":
+        quantization.prepare_ptq(model, backend or quantization.DEFAULT_BACKEND)
+    elif prepare == "qat":
+        quantization.prepare_qat(model, backend or quantization.DEFAULT_BACKEND)
     return model
 
 
-def _check_classes(kwargs: dict[str, Any], classes: int, weights: object) -> None:
+def _check_classes(kwargs: dict[str, Any], classes: int, weights: str) -> None:
     if kwargs.setdefault("num_classes", classes) != classes:
         raise ValueError(
             f"weights={weights} have {classes} classes but num_classes={kwargs['num_classes']}: "
@@ -92,36 +147,9 @@ def _check_classes(kwargs: dict[str, Any], classes: int, weights: object) -> Non
         )
 
 
-def _float(constructor: Callable[..., nn.Module], weights_enum: type[WeightsEnum], weights: WeightsArg,
-           prepare: Prepare, backend: str, progress: bool, kwargs: dict[str, Any]) -> nn.Module:
-    float_weights = resolve_float_weights(weights_enum, weights)
-    if float_weights is not None:
-        _check_classes(kwargs, len(float_weights.meta["categories"]), float_weights)
-    model = constructor(**kwargs).eval()
-    if float_weights is not None:
-        state = float_weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
-        model.load_state_dict(state)
-        setattr(model, WEIGHTS_ATTR, f"{qzoo_weights.architecture_of(weights_enum)}.{float_weights.name.lower()}")
-    if prepare == "ptq":
-        quantization.prepare_ptq(model, backend)
-    elif prepare == "qat":
-        quantization.prepare_qat(model, backend)
-    return model
-
-
-def _pretrained_int8(constructor: Callable[..., nn.Module], architecture: str, weights: WeightsArg,
-                     backend: str | None, progress: bool, kwargs: dict[str, Any]) -> nn.Module:
-    if isinstance(weights, WeightsEnum):
-        weights = f"{architecture}.{weights.name.lower()}"
-    if weights is not None and not isinstance(weights, str):
-        raise TypeError(f"weights must be None, a weights name or a torchvision weights member, not {type(weights).__name__}")
-    entry = qzoo_weights.int8_weights(architecture, weights, backend)
-    if entry.url is None:
-        raise ValueError(f"{entry.name} are published as a qzoo folder: load them with "
-                         f"qzoo.from_pretrained({entry.name!r}) or qzoo.get_model({entry.name!r})")
-    _check_classes(kwargs, int(entry.kwargs["num_classes"]), entry.name)
-    model = quantization.int8_skeleton(constructor(**kwargs).eval(), entry.backend or "x86")
-    state = qzoo_weights.load_url_state(entry, progress=progress)
-    serialization.load_int8_state(model, state, entry.name)
-    setattr(model, WEIGHTS_ATTR, entry.name)
-    return model
+def _read_url_file(entry: Weights, progress: bool) -> dict[str, Any]:
+    """The state_dict of a URL entry: fetched into torch.hub's cache, sha256-checked on every load."""
+    assert entry.url is not None
+    path = _files.fetch_verified(entry.url, entry.sha256, folder=_files.torch_hub_checkpoints(),
+                                 filename=entry.filename, progress=progress)
+    return serialization.read_torch_checkpoint(path)

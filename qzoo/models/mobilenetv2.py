@@ -9,10 +9,11 @@ torchvision's, so float and int8 torchvision checkpoints load strictly.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from torch import Tensor, nn
 from torchvision.models import mobilenetv2 as tv
+from torchvision.models.quantization import mobilenetv2 as tvq
 from torchvision.ops.misc import Conv2dNormActivation
 
 from ..quantization import (
@@ -23,7 +24,7 @@ from ..quantization import (
     fuse_modules,
     fusion_step,
 )
-from ._factory import Prepare, WeightsArg, build
+from ._factory import register_model
 
 __all__ = ["QuantizableInvertedResidual", "QuantizableMobileNetV2", "mobilenet_v2"]
 
@@ -89,14 +90,12 @@ class QuantizableMobileNetV2(QuantizableModel, tv.MobileNetV2):
                 module.fuse_model(is_qat)
 
 
-def mobilenet_v2(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-                 backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableMobileNetV2:
-    """MobileNetV2; ``weights`` from ``torchvision.models.MobileNet_V2_Weights``.
+@register_model(float_weights=tv.MobileNet_V2_Weights, int8_weights=tvq.MobileNet_V2_QuantizedWeights,
+                arguments="num_classes, width_mult, dropout, round_nearest, inverted_residual_setting, stem_stride")
+def mobilenet_v2(**kwargs: Any) -> QuantizableMobileNetV2:
+    """MobileNetV2 (Sandler et al., 2018).
 
-    ``width_mult``, ``num_classes``, ``dropout``, ``round_nearest`` and
-    ``inverted_residual_setting`` pass through. ``stem_stride=1`` keeps the first conv at full
-    resolution for 32x32 inputs (the CIFAR-10 variant; same parameters, more compute).
+    ``stem_stride=1`` keeps the first conv at full resolution for 32x32 inputs (the CIFAR-10
+    variant; same parameters, more compute).
     """
-    model = build(QuantizableMobileNetV2, tv.MobileNet_V2_Weights, weights=weights, prepare=prepare,
-                  quantize=quantize, backend=backend, progress=progress, **kwargs)
-    return cast(QuantizableMobileNetV2, model)
+    return QuantizableMobileNetV2(**kwargs)

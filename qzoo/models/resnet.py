@@ -9,11 +9,11 @@ model gains ``QuantStub``/``DeQuantStub`` and ``fuse_model``. Module names equal
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any, cast
+from typing import Any
 
 from torch import Tensor, nn
 from torchvision.models import resnet as tv
+from torchvision.models.quantization import resnet as tvq
 
 from ..quantization import (
     DeQuantStub,
@@ -23,7 +23,7 @@ from ..quantization import (
     fuse_modules,
     fusion_step,
 )
-from ._factory import Prepare, WeightsArg, build, fixed_kwargs
+from ._factory import fixed_kwargs, register_model
 
 __all__ = [
     "QuantizableBasicBlock",
@@ -40,6 +40,9 @@ __all__ = [
     "wide_resnet50_2",
     "wide_resnet101_2",
 ]
+
+
+RESNET_ARGUMENTS = "num_classes, zero_init_residual, groups, width_per_group, replace_stride_with_dilation, norm_layer"
 
 
 def _fuse_downsample(block: tv.BasicBlock | tv.Bottleneck, is_qat: bool) -> None:
@@ -113,93 +116,65 @@ class QuantizableResNet(QuantizableModel, tv.ResNet):
                 module.fuse_model(is_qat)
 
 
-def _resnet(
-    block: type[QuantizableBasicBlock | QuantizableBottleneck],
-    layers: list[int],
-    weights_enum: type[tv.WeightsEnum],
-    weights: WeightsArg,
-    prepare: Prepare,
-    quantize: bool,
-    backend: str | None,
-    progress: bool,
-    kwargs: dict[str, Any],
-) -> QuantizableResNet:
-    constructor = partial(QuantizableResNet, block, layers)
-    model = build(constructor, weights_enum, weights=weights, prepare=prepare, quantize=quantize,
-                  backend=backend, progress=progress, **kwargs)
-    return cast(QuantizableResNet, model)
+@register_model(float_weights=tv.ResNet18_Weights, int8_weights=tvq.ResNet18_QuantizedWeights,
+                arguments=RESNET_ARGUMENTS)
+def resnet18(**kwargs: Any) -> QuantizableResNet:
+    """ResNet-18 (He et al., 2015)."""
+    return QuantizableResNet(QuantizableBasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-def resnet18(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-             backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
-    """ResNet-18 (He et al., 2015); ``weights`` from ``torchvision.models.ResNet18_Weights``."""
-    return _resnet(QuantizableBasicBlock, [2, 2, 2, 2], tv.ResNet18_Weights,
-                   weights, prepare, quantize, backend, progress, kwargs)
+@register_model(float_weights=tv.ResNet34_Weights, arguments=RESNET_ARGUMENTS)
+def resnet34(**kwargs: Any) -> QuantizableResNet:
+    """ResNet-34 (He et al., 2015)."""
+    return QuantizableResNet(QuantizableBasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-def resnet34(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-             backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
-    """ResNet-34; ``weights`` from ``torchvision.models.ResNet34_Weights``."""
-    return _resnet(QuantizableBasicBlock, [3, 4, 6, 3], tv.ResNet34_Weights,
-                   weights, prepare, quantize, backend, progress, kwargs)
+@register_model(float_weights=tv.ResNet50_Weights, int8_weights=tvq.ResNet50_QuantizedWeights,
+                arguments=RESNET_ARGUMENTS)
+def resnet50(**kwargs: Any) -> QuantizableResNet:
+    """ResNet-50 (He et al., 2015)."""
+    return QuantizableResNet(QuantizableBottleneck, [3, 4, 6, 3], **kwargs)
 
 
-def resnet50(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-             backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
-    """ResNet-50; ``weights`` from ``torchvision.models.ResNet50_Weights``."""
-    return _resnet(QuantizableBottleneck, [3, 4, 6, 3], tv.ResNet50_Weights,
-                   weights, prepare, quantize, backend, progress, kwargs)
+@register_model(float_weights=tv.ResNet101_Weights, arguments=RESNET_ARGUMENTS)
+def resnet101(**kwargs: Any) -> QuantizableResNet:
+    """ResNet-101 (He et al., 2015)."""
+    return QuantizableResNet(QuantizableBottleneck, [3, 4, 23, 3], **kwargs)
 
 
-def resnet101(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-              backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
-    """ResNet-101; ``weights`` from ``torchvision.models.ResNet101_Weights``."""
-    return _resnet(QuantizableBottleneck, [3, 4, 23, 3], tv.ResNet101_Weights,
-                   weights, prepare, quantize, backend, progress, kwargs)
+@register_model(float_weights=tv.ResNet152_Weights, arguments=RESNET_ARGUMENTS)
+def resnet152(**kwargs: Any) -> QuantizableResNet:
+    """ResNet-152 (He et al., 2015)."""
+    return QuantizableResNet(QuantizableBottleneck, [3, 8, 36, 3], **kwargs)
 
 
-def resnet152(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-              backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
-    """ResNet-152; ``weights`` from ``torchvision.models.ResNet152_Weights``."""
-    return _resnet(QuantizableBottleneck, [3, 8, 36, 3], tv.ResNet152_Weights,
-                   weights, prepare, quantize, backend, progress, kwargs)
+@register_model(float_weights=tv.ResNeXt50_32X4D_Weights, arguments=RESNET_ARGUMENTS)
+def resnext50_32x4d(**kwargs: Any) -> QuantizableResNet:
+    """ResNeXt-50 32x4d (Xie et al., 2016): ``groups=32``, ``width_per_group=4`` are fixed."""
+    return QuantizableResNet(QuantizableBottleneck, [3, 4, 6, 3], **fixed_kwargs(kwargs, groups=32, width_per_group=4))
 
 
-def resnext50_32x4d(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-                    backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
-    """ResNeXt-50 32x4d (Xie et al., 2016); ``weights`` from ``ResNeXt50_32X4D_Weights``."""
-    fixed_kwargs(kwargs, groups=32, width_per_group=4)
-    return _resnet(QuantizableBottleneck, [3, 4, 6, 3], tv.ResNeXt50_32X4D_Weights,
-                   weights, prepare, quantize, backend, progress, kwargs)
+@register_model(float_weights=tv.ResNeXt101_32X8D_Weights, int8_weights=tvq.ResNeXt101_32X8D_QuantizedWeights,
+                arguments=RESNET_ARGUMENTS)
+def resnext101_32x8d(**kwargs: Any) -> QuantizableResNet:
+    """ResNeXt-101 32x8d (Xie et al., 2016): ``groups=32``, ``width_per_group=8`` are fixed."""
+    return QuantizableResNet(QuantizableBottleneck, [3, 4, 23, 3], **fixed_kwargs(kwargs, groups=32, width_per_group=8))
 
 
-def resnext101_32x8d(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-                     backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
-    """ResNeXt-101 32x8d; ``weights`` from ``ResNeXt101_32X8D_Weights``."""
-    fixed_kwargs(kwargs, groups=32, width_per_group=8)
-    return _resnet(QuantizableBottleneck, [3, 4, 23, 3], tv.ResNeXt101_32X8D_Weights,
-                   weights, prepare, quantize, backend, progress, kwargs)
+@register_model(float_weights=tv.ResNeXt101_64X4D_Weights, int8_weights=tvq.ResNeXt101_64X4D_QuantizedWeights,
+                arguments=RESNET_ARGUMENTS)
+def resnext101_64x4d(**kwargs: Any) -> QuantizableResNet:
+    """ResNeXt-101 64x4d (Xie et al., 2016): ``groups=64``, ``width_per_group=4`` are fixed."""
+    return QuantizableResNet(QuantizableBottleneck, [3, 4, 23, 3], **fixed_kwargs(kwargs, groups=64, width_per_group=4))
 
 
-def resnext101_64x4d(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-                     backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
-    """ResNeXt-101 64x4d; ``weights`` from ``ResNeXt101_64X4D_Weights``."""
-    fixed_kwargs(kwargs, groups=64, width_per_group=4)
-    return _resnet(QuantizableBottleneck, [3, 4, 23, 3], tv.ResNeXt101_64X4D_Weights,
-                   weights, prepare, quantize, backend, progress, kwargs)
+@register_model(float_weights=tv.Wide_ResNet50_2_Weights, arguments=RESNET_ARGUMENTS)
+def wide_resnet50_2(**kwargs: Any) -> QuantizableResNet:
+    """Wide ResNet-50-2 (Zagoruyko & Komodakis, 2016): ``width_per_group=128`` is fixed."""
+    return QuantizableResNet(QuantizableBottleneck, [3, 4, 6, 3], **fixed_kwargs(kwargs, width_per_group=128))
 
 
-def wide_resnet50_2(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-                    backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
-    """Wide ResNet-50-2 (Zagoruyko & Komodakis, 2016); ``weights`` from ``Wide_ResNet50_2_Weights``."""
-    fixed_kwargs(kwargs, width_per_group=128)
-    return _resnet(QuantizableBottleneck, [3, 4, 6, 3], tv.Wide_ResNet50_2_Weights,
-                   weights, prepare, quantize, backend, progress, kwargs)
-
-
-def wide_resnet101_2(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
-                     backend: str | None = None, progress: bool = True, **kwargs: Any) -> QuantizableResNet:
-    """Wide ResNet-101-2; ``weights`` from ``Wide_ResNet101_2_Weights``."""
-    fixed_kwargs(kwargs, width_per_group=128)
-    return _resnet(QuantizableBottleneck, [3, 4, 23, 3], tv.Wide_ResNet101_2_Weights,
-                   weights, prepare, quantize, backend, progress, kwargs)
+@register_model(float_weights=tv.Wide_ResNet101_2_Weights, arguments=RESNET_ARGUMENTS)
+def wide_resnet101_2(**kwargs: Any) -> QuantizableResNet:
+    """Wide ResNet-101-2 (Zagoruyko & Komodakis, 2016): ``width_per_group=128`` is fixed."""
+    return QuantizableResNet(QuantizableBottleneck, [3, 4, 23, 3], **fixed_kwargs(kwargs, width_per_group=128))

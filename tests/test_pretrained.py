@@ -1,11 +1,11 @@
-"""Weights entries and the torchvision URL path: download, verify on every load, refuse bad files."""
+"""The weights catalogue, its resolver, and the torchvision URL path: download, verify on every load, refuse bad files."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import pickle
-from types import MappingProxyType
 
 import pytest
 import torch
@@ -13,7 +13,7 @@ from helpers import PicklePayload, images, quantized_copy, refreshed, run
 from loopback import serving
 
 import qzoo
-from qzoo import weights
+from qzoo import pretrained, registry
 from qzoo.serialization import IntegrityError
 
 ENTRY = "mobilenet_v2.imagenet1k_qnnpack_v1"
@@ -30,22 +30,18 @@ def int8_reference():
 
 
 @pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    return tmp_path / "torch" / "hub" / "checkpoints"
+def point_entry_at(with_entries):
+    def point(url: str, payload: bytes) -> pretrained.Weights:
+        """The real entry, moved to the loopback server with the sha256 of the file the test made."""
+        entry = dataclasses.replace(pretrained.get_weights(ENTRY), url=url, sha256=hashlib.sha256(payload).hexdigest())
+        with_entries(entry)
+        return entry
 
-
-def point_entry_at(monkeypatch, url: str, payload: bytes) -> weights.Weights:
-    """The real entry, moved to the loopback server with the sha256 of the file the test made."""
-    import hashlib
-
-    entry = dataclasses.replace(weights.ENTRIES[ENTRY], url=url, sha256=hashlib.sha256(payload).hexdigest())
-    monkeypatch.setattr(weights, "ENTRIES", MappingProxyType({**weights.ENTRIES, ENTRY: entry}))
-    return entry
+    return point
 
 
 def test_quantize_true_downloads_verifies_and_loads_under_the_entry_backend(int8_reference, torch_home,
-                                                                          monkeypatch, capfd):
+                                                                          point_entry_at, capfd):
     model, payload = int8_reference
     x = images(2, seed=3)
     stale = torch_home / f".{FILENAME}.99999999.partial"  # left by a killed download
@@ -53,7 +49,7 @@ def test_quantize_true_downloads_verifies_and_loads_under_the_entry_backend(int8
     stale.write_bytes(payload[:100])
     with serving() as server:
         server.files[FILENAME] = payload
-        point_entry_at(monkeypatch, f"{server.url}/{FILENAME}", payload)
+        point_entry_at(f"{server.url}/{FILENAME}", payload)
         loaded = qzoo.mobilenet_v2(quantize=True)
         assert server.requests == [f"GET /{FILENAME}"]
     assert "%" in capfd.readouterr().err  # torch.hub's progress bar
@@ -64,9 +60,9 @@ def test_quantize_true_downloads_verifies_and_loads_under_the_entry_backend(int8
     assert torch.equal(run(again, x, "qnnpack"), run(model, x, "qnnpack"))
 
 
-def test_a_cache_hit_is_rehashed_and_a_flipped_byte_refused(int8_reference, torch_home, monkeypatch):
+def test_a_cache_hit_is_rehashed_and_a_flipped_byte_refused(int8_reference, torch_home, point_entry_at):
     _, payload = int8_reference
-    entry = point_entry_at(monkeypatch, f"http://127.0.0.1:9/{FILENAME}", payload)
+    entry = point_entry_at(f"http://127.0.0.1:9/{FILENAME}", payload)
     torch_home.mkdir(parents=True)
     damaged = bytearray(payload)
     damaged[len(payload) // 2] ^= 0x01
@@ -82,23 +78,23 @@ def test_the_real_entry_checks_torchvisions_published_hash_prefix(torch_home):
         qzoo.mobilenet_v2(quantize=True)
 
 
-def test_a_changed_file_from_the_server_never_reaches_the_cache(int8_reference, torch_home, monkeypatch):
+def test_a_changed_file_from_the_server_never_reaches_the_cache(int8_reference, torch_home, point_entry_at):
     _, payload = int8_reference
     with serving() as server:
         server.files[FILENAME] = payload[:-1] + bytes([payload[-1] ^ 1])
-        point_entry_at(monkeypatch, f"{server.url}/{FILENAME}", payload)
+        point_entry_at(f"{server.url}/{FILENAME}", payload)
         with pytest.raises(IntegrityError, match="the server sent a different file"):
             qzoo.mobilenet_v2(quantize=True, progress=False)
     assert not torch_home.exists() or list(torch_home.iterdir()) == []
 
 
-def test_a_malicious_pickle_with_a_matching_hash_never_runs(torch_home, tmp_path, monkeypatch):
+def test_a_malicious_pickle_with_a_matching_hash_never_runs(torch_home, tmp_path, point_entry_at, monkeypatch):
     sentinel = tmp_path / "pwned"
     monkeypatch.setenv("QZOO_SENTINEL", str(sentinel))
     payload = pickle.dumps({"features.0.0.weight": PicklePayload()})
     with serving() as server:
         server.files[FILENAME] = payload
-        point_entry_at(monkeypatch, f"{server.url}/{FILENAME}", payload)
+        point_entry_at(f"{server.url}/{FILENAME}", payload)
         with pytest.raises(pickle.UnpicklingError):
             qzoo.mobilenet_v2(quantize=True, progress=False)
     assert not sentinel.exists()
@@ -120,22 +116,22 @@ def test_int8_weights_requests_that_cannot_work_name_the_fix(call, message):
 def test_entries_mirror_torchvisions_enums():
     from torchvision.models.quantization import MobileNet_V2_QuantizedWeights, ResNet50_QuantizedWeights
 
-    entry = weights.get_weights(ENTRY)
+    entry = pretrained.get_weights(ENTRY)
     tv = MobileNet_V2_QuantizedWeights.IMAGENET1K_QNNPACK_V1
     assert (entry.url, entry.sha256, entry.backend, entry.default) == (tv.url, "37f702c5", "qnnpack", True)
     assert entry.metrics["ImageNet-1K"] == {"acc1": 71.658, "acc5": 90.15}
     assert entry.unquantized == "mobilenet_v2.imagenet1k_v1"
-    resnet50 = weights.int8_weights("resnet50", None, None)
+    resnet50 = pretrained.resolve_int8(registry.model_spec("resnet50"), None, None)
     assert resnet50.url == ResNet50_QuantizedWeights.DEFAULT.url and resnet50.sha256 == "23753f79"
-    torchvision_entries = [n for n in weights.list_weights("resnet18") if weights.ENTRIES[n].url]
+    torchvision_entries = [n for n in pretrained.list_weights("resnet18") if pretrained.get_weights(n).url]
     assert torchvision_entries == ["resnet18.imagenet1k_fbgemm_v1", "resnet18.imagenet1k_v1"]
 
 
-def test_from_pretrained_builds_torchvision_entries_by_name(int8_reference, torch_home, monkeypatch):
+def test_from_pretrained_builds_torchvision_entries_by_name(int8_reference, torch_home, point_entry_at):
     model, payload = int8_reference
     with serving() as server:
         server.files[FILENAME] = payload
-        point_entry_at(monkeypatch, f"{server.url}/{FILENAME}", payload)
+        point_entry_at(f"{server.url}/{FILENAME}", payload)
         loaded = qzoo.from_pretrained(ENTRY, progress=False)
     x = images(2, seed=8)
     assert torch.equal(run(loaded, x, "qnnpack"), run(model, x, "qnnpack"))

@@ -1,0 +1,26 @@
+"""The warnings torch raises on every trace or TorchScript-based ONNX export, hidden around qzoo's own calls."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+
+import torch
+
+
+@contextlib.contextmanager
+def tracing_warnings_silenced() -> Iterator[None]:
+    """Hide the warnings torch raises on every trace or legacy ONNX export of an int8 model.
+
+    torch marks TorchScript and the TorchScript-based ONNX exporter deprecated on every call, and
+    the tracer warns that quantization parameters become constants, which freezing wants. The
+    checks against the eager model after each trace are the guard these warnings stand for.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export",
+                                category=DeprecationWarning)
+        yield

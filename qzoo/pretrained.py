@@ -1,0 +1,319 @@
+"""The weights catalogue, and the one resolver that turns any weights request into a typed source.
+
+Entries are data, named in timm's ``architecture.tag`` style (``resnet18.imagenet1k_fbgemm_v1``,
+``mobilenet_v2.cifar10_int8_ptq``). torchvision's float and int8 checkpoints become entries read
+from the weights enums each registered model declares (:mod:`qzoo.registry`), so they never
+drift from torchvision; the files qzoo itself produces are listed in ``qzoo/weights.json``
+(written by ``tools/publish.py``) and mirror the repository's ``weights/`` folders.
+
+A request (``"DEFAULT"``, a member name, an enum member, an entry name, a folder, a hub repo id)
+is resolved here once into a :class:`Weights` entry (a URL file or a hub file),
+a :class:`LocalFolder` or a :class:`HubRepo`; everything downstream takes that object.
+This module neither downloads nor loads anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import re
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from torchvision.models import WeightsEnum
+
+from . import registry
+from .registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+
+Mode = Literal["float", "int8"]
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """The preprocessing a weights entry expects: resize, centre crop, then normalize."""
+
+    crop_size: int
+    resize_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+
+IMAGENET_TRANSFORMS = Transforms(224, 256, IMAGENET_MEAN, IMAGENET_STD)
+CIFAR10_TRANSFORMS = Transforms(32, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One weights file and everything needed to trust and use it."""
+
+    name: str
+    architecture: str
+    mode: Mode
+    sha256: str
+    """Full 64-hex sha256, or the prefix a third party publishes (torchvision's file names)."""
+    url: str | None = None
+    hub_repo: str | None = None
+    hub_filename: str = "model.safetensors"
+    hub_revision: str | None = None
+    """A pinned commit of ``hub_repo``; ``None`` while the entry is not published on the hub."""
+    backend: str | None = None
+    unquantized: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    categories: tuple[str, ...] = field(default=(), repr=False)
+    metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    recipe: str = ""
+    transforms: Transforms = IMAGENET_TRANSFORMS
+    num_params: int = 0
+    file_size_mb: float = 0.0
+    license: str = ""
+    default: bool = False
+
+    @property
+    def filename(self) -> str:
+        """The file's name in torch.hub's cache (URL entries) or in the hub repository."""
+        return Path(urllib.parse.urlparse(self.url).path).name if self.url else self.hub_filename
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as JSON-ready data (for ``qzoo info`` and model cards)."""
+        data = dataclasses.asdict(self)
+        data["kwargs"], data["metrics"] = dict(self.kwargs), {k: dict(v) for k, v in self.metrics.items()}
+        return data
+
+
+@dataclass(frozen=True)
+class LocalFolder:
+    """A qzoo folder on disk (``config.json`` + ``model.safetensors``), as ``save_pretrained`` writes it."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class HubRepo:
+    """A qzoo folder in a Hugging Face hub repository; ``entry`` when it is a catalogue entry's."""
+
+    repo_id: str
+    revision: str | None = None
+    entry: Weights | None = None
+
+
+Source = Weights | LocalFolder | HubRepo
+"""What :func:`resolve_source` returns: a URL file entry, a local folder or a hub repository."""
+
+
+# ----------------------------------------------------------------------------- the catalogue
+
+
+def entry_name(architecture: str, member: WeightsEnum) -> str:
+    """The catalogue name of a torchvision weights member: ``resnet18`` + ``IMAGENET1K_V1`` -> ``resnet18.imagenet1k_v1``."""
+    return f"{architecture}.{member.name.lower()}"
+
+
+def _hash_prefix(url: str) -> str:
+    """The sha256 prefix torchvision puts in its file names (``resnet18_fbgemm_16fa66dd.pth``)."""
+    stem = Path(urllib.parse.urlparse(url).path).name.split(".")[0]
+    match = re.search(r"[-_]([0-9a-f]{8,64})$", stem)
+    if match is None:
+        raise ValueError(f"{url} carries no sha256 prefix in its file name")
+    return match.group(1)
+
+
+def _from_torchvision(architecture: str, enum: type[WeightsEnum], mode: Mode) -> list[Weights]:
+    entries = []
+    for member in enum:
+        meta = member.meta
+        keywords = member.transforms.keywords
+        unquantized = meta.get("unquantized")
+        entries.append(Weights(
+            name=entry_name(architecture, member),
+            architecture=architecture,
+            mode=mode,
+            sha256=_hash_prefix(member.url),
+            url=member.url,
+            backend=meta.get("backend"),
+            unquantized=entry_name(architecture, unquantized) if unquantized is not None else None,
+            kwargs={"num_classes": len(meta["categories"])},
+            categories=tuple(meta["categories"]),
+            metrics={data: {k.replace("@", ""): v for k, v in values.items()}
+                     for data, values in meta.get("_metrics", {}).items()},
+            recipe=meta.get("recipe", ""),
+            transforms=dataclasses.replace(IMAGENET_TRANSFORMS, crop_size=keywords.get("crop_size", 224),
+                                           resize_size=keywords.get("resize_size", 256)),
+            num_params=meta.get("num_params", 0),
+            file_size_mb=meta.get("_file_size", 0.0),
+            license="BSD-3-Clause (torchvision); ImageNet terms of use",
+            default=member is enum.DEFAULT,
+        ))
+    return entries
+
+
+INDEX = Path(__file__).with_name("weights.json")
+"""Entries for weights qzoo produces (written by ``tools/publish.py``); each has a folder of the
+same name under the repository's ``weights/``, laid out like the hub repository it goes to."""
+
+
+def _index_entries() -> list[Weights]:
+    if not INDEX.is_file():
+        return []
+    entries = []
+    for data in json.loads(INDEX.read_text()):
+        data = dict(data, transforms=Transforms(**{k: tuple(v) if isinstance(v, list) else v
+                                                   for k, v in data["transforms"].items()}),
+                    categories=tuple(data.get("categories", ())))
+        entries.append(Weights(**data))
+    return entries
+
+
+@functools.cache
+def _catalogue(specs: tuple[ModelSpec, ...]) -> Mapping[str, Weights]:
+    entries: list[Weights] = []
+    for spec in specs:
+        for enum, mode in ((spec.float_weights, "float"), (spec.int8_weights, "int8")):
+            if enum is not None:
+                entries += _from_torchvision(spec.name, enum, mode)
+    entries += _index_entries()
+    return MappingProxyType({entry.name: entry for entry in entries})
+
+
+def catalogue() -> Mapping[str, Weights]:
+    """Every weights entry by name: torchvision's files of every registered model, then qzoo's own."""
+    return _catalogue(registry.model_specs())
+
+
+def list_weights(architecture: str | None = None, mode: Mode | None = None) -> list[str]:
+    """Names of the weights entries, optionally only those of one architecture and/or mode."""
+    return sorted(name for name, entry in catalogue().items()
+                  if architecture in (None, entry.architecture) and mode in (None, entry.mode))
+
+
+def list_models(pretrained: bool = False) -> list[str]:
+    """Names of every model qzoo can build, sorted; with ``pretrained=True`` the weights entries
+    (``architecture.tag``, as timm lists them), which ``qzoo.from_pretrained`` loads by name."""
+    return list_weights() if pretrained else registry.model_names()
+
+
+def get_weights(name: str) -> Weights:
+    """The entry called ``name``; an unknown name lists the architecture's entries."""
+    entries = catalogue()
+    if name in entries:
+        return entries[name]
+    architecture = name.split(".")[0]
+    known = ", ".join(list_weights(architecture)) or "none (see qzoo.list_weights())"
+    raise ValueError(f"unknown weights {name!r}; entries for {architecture!r}: {known}")
+
+
+# ----------------------------------------------------------------------------- the resolver
+
+
+def _enum_names(enum: type[WeightsEnum]) -> str:
+    return ", ".join(["DEFAULT", *(name for name in enum.__members__ if name != "DEFAULT")])
+
+
+def _check_type(weights: object) -> None:
+    if not isinstance(weights, (str, WeightsEnum, Weights)):
+        raise TypeError(f"weights must be None, a string, a torchvision weights member or a qzoo weights entry, "
+                        f"not {type(weights).__name__}")
+
+
+def _named_entry(spec: ModelSpec, name: str) -> Weights | None:
+    """The entry a string names: a full name (``resnet18.imagenet1k_v1``), or a tag of ``spec``'s model in
+    any case (``IMAGENET1K_V1``, ``imagenet1k_fbgemm_v1``); ``None`` when it names no entry."""
+    return catalogue().get(name if "." in name else f"{spec.name}.{name.lower()}")
+
+
+def resolve_float(spec: ModelSpec, weights: str | WeightsEnum | Weights | None) -> Weights | None:
+    """The float entry a factory's ``weights=`` means: ``None``, ``"DEFAULT"``, a member (name), or an entry."""
+    if weights is None:
+        return None
+    _check_type(weights)
+    enum = spec.float_weights
+    if isinstance(weights, Weights):
+        entry = weights
+    elif isinstance(weights, str) and weights != "DEFAULT" and (named := _named_entry(spec, weights)) is not None:
+        entry = named
+    elif enum is None:
+        raise ValueError(f"{spec.name} has no published float weights; build it with weights=None and load "
+                         "your own state_dict, or use qzoo.from_pretrained for a qzoo folder")
+    elif isinstance(weights, WeightsEnum):
+        if not isinstance(weights, enum):
+            raise ValueError(f"weights={weights} belongs to another architecture; this model takes "
+                             f"{enum.__name__} ({_enum_names(enum)})")
+        entry = get_weights(entry_name(spec.name, weights))
+    else:
+        prefix, _, member = weights.rpartition(".")
+        if prefix not in ("", enum.__name__) or member not in enum.__members__:
+            raise ValueError(f"unknown weights {weights!r} for this model; choose one of {enum.__name__}: "
+                             f"{_enum_names(enum)}")
+        entry = get_weights(entry_name(spec.name, enum[member]))
+    if entry.architecture != spec.name or entry.mode != "float":
+        raise ValueError(f"{entry.name} are {entry.mode} weights of {entry.architecture}; give {spec.name}'s "
+                         f"float weights: {', '.join(list_weights(spec.name, 'float')) or 'none'}")
+    return entry
+
+
+def resolve_int8(spec: ModelSpec, weights: str | WeightsEnum | Weights | None, backend: str | None) -> Weights:
+    """The int8 entry a ``quantize=True`` factory call means: named, or the default for ``backend``.
+
+    Defaults come from torchvision's ImageNet files (the factories' own 1000-class heads);
+    qzoo's other entries are chosen by name (``qzoo.from_pretrained("resnet18.cifar10_int8_ptq")``).
+    """
+    candidates = [get_weights(n) for n in list_weights(spec.name, "int8")]
+    published = [e for e in candidates if e.url is not None]
+    if weights not in (None, "DEFAULT"):
+        _check_type(weights)
+        if isinstance(weights, Weights):
+            entry = weights
+        elif isinstance(weights, WeightsEnum):
+            entry = get_weights(entry_name(spec.name, weights))
+        else:
+            entry = _named_entry(spec, weights) or get_weights(weights if "." in weights else f"{spec.name}.{weights.lower()}")
+        if entry.architecture != spec.name or entry.mode != "int8":
+            raise ValueError(f"{entry.name} are {entry.mode} weights of {entry.architecture}; quantize=True with "
+                             f"{spec.name} takes one of: {', '.join(e.name for e in published) or 'none'}; to "
+                             "quantize float weights yourself, build with prepare='ptq', calibrate and convert")
+    else:
+        if not published:
+            raise ValueError(
+                f"{spec.name} has no pretrained int8 weights; make them: build with weights='DEFAULT', "
+                "prepare='ptq', run qzoo.calibrate(model, batches) and qzoo.convert(model) (or `qzoo ptq`)")
+        matching = [e for e in published if backend in (None, e.backend)]
+        defaults = [e for e in matching if e.default] or matching
+        if not defaults:
+            have = ", ".join(sorted({str(e.backend) for e in published}))
+            raise ValueError(f"{spec.name} int8 weights exist for backend {have} only; pass backend="
+                             f"{have.split(', ')[0]!r} or leave backend out")
+        entry = defaults[0]
+    if backend not in (None, entry.backend):
+        raise ValueError(f"{entry.name} were quantized for backend {entry.backend!r}; int8 weights run only on "
+                         f"the backend they were packed for: pass backend={entry.backend!r} or leave it out")
+    return entry
+
+
+def resolve_source(source: str | os.PathLike[str] | Weights, revision: str | None = None) -> Source:
+    """Where ``qzoo.from_pretrained(source)`` reads from: a local folder, a catalogue entry or a hub repo id."""
+    if isinstance(source, Weights):
+        entry: Weights | None = source
+    else:
+        if Path(source).is_dir():
+            return LocalFolder(Path(source))
+        entry = catalogue().get(str(source))
+    if entry is not None:
+        if entry.url is not None:
+            return entry
+        if entry.hub_repo is None:
+            raise ValueError(f"{entry.name} names neither a URL nor a hub repository")
+        if entry.hub_revision is None:
+            raise ValueError(f"{entry.name} is not published on the hub yet; load the folder of the same name "
+                             f"from qzoo's repository: qzoo.from_pretrained('weights/{entry.name}')")
+        return HubRepo(entry.hub_repo, revision or entry.hub_revision, entry)
+    if str(source).count("/") != 1:
+        raise FileNotFoundError(f"{str(source)!r} is neither a folder, a weights entry (qzoo.list_weights()) "
+                                "nor a hub repository id like 'user/name'")
+    return HubRepo(str(source), revision)

@@ -1,0 +1,34 @@
+"""The README stays short and points at docs that exist; the generated tables have their markers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import qzoo
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_is_short_and_keeps_the_ci_test_command():
+    assert len(README.splitlines()) <= 200
+    command = README.split("<!-- test-command:start -->", 1)[1].split("<!-- test-command:end -->", 1)[0]
+    assert "python -m pytest" in command and "pip install -e" in command
+
+
+def test_every_link_into_docs_exists():
+    links = set(re.findall(r"\]\((docs/[^)#]+)", README))
+    assert {"docs/cifar10.md", "docs/benchmarks.md", "docs/quantizable-blocks.md", "docs/quantization.md",
+            "docs/guarantees.md", "docs/api.md"} <= links
+    assert all((ROOT / link).is_file() for link in links)
+
+
+def test_generated_tables_have_their_markers_in_docs():
+    assert "<!-- bench-table:start -->" in (ROOT / "docs" / "benchmarks.md").read_text()
+    assert "<!-- cifar10-table:start -->" in (ROOT / "docs" / "cifar10.md").read_text()
+
+
+def test_the_models_table_lists_every_registered_model():
+    rows = re.findall(r"^\| `(\w+)` \|", README.split("## Models", 1)[1].split("\n## ", 1)[0], flags=re.M)
+    assert sorted(rows) == qzoo.list_models()

@@ -1,0 +1,28 @@
+"""The torch releases qzoo accepts: refused at import below the minimum, and the same range in the package metadata."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from qzoo.requirements import MINIMUM_TORCH, check_torch_version
+
+
+@pytest.mark.parametrize(("version", "accepted"), [
+    ("2.9.1", False), ("2.10.0a0", False), ("2.10.0", True), ("2.14.1+cu128", True),
+])
+def test_torch_older_than_2_10_is_refused_at_import(version, accepted):
+    if accepted:
+        check_torch_version(version)
+    else:
+        with pytest.raises(ImportError, match=f"needs torch>=2.10, found torch {re.escape(version)}: .*weights_only"):
+            check_torch_version(version)
+
+
+def test_the_package_metadata_pins_the_same_torch_range():
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert "torch>=2.10,<2.15" in project["dependencies"] and MINIMUM_TORCH == (2, 10)
+    assert "torchvision>=0.25,<0.30" in project["dependencies"]
