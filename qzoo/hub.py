@@ -206,6 +206,8 @@ def from_pretrained(source: str | os.PathLike[str] | Weights, *, revision: str |
                     progress: bool = True) -> nn.Module:
     """Rebuild the model a qzoo folder describes: a local directory, a weights entry (name) or a hub repo id.
 
+    Float and int8 models come back in eval mode, ready for inference; QAT-prepared ones in train mode.
+
     The weights file is verified against the sha256 in ``config.json`` (and the weights entry's,
     for an entry) before it is read; a hub file that fails is removed from the cache. Entries
     for torchvision's files build through the model's factory (float, or ``quantize=True``).
@@ -213,7 +215,7 @@ def from_pretrained(source: str | os.PathLike[str] | Weights, *, revision: str |
     resolved = resolve_source(source, revision)
     if isinstance(resolved, Weights):
         factory = registry.get_factory(resolved.architecture)
-        return factory(quantize=resolved.mode == "int8", weights=resolved, progress=progress)
+        return factory(quantize=resolved.mode == "int8", weights=resolved, progress=progress).eval()
     config_path, weights_path, expected = _locate(resolved, progress)
     if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(f"{Path(config_path).parent} needs {CONFIG_NAME} and {WEIGHTS_NAME}; "
@@ -271,7 +273,7 @@ def _build(config: dict[str, Any], path: Path) -> nn.Module:
         model = quantization.int8_skeleton(factory(**kwargs), backend or quantization.DEFAULT_BACKEND)
         serialization.load_int8_state(model, state, str(path))
     else:
-        model = factory(prepare="qat", backend=backend, **kwargs) if mode == "qat" else factory(**kwargs)
+        model = factory(prepare="qat", backend=backend, **kwargs) if mode == "qat" else factory(**kwargs).eval()
         serialization.load_state(model, path)
     if config.get("weights"):
         update_record(model, weights=config["weights"])

@@ -357,8 +357,8 @@ def fused_mode(model: nn.Module) -> Literal["ptq", "qat"] | None:
 def fusion_step(method: Callable[[Any, bool], None]) -> Callable[..., None]:
     """Decorate a ``fuse_model(self, is_qat)`` so it resolves ``is_qat=None`` and guards misuse.
 
-    ``None`` follows ``self.training``. Fusing twice, or fusing for PTQ in train mode / for
-    QAT in eval mode, raises instead of producing a silently wrong model.
+    ``None`` follows ``self.training``. Fusing twice, or fusing for PTQ in train mode (which
+    would fold batch statistics into the weights), raises instead of producing a wrong model.
     """
 
     @functools.wraps(method)
@@ -372,11 +372,8 @@ def fusion_step(method: Callable[[Any, bool], None]) -> Callable[..., None]:
                 f"{name} is already fused (for {done.upper()}); fuse_model runs once on a fresh "
                 "float model: build a new one (e.g. qzoo.get_model(...)) to fuse again"
             )
-        if is_qat and not self.training:
-            raise RuntimeError(
-                f"fuse_model(is_qat=True) keeps BatchNorm for training but {name} is in eval mode: "
-                "call model.train() first, or use is_qat=False for post-training quantization"
-            )
+        # is_qat=True in eval mode is allowed, as torch's fuse_modules_qat allows it: the fused
+        # modules keep BatchNorm, and prepare_qat switches to train mode
         if not is_qat and self.training:
             raise RuntimeError(
                 f"fuse_model(is_qat=False) folds BatchNorm statistics but {name} is in train mode: "

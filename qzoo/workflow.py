@@ -52,7 +52,7 @@ def load_model(source: str, *, weights: str | None = None, num_classes: int | No
         if entry is not None and entry.url is None:
             model = hub.from_pretrained(entry, progress=progress)
         else:
-            model = get_factory(source)(weights=entry, progress=progress, **kwargs)
+            model = get_factory(source)(weights=entry, progress=progress, **kwargs).eval()
         return Loaded(model, entry.transforms if entry else None, entry.categories if entry else (), source)
     config = hub.read_config(source, progress=progress)
     model = hub.from_pretrained(source, progress=progress)

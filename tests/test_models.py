@@ -25,7 +25,7 @@ def torchvision_reference(name: str) -> nn.Module:
 def test_torchvision_float_state_dict_loads_strictly_and_outputs_match(name):
     torch.manual_seed(0)
     reference = refreshed(torchvision_reference(name))
-    model = qzoo.get_model(name, num_classes=NUM_CLASSES)
+    model = qzoo.get_model(name, num_classes=NUM_CLASSES).eval()
     model.load_state_dict(torchvision.models.get_model(name, num_classes=NUM_CLASSES).state_dict(), strict=True)
     model.load_state_dict(reference.state_dict(), strict=True)
     x = images(4, seed=3)
@@ -99,11 +99,11 @@ def test_qat_fusion_trains(name):
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
 def test_fuse_model_refuses_second_fusion_and_wrong_mode(name):
     model = qzoo.get_model(name)
-    with pytest.raises(RuntimeError, match="call model.train"):
-        model.fuse_model(is_qat=True)
-    model.train()
-    with pytest.raises(RuntimeError, match="call model.eval"):
+    with pytest.raises(RuntimeError, match="call model.eval"):  # it would fold batch statistics
         model.fuse_model(is_qat=False)
+    qat_in_eval = qzoo.get_model(name).eval()
+    qat_in_eval.fuse_model(is_qat=True)  # torch's fuse_modules_qat accepts an eval-mode model: so does qzoo
+    assert qzoo.fused_mode(qat_in_eval) == "qat" and qzoo.prepare_qat(qat_in_eval).training
     model.eval().fuse_model()
     with pytest.raises(RuntimeError, match="already fused"):
         model.fuse_model()
@@ -112,10 +112,11 @@ def test_fuse_model_refuses_second_fusion_and_wrong_mode(name):
         block.fuse_model()
 
 
-def test_models_build_in_eval_mode_and_unfused():
+def test_models_build_in_train_mode_like_torchvisions_and_unfused():
     for name in ("resnet18", "mobilenet_v2"):
         model = qzoo.get_model(name)
-        assert not model.training and qzoo.fused_mode(model) is None and qzoo.model_backend(model) is None
+        assert model.training and qzoo.fused_mode(model) is None and qzoo.model_backend(model) is None
+        assert not qzoo.get_model(name, prepare="ptq").training and qzoo.get_model(name, prepare="qat").training
 
 
 def test_input_size_is_not_fixed():

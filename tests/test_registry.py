@@ -118,7 +118,7 @@ def test_every_factory_is_exported_and_documents_every_argument(name):
 
 def test_help_of_mobilenet_v2_shows_every_factory_argument():
     text = help_text(qzoo.mobilenet_v2)
-    assert "mobilenet_v2(*, weights=None, prepare=None, quantize=False, backend=None, progress=True, **kwargs" in text
+    assert "mobilenet_v2(*, weights=AUTO, prepare=None, quantize=False, backend=None, progress=True, **kwargs" in text
     assert "MobileNet_V2_Weights" in text and "MobileNet_V2_QuantizedWeights" in text and "stem_stride" in text
     assert "resize to 232 pixels and a centre crop of 224" in text  # IMAGENET1K_V2, torchvision's DEFAULT
 

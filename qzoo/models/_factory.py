@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
+import torch
 from torch import nn
 from torchvision.models import WeightsEnum
 
@@ -23,8 +24,18 @@ from ..pretrained import Weights, resolve_float, resolve_int8
 from ..registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 Prepare = Literal["ptq", "qat"] | None
-WeightsArg = WeightsEnum | Weights | str | None
 Model = TypeVar("Model", bound=nn.Module)
+
+
+class _Auto:
+    """The default of every factory's ``weights``: see ``weights`` in :data:`FACTORY_ARGUMENTS`."""
+
+    def __repr__(self) -> str:
+        return "AUTO"
+
+
+AUTO = _Auto()
+WeightsArg = WeightsEnum | Weights | str | _Auto | None
 
 _WORKFLOW_ARGUMENTS = ("weights", "prepare", "quantize", "backend", "progress")
 
@@ -33,13 +44,18 @@ Arguments (keyword-only, the same for every qzoo factory):
     weights: ``None`` (random init), ``"DEFAULT"``, a member name of {float_enum}
         (``"{first_member}"``), a member itself, or a weights entry name
         (``qzoo.list_weights("{name}")``). Files are downloaded once, verified against their
-        sha256 on every load and read without unpickling code.
-    prepare: ``None``: float model, unfused, eval mode. ``"ptq"``: fused, observers inserted,
-        eval mode (then ``qzoo.calibrate`` and ``qzoo.convert``, or ``qzoo.quantize`` in one
-        call). ``"qat"``: fused for QAT, fake-quant inserted, train mode (fine-tune, then
-        ``qzoo.convert``).
-    quantize: ``True`` returns a pretrained int8 model; ``weights`` then names an int8 entry
-        (``None``/``"DEFAULT"``: the default for ``backend``). {int8_note}
+        sha256 on every load and read without unpickling code. The default, ``AUTO``, means
+        ``None``, except with ``quantize=True`` and no architecture argument: then the
+        published int8 weights.
+    prepare: ``None``: float model, unfused, in train mode like every new ``nn.Module`` (call
+        ``.eval()`` for inference). ``"ptq"``: fused, observers inserted, eval mode (then
+        ``qzoo.calibrate`` and ``qzoo.convert``, or ``qzoo.quantize`` in one call). ``"qat"``:
+        fused for QAT, fake-quant inserted, train mode (fine-tune, then ``qzoo.convert``).
+    quantize: ``True`` returns an int8 model in eval mode: with ``weights`` unset (and no
+        architecture argument) or naming an int8 entry (``"DEFAULT"``: the default for
+        ``backend``), the pretrained one; with ``weights=None``, or architecture arguments
+        such as ``num_classes=5``, a random-init model calibrated on synthetic images, as
+        ``torchvision.models.quantization`` builds it. {int8_note}
     backend: ``"x86"`` (the default), ``"fbgemm"``, ``"qnnpack"`` or ``"onednn"``; with
         ``quantize=True``, ``None`` means the int8 weights' own backend.
     progress: show a progress bar while downloading.
@@ -75,7 +91,7 @@ def register_model(*, float_weights: type[WeightsEnum] | None, int8_weights: typ
 
     def decorate(builder: Callable[..., Model]) -> Callable[..., Model]:
         @functools.wraps(builder)
-        def factory(*, weights: WeightsArg = None, prepare: Prepare = None, quantize: bool = False,
+        def factory(*, weights: WeightsArg = AUTO, prepare: Prepare = None, quantize: bool = False,
                     backend: str | None = None, progress: bool = True, **kwargs: Any) -> Model:
             model = build(spec, builder, weights=weights, prepare=prepare, quantize=quantize, backend=backend,
                           progress=progress, kwargs=kwargs)
@@ -117,16 +133,22 @@ def build(spec: ModelSpec, builder: Callable[..., nn.Module], *, weights: Weight
             f"quantize=True returns a converted int8 model, so prepare={prepare!r} cannot apply: "
             f"use prepare={prepare!r} alone, then qzoo.calibrate/train and qzoo.convert"
         )
-    entry = resolve_int8(spec, weights, backend) if quantize else resolve_float(spec, weights)
+    if quantize:
+        if isinstance(weights, _Auto):  # torchvision's rule: arguments describe a model no published file fits
+            weights = None if kwargs else "DEFAULT"
+        entry = None if weights is None else resolve_int8(spec, weights, backend)
+    else:
+        entry = resolve_float(spec, None if isinstance(weights, _Auto) else weights)
     if entry is not None:
         if entry.url is None:
             raise ValueError(f"{entry.name} are published as a qzoo folder: load them with "
                              f"qzoo.from_pretrained({entry.name!r})")
         _check_classes(kwargs, int(entry.kwargs["num_classes"]), entry.name)
-    model = builder(**kwargs).eval()
+    model = builder(**kwargs)
     update_record(model, architecture=spec.name, kwargs=kwargs, weights=entry.name if entry else None)
+    if quantize and entry is None:
+        return _random_int8(model, spec, backend or quantization.DEFAULT_BACKEND)
     if quantize:
-        assert entry is not None
         quantization.int8_skeleton(model, entry.backend or quantization.DEFAULT_BACKEND)
         serialization.load_int8_state(model, _read_url_file(entry, progress), entry.name)
         return model
@@ -153,3 +175,14 @@ def _read_url_file(entry: Weights, progress: bool) -> dict[str, Any]:
     path = _files.fetch_verified(entry.url, entry.sha256, folder=_files.torch_hub_checkpoints(),
                                  filename=entry.filename, progress=progress)
     return serialization.read_torch_checkpoint(path)
+
+
+def _random_int8(model: nn.Module, spec: ModelSpec, backend: str) -> nn.Module:
+    """A random-init int8 model: PTQ on two seeded random images at the model's input size.
+
+    As torchvision's ``quantize=True`` without weights builds one (there from one random tensor):
+    a structure with working scales, to test a pipeline or load an int8 ``state_dict`` into.
+    """
+    crop = spec.input_size[1]
+    images = torch.randn(2, 3, crop, crop, generator=torch.Generator().manual_seed(0))
+    return quantization.quantize(model, [images], backend=backend, inplace=True, progress=False)

@@ -76,10 +76,12 @@ class QuantizableBottleneck(tv.Bottleneck):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        del self.relu  # the float parent reuses one ReLU three times; fusion needs one per conv
+        # the float parent reuses self.relu three times; fusion needs one ReLU per conv. self.relu
+        # stays, unused and not in-place as torchvision's, so module names (and order) equal its own
+        self.relu = nn.ReLU()
+        self.skip_add_relu = FloatFunctional()
         self.relu1 = nn.ReLU()
         self.relu2 = nn.ReLU()
-        self.skip_add_relu = FloatFunctional()
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
