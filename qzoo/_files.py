@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import re
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,16 @@ import torch
 
 class IntegrityError(ValueError):
     """A weights file is damaged, truncated, or not what its header or entry says it is."""
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()
+"""The mode a plain ``open(path, "w")`` gives, for files written through a partial (some writers use 0600)."""
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -49,12 +60,15 @@ def partial_path(path: Path) -> Path:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a partial path to write; on success it is renamed to ``path``, on failure removed.
 
-    Readers see either the old file or the complete new one, never a half-written file.
+    Readers see either the old file or the complete new one, never a half-written file. Partial
+    files of ``path`` left by processes that died are removed first.
     """
     target = Path(path)
+    remove_stale_partials(target.parent, target.name)
     partial = partial_path(target)
     try:
         yield partial
+        os.chmod(partial, _FILE_MODE)
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
@@ -81,9 +95,10 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_partials(folder: Path, name: str) -> None:
-    """Delete partial files of ``name`` left by processes that died (ours, and torch.hub's inside them)."""
-    owned = re.compile(rf"\.{re.escape(name)}\.(\d+)\.partial(\.[0-9a-f]+\.partial)?")
-    for partial in folder.glob(f".{name}.*.partial"):
+    """Delete partial files of ``name`` left by processes that died: ours (``.name.PID.partial``), torch.hub's
+    inside them (``.name.PID.partial.HEX.partial``) and a writer's partial of ours (``..name.PID.partial.PID.partial``)."""
+    owned = re.compile(rf"\.+{re.escape(name)}\.(\d+)\.partial(\.[0-9a-f]+\.partial)?")
+    for partial in folder.glob(f"*.{name}.*.partial"):
         match = owned.fullmatch(partial.name)
         if match and int(match[1]) != os.getpid() and not _alive(int(match[1])):
             partial.unlink(missing_ok=True)
@@ -106,8 +121,11 @@ def fetch_verified(url: str, sha256: str, *, folder: Path, filename: str, progre
     if target.is_file():
         return verify_file(target, sha256, fix=f"delete {target} and load again to re-download it from {url}")
     folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(folder, filename)
     with atomic_path(target) as partial:
-        torch.hub.download_url_to_file(url, str(partial), progress=progress)
+        try:
+            torch.hub.download_url_to_file(url, str(partial), progress=progress)
+        except urllib.error.URLError as error:
+            raise FileNotFoundError(f"{filename} is not in {folder} and {url} cannot be reached ({error.reason}): "
+                                    "connect once, or copy the file into that folder") from None
         verify_file(partial, sha256, fix=f"the server sent a different file; try again later ({url})")
     return target

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +31,27 @@ DATA_HELP = ("an ImageFolder (one sub-folder per class), a folder holding train/
              "or a .tar.gz of one")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive finite number")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0")
+    return value
+
+
 def _command(commands: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +62,8 @@ def _command(commands: Any, name: str, help: str, example: str) -> argparse.Argu
 def _source(parser: argparse.ArgumentParser, data: bool = True) -> None:
     parser.add_argument("source", metavar="MODEL_OR_DIR", help=SOURCE_HELP)
     parser.add_argument("--weights", help="float weights for a model name (e.g. IMAGENET1K_V1)")
-    parser.add_argument("--image-size", type=int, help="crop size (default: the weights' preprocessing, else 224)")
+    parser.add_argument("--image-size", type=_positive_int,
+                        help="crop size (default: the weights' preprocessing, else 224)")
     if data:
         parser.add_argument("--data", required=True, help=DATA_HELP)
 
@@ -59,38 +82,43 @@ def _parser() -> argparse.ArgumentParser:
                     "qzoo demo --model mobilenet_v2 --json")
     demo.add_argument("--model", help="run the synthetic-image demo with this model from `qzoo list`")
     demo.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
-    demo.add_argument("--image-size", type=int, default=64, help="with --model")
-    demo.add_argument("--calibration-images", type=int, default=64, help="with --model")
+    demo.add_argument("--image-size", type=_positive_int, default=64, help="with --model")
+    demo.add_argument("--calibration-images", type=_positive_int, default=64, help="with --model")
     ptq = _command(commands, "ptq", "calibrate, convert, evaluate float and int8 side by side, save the int8 model",
                    "qzoo ptq resnet18 --weights IMAGENET1K_V1 --data imagenet-sample --out runs/r18-int8")
     _source(ptq)
-    ptq.add_argument("--calib-images", type=int, default=512)
+    ptq.add_argument("--calib-images", type=_positive_int, default=512)
     ptq.add_argument("--seed", type=int, default=0)
     ptq.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
-    ptq.add_argument("--out", required=True, help="folder for the int8 model (config.json, model.safetensors, card)")
+    ptq.add_argument("--out", required=True, help="new or empty folder for the int8 model (config.json, "
+                     "model.safetensors, card)")
+    ptq.add_argument("--overwrite", action="store_true", help="replace the qzoo model already in --out")
     qat = _command(commands, "qat", "quantization-aware fine-tuning (resumable; runs under torchrun)",
                    "torchrun --nproc_per_node=2 -m qzoo qat my-float-model/ --data cifar10/ "
                    "--epochs 2 --out my-qat-model/")
     _source(qat)
-    qat.add_argument("--epochs", type=int, default=2)
-    qat.add_argument("--lr", type=float, default=0.005)
-    qat.add_argument("--batch-size", type=int, default=128)
-    qat.add_argument("--weight-decay", type=float, default=5e-5)
+    qat.add_argument("--epochs", type=_positive_int, default=2)
+    qat.add_argument("--lr", type=_positive_float, default=0.005)
+    qat.add_argument("--batch-size", type=_positive_int, default=128)
+    qat.add_argument("--weight-decay", type=_non_negative_float, default=5e-5)
     qat.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
-    qat.add_argument("--out", required=True)
+    qat.add_argument("--out", required=True, help="new or empty folder (or one holding this run's training/ "
+                     "checkpoint, which is resumed)")
+    qat.add_argument("--overwrite", action="store_true", help="replace the qzoo model already in --out")
     evaluate = _command(commands, "eval", "top-1/top-5 accuracy on the test split", "qzoo eval runs/r18-int8 --data d")
     _source(evaluate)
     bench = _command(commands, "bench", "fp32 vs int8 latency (qzoo's optimized int8 path and eager; batch 1 and 16, side by side) and file sizes",
                      "qzoo bench resnet18 --image-size 224")
     _source(bench, data=False)
     bench.add_argument("--backend", choices=quantization.BACKENDS, help=f"for a float source (default {quantization.DEFAULT_BACKEND})")
-    bench.add_argument("--repeats", type=int, default=20)
+    bench.add_argument("--repeats", type=_positive_int, default=20)
     export = _command(commands, "export", "write an int8 model as a frozen TorchScript or an ONNX file",
                       "qzoo export runs/r18-int8 --format onnx --out r18.onnx")
     _source(export, data=False)
     export.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
                         help="torchscript: frozen graph, bit-exact; onnx: QDQ graph for ONNX Runtime")
-    export.add_argument("--out", required=True)
+    export.add_argument("--out", required=True, help="the file to write (new, or replaced with --overwrite)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return parser
 
 
@@ -146,16 +174,16 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | list[str]:
     source = {"weights": args.weights, "image_size": args.image_size, "progress": progress}
     if args.command == "ptq":
         return workflow.run_ptq(args.source, args.data, args.out, backend=args.backend,
-                                calib_images=args.calib_images, seed=args.seed, **source)
+                                calib_images=args.calib_images, seed=args.seed, overwrite=args.overwrite, **source)
     if args.command == "qat":
         return workflow.run_qat(args.source, args.data, args.out, epochs=args.epochs, lr=args.lr,
                                 batch_size=args.batch_size, weight_decay=args.weight_decay, backend=args.backend,
-                                **source)
+                                overwrite=args.overwrite, **source)
     if args.command == "eval":
         return workflow.run_eval(args.source, args.data, **source)
     if args.command == "bench":
         return workflow.run_bench(args.source, repeats=args.repeats, backend=args.backend, **source)
-    return workflow.run_export(args.source, args.out, format=args.format, **source)
+    return workflow.run_export(args.source, args.out, format=args.format, overwrite=args.overwrite, **source)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from torch.utils.data import DistributedSampler
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
-from ._files import file_sha256
+from ._files import atomic_path, file_sha256
 
 
 def synthetic_images(count: int, size: int = 64, *, seed: int = 0) -> Tensor:
@@ -133,13 +133,18 @@ class ImageTensors:
     def from_folder(cls, root: str | os.PathLike[str], size: int = 32, *, resize: int | None = None,
                     cache: bool = True, progress: bool = True) -> ImageTensors:
         """Decode every image under the ImageFolder ``root``: shorter side resized to ``resize``
-        (default ``size``), then centre-cropped to ``size`` x ``size``; cached by path, sizes and file list."""
+        (default ``size``), then centre-cropped to ``size`` x ``size``; cached by sizes and the files' names,
+        classes and bytes (hashing 50,000 CIFAR-10 JPEGs takes well under a second; decoding them, a minute)."""
         root = Path(root).resolve()
         resize = resize or size
         classes = image_folder_classes(root)
         files = [(path, label) for label, name in enumerate(classes) for path in _images_in(root / name)]
-        listing = "|".join(f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p, _ in files)
-        key = hashlib.sha256(f"{root}|{size}|{resize}|{listing}".encode()).hexdigest()[:16]
+        # keyed on every file's bytes: a copy that keeps sizes and mtimes (cp -p, rsync -t) is still new data
+        digest = hashlib.sha256(f"{size}|{resize}".encode())
+        for path, label in files:
+            digest.update(f"|{label}|{path.relative_to(root)}|".encode())
+            digest.update(path.read_bytes())
+        key = digest.hexdigest()[:16]
         cached = default_cache_dir() / "decoded" / f"{root.name}-{size}-{key}.safetensors"
         if cache and cached.is_file():
             tensors = safetensors.torch.load_file(cached)
@@ -150,9 +155,8 @@ class ImageTensors:
         labels = torch.tensor([label for _, label in files], dtype=torch.int64)
         if cache:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            partial_file = cached.with_suffix(f".{os.getpid()}.partial")
-            safetensors.torch.save_file({"images": images, "labels": labels}, partial_file)
-            partial_file.replace(cached)
+            with atomic_path(cached) as partial:
+                safetensors.torch.save_file({"images": images, "labels": labels}, partial)
         return cls(images, labels, tuple(classes))
 
     def subset(self, indices: Tensor) -> ImageTensors:

@@ -24,10 +24,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import quantization, registry, serialization
-from ._files import IntegrityError, file_sha256, verify_file, write_atomic
+from ._files import IntegrityError, atomic_path, file_sha256, verify_file, write_atomic
 from ._record import record_of, update_record
 from ._version import __version__
-from .pretrained import HubRepo, LocalFolder, Weights, resolve_source
+from .pretrained import HubRepo, LocalFolder, Source, Weights, resolve_source
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -103,16 +103,19 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], **metad
     config remembers the hash of the card qzoo wrote, and only that exact card is replaced.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     config = _config(model, metadata)
-    path = directory / WEIGHTS_NAME
+    check_save_target(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # written under a private name and hashed before it takes the real one, so the config records
+    # the bytes this call wrote even when another process saves into the same folder meanwhile
     header = {"architecture": config["architecture"], "kwargs": config["kwargs"], "mode": config["mode"]}
-    if config["mode"] == "int8":
-        serialization.save_int8(model, path, architecture=config["architecture"], kwargs=config["kwargs"],
-                                backend=config["backend"])
-    else:
-        serialization.save_state(model, path, backend=config["backend"], **header)
-    config["sha256"] = file_sha256(path)
+    with atomic_path(directory / WEIGHTS_NAME) as staged:
+        if config["mode"] == "int8":
+            serialization.save_int8(model, staged, architecture=config["architecture"], kwargs=config["kwargs"],
+                                    backend=config["backend"])
+        else:
+            serialization.save_state(model, staged, backend=config["backend"], **header)
+        config["sha256"] = file_sha256(staged)
     card_path, card = directory / CARD_NAME, _card(config)
     previous = _read_config(directory / CONFIG_NAME) if (directory / CONFIG_NAME).is_file() else {}
     if not card_path.exists() or file_sha256(card_path) == previous.get("card_sha256"):
@@ -122,6 +125,23 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], **metad
         config["card_sha256"] = previous.get("card_sha256")
     write_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return directory
+
+
+def check_save_target(directory: Path) -> None:
+    """Refuse to write a qzoo folder over files qzoo did not write: a ``config.json`` that is not a qzoo
+    one, or a ``model.safetensors`` without one. Other files in the folder are left alone."""
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory} is a file, not a folder: choose a new or empty folder to save into")
+    config = directory / CONFIG_NAME
+    if not (config.exists() or (directory / WEIGHTS_NAME).exists()):
+        return
+    try:
+        ours = json.loads(config.read_text()).get("library") == "qzoo"
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise ValueError(f"{directory} holds a {CONFIG_NAME} or {WEIGHTS_NAME} that qzoo did not write; qzoo never "
+                         "overwrites them: choose a new or empty folder")
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -187,7 +207,7 @@ def _locate(source: LocalFolder | HubRepo, progress: bool) -> tuple[Path, Path, 
                                 f"hub repository id like 'user/name' ({type(error).__name__})") from None
 
 
-def _folder_source(source: str | os.PathLike[str] | Weights, revision: str | None) -> LocalFolder | HubRepo:
+def _folder_source(source: str | os.PathLike[str] | Source, revision: str | None) -> LocalFolder | HubRepo:
     resolved = resolve_source(source, revision)
     if isinstance(resolved, Weights):
         raise ValueError(f"{resolved.name} is a torchvision file, not a qzoo folder: load it with "
@@ -195,14 +215,17 @@ def _folder_source(source: str | os.PathLike[str] | Weights, revision: str | Non
     return resolved
 
 
-def read_config(source: str | os.PathLike[str], *, revision: str | None = None,
+def read_config(source: str | os.PathLike[str] | Source, *, revision: str | None = None,
                 progress: bool = True) -> dict[str, Any]:
     """The ``config.json`` of a qzoo folder, hub repository or weights entry name."""
     config_path, _, _ = _locate(_folder_source(source, revision), progress)
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path.parent} needs {CONFIG_NAME} and {WEIGHTS_NAME}; write such a "
+                                "folder with qzoo.save_pretrained(model, folder)")
     return _read_config(config_path)
 
 
-def from_pretrained(source: str | os.PathLike[str] | Weights, *, revision: str | None = None,
+def from_pretrained(source: str | os.PathLike[str] | Source, *, revision: str | None = None,
                     progress: bool = True) -> nn.Module:
     """Rebuild the model a qzoo folder describes: a local directory, a weights entry (name) or a hub repo id.
 

@@ -15,6 +15,7 @@ This module neither downloads nor loads anything.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
 import os
@@ -296,14 +297,51 @@ def resolve_int8(spec: ModelSpec, weights: str | WeightsEnum | Weights | None, b
     return entry
 
 
-def resolve_source(source: str | os.PathLike[str] | Weights, revision: str | None = None) -> Source:
-    """Where ``qzoo.from_pretrained(source)`` reads from: a local folder, a catalogue entry or a hub repo id."""
+HUB_PREFIX = "hf-hub:"
+"""Marks a source as a Hugging Face hub repository id whatever is on disk (``hf-hub:user/name``), as in timm."""
+
+
+def _looks_like_path(text: str) -> bool:
+    """A source written as a path: explicit (``./``, ``../``, ``/``, ``~``, a trailing slash), deeper
+    than ``user/name``, or ``dir/name`` under a folder that exists here."""
+    if text.startswith((".", "/", "~")) or text.endswith("/") or os.sep != "/" and os.sep in text:
+        return True
+    parts = text.split("/")
+    return len(parts) > 2 or len(parts) == 2 and Path(parts[0]).expanduser().is_dir()
+
+
+def resolve_source(source: str | os.PathLike[str] | Source, revision: str | None = None) -> Source:
+    """Where ``qzoo.from_pretrained(source)`` reads from, in one order that never guesses across kinds.
+
+    1. ``hf-hub:user/name``: that hub repository.
+    2. A catalogue entry name: the entry, with its pinned sha256, even if a folder of the same name
+       exists here (load such a folder as ``./name``).
+    3. An existing folder: that folder. Something written like a path (see :func:`_looks_like_path`)
+       that does not exist is a ``FileNotFoundError``, never a hub lookup: a typo in a folder name
+       neither leaks to the network nor loads someone else's repository.
+    4. ``user/name``: that hub repository.
+
+    A source resolved already (a :class:`LocalFolder` or :class:`HubRepo`) is returned as it is.
+    """
+    if isinstance(source, (LocalFolder, HubRepo)):
+        return source
     if isinstance(source, Weights):
         entry: Weights | None = source
     else:
-        if Path(source).is_dir():
-            return LocalFolder(Path(source))
-        entry = catalogue().get(str(source))
+        text = os.fspath(source)
+        if text.startswith(HUB_PREFIX):
+            repo_id = text[len(HUB_PREFIX):]
+            if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+                raise ValueError(f"{text!r}: write a hub repository as hf-hub:user/name")
+            return HubRepo(repo_id, revision)
+        entry = catalogue().get(text) if isinstance(source, str) else None
+        if entry is None:
+            path = Path(text).expanduser()
+            if path.is_dir():
+                return LocalFolder(path)
+            if isinstance(source, os.PathLike) or _looks_like_path(text):
+                raise FileNotFoundError(f"no folder at {path}: check the path (a qzoo folder holds config.json and "
+                                        "model.safetensors); for a hub repository write hf-hub:user/name")
     if entry is not None:
         if entry.url is not None:
             return entry
@@ -313,7 +351,9 @@ def resolve_source(source: str | os.PathLike[str] | Weights, revision: str | Non
             raise ValueError(f"{entry.name} is not published on the hub yet; load the folder of the same name "
                              f"from qzoo's repository: qzoo.from_pretrained('weights/{entry.name}')")
         return HubRepo(entry.hub_repo, revision or entry.hub_revision, entry)
-    if str(source).count("/") != 1:
-        raise FileNotFoundError(f"{str(source)!r} is neither a folder, a weights entry (qzoo.list_weights()) "
-                                "nor a hub repository id like 'user/name'")
-    return HubRepo(str(source), revision)
+    if text.count("/") != 1:
+        close = difflib.get_close_matches(text, [*registry.model_names(), *catalogue()], n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise FileNotFoundError(f"{text!r} is neither a folder, a model, a weights entry (qzoo.list_weights()) "
+                                f"nor a hub repository id like 'user/name'{hint}")
+    return HubRepo(text, revision)

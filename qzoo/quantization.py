@@ -283,12 +283,21 @@ def _int8_engine(model: nn.Module) -> Iterator[None]:
 
 
 def check_int8_input(images: Any) -> None:
-    """Refuse inputs an int8 model cannot take, naming float32 CPU images and the transform."""
-    if isinstance(images, Tensor) and (images.dtype != torch.float32 or images.device.type != "cpu"):
+    """Refuse inputs an int8 model cannot take, naming float32 CPU images and the transform.
+
+    NaN and Inf are refused too: quantizing clamps them to the int8 range, so the model would
+    return finite, plausible logits for a broken image.
+    """
+    if not isinstance(images, Tensor):
+        return
+    if images.dtype != torch.float32 or images.device.type != "cpu":
         raise TypeError(
             f"this int8 model takes float32 CPU images, got {images.dtype} on {images.device}: "
             "apply the model's preprocessing transform (e.g. ToTensor + Normalize) and keep it on the CPU"
         )
+    if not torch.isfinite(images).all():
+        raise ValueError("the images contain NaN or Inf values, which int8 would turn into plausible logits: "
+                         "check the decoding and preprocessing of these inputs")
 
 
 class QuantizableModel(nn.Module):

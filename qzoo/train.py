@@ -49,6 +49,8 @@ class Recipe:
     label_smoothing: float = 0.0
     freeze_observers_after: int | None = None
     freeze_bn_after: int | None = None
+    seed: int = 0
+    """Seeds each epoch's random draws (dropout), so a run, resumed or not, repeats bit for bit."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
@@ -210,13 +212,15 @@ def _apply_freezes(model: nn.Module, recipe: Recipe, epoch: int) -> None:
 
 def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.PathLike[str], *,
         evaluate_fn: Callable[[nn.Module], dict[str, float]] | None = None,
-        progress: bool = True) -> list[dict[str, Any]]:
+        identity: dict[str, Any] | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Train ``model`` (float or QAT-prepared) for ``recipe.epochs``, resuming from ``out_dir``.
 
     After every epoch rank 0 evaluates (``evaluate_fn`` on the model, and on an int8 copy
     when the model is QAT-prepared) and writes a checkpoint; a rerun with the same
-    ``out_dir`` continues after the last complete epoch with nothing lost. Returns the
-    per-epoch history (loss, lr, seconds, metrics).
+    ``out_dir`` continues after the last complete epoch with nothing lost. A checkpoint of
+    another recipe or another ``identity`` (JSON data naming what is trained, e.g. the source
+    model's digest) is refused rather than continued. Each epoch's random draws come from
+    ``recipe.seed`` and the epoch number. Returns the per-epoch history (loss, lr, seconds, metrics).
     """
     out = Path(out_dir)
     rank, world = rank_and_world()
@@ -226,6 +230,8 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
     if state.get("recipe", recipe.to_dict()) != recipe.to_dict():
         raise ValueError(f"{out} holds a checkpoint from another recipe ({state['recipe']}); "
                          "use a new output folder or the same recipe")
+    if state.get("identity", identity) != identity:
+        raise ValueError(f"{out} holds a checkpoint of another run ({state['identity']}); use a new output folder")
     net: nn.Module = DistributedDataParallel(model) if world > 1 else model
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     history: list[dict[str, Any]] = state["history"]
@@ -237,16 +243,18 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
         started, total_loss = time.perf_counter(), 0.0
         net.train()
         bar = tqdm(epoch_batches, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch", disable=not progress or rank)
-        for step, (images, labels) in enumerate(bar):
-            lr = recipe.lr_at(epoch * steps + step, steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = loss_fn(net(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item()
-            bar.set_postfix(loss=f"{total_loss / (step + 1):.3f}", lr=f"{lr:.4f}")
+        with torch.random.fork_rng():  # the caller's generator is left as it was
+            torch.manual_seed(recipe.seed * 100_003 + epoch)
+            for step, (images, labels) in enumerate(bar):
+                lr = recipe.lr_at(epoch * steps + step, steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss = loss_fn(net(images), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_loss += loss.item()
+                bar.set_postfix(loss=f"{total_loss / (step + 1):.3f}", lr=f"{lr:.4f}")
         record: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss / max(1, steps),
                                   "seconds": round(time.perf_counter() - started, 1)}
         if rank == 0:
@@ -255,8 +263,8 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
                 if qat:
                     record["eval_int8"] = evaluate_fn(int8_copy(model))
             history.append(record)
-            _write_checkpoint(out, model, optimizer, {"epoch": epoch + 1, "history": history,
-                                                      "recipe": recipe.to_dict(), "world_size": world})
+            _write_checkpoint(out, model, optimizer, {"epoch": epoch + 1, "history": history, "recipe": recipe.to_dict(),
+                                                      "identity": identity, "world_size": world})
             if progress:
                 tqdm.write(json.dumps(record))
         else:

@@ -27,7 +27,8 @@ from .benchmark import interleaved_latency_ms
 from .data import ImageTensors, image_folder_classes, synthetic_images, unpack_archive
 from ._tracing import tracing_warnings_silenced
 from .inference import optimize_for_inference
-from .pretrained import IMAGENET_TRANSFORMS, Transforms, get_weights, list_models, list_weights, resolve_float
+from .pretrained import (IMAGENET_TRANSFORMS, Transforms, get_weights, list_models, list_weights, resolve_float,
+                         resolve_source)
 from .registry import get_factory, model_spec
 
 
@@ -54,8 +55,9 @@ def load_model(source: str, *, weights: str | None = None, num_classes: int | No
         else:
             model = get_factory(source)(weights=entry, progress=progress, **kwargs).eval()
         return Loaded(model, entry.transforms if entry else None, entry.categories if entry else (), source)
-    config = hub.read_config(source, progress=progress)
-    model = hub.from_pretrained(source, progress=progress)
+    resolved = resolve_source(source)  # once: the config and the weights come from the same place
+    config = hub.read_config(resolved, progress=progress)
+    model = hub.from_pretrained(resolved, progress=progress)
     transforms = Transforms(**config["transforms"]) if config.get("transforms") else None
     return Loaded(model, transforms, tuple(config.get("categories") or ()), str(source))
 
@@ -71,7 +73,13 @@ def data_root(data: str | os.PathLike[str], split: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"no data folder at {path}: pass an ImageFolder (one sub-folder of images per "
                                 "class), a folder holding train/ and test/ ImageFolders, or a .tar.gz of one")
-    return path / split if (path / split).is_dir() else path
+    if (path / split).is_dir():
+        return path / split
+    splits = sorted(name for name in ("train", "test", "val") if (path / name).is_dir())
+    if splits:  # a split layout without this split: its folders are not classes
+        raise FileNotFoundError(f"{path} holds {', '.join(s + '/' for s in splits)} but no {split}/: add a {split}/ "
+                                f"ImageFolder, or point --data at one ImageFolder")
+    return path
 
 
 def load_images(data: str | os.PathLike[str], split: str, transforms: Transforms,
@@ -115,15 +123,57 @@ def _dataset_name(data: str | os.PathLike[str]) -> str:
     return path.name.split(".")[0] if path.is_file() else path.resolve().name
 
 
+def _same_place(a: Path, b: Path) -> bool:
+    return a.expanduser().resolve() == b.expanduser().resolve()
+
+
+def check_output_folder(out: str | os.PathLike[str], source: str, *, overwrite: bool = False,
+                        resumable: bool = False) -> Path:
+    """The rule for every command that writes a qzoo folder, checked before any work.
+
+    ``out`` must be new or empty (with ``resumable``, it may hold the ``training/`` checkpoint of a
+    run to resume); with ``overwrite`` it may hold a qzoo folder, which is replaced. It may never be
+    the source folder itself, a file, or a folder of someone else's ``config.json``/``model.safetensors``.
+    """
+    path = Path(out)
+    if Path(source).is_dir() and _same_place(path, Path(source)):
+        raise ValueError(f"--out {path} is the source folder: the new model would replace the one it is made "
+                         "from; choose another --out")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file; give a folder (new or empty)")
+    contents = {p.name for p in path.iterdir()} if path.is_dir() else set()
+    if contents and not (resumable and contents <= {"training"}):
+        if not overwrite:
+            raise ValueError(f"--out {path} is not empty; choose a new folder, or pass --overwrite "
+                             "(overwrite=True) to replace the qzoo model in it")
+        hub.check_save_target(path)
+    return path
+
+
+def check_output_file(out: str | os.PathLike[str], source: str, *, overwrite: bool = False) -> Path:
+    """The rule for commands that write one file (export), checked before any work: ``out`` must be
+    new (or, with ``overwrite``, an existing file), never a folder, never a file of the source folder."""
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give a file name such as model.onnx")
+    if Path(source).is_dir() and _same_place(path.parent, Path(source)):
+        raise ValueError(f"--out {path} is inside the source folder {source}, whose files it could replace; "
+                         "write the export somewhere else")
+    if path.exists() and not overwrite:
+        raise ValueError(f"--out {path} exists; choose a new file name, or pass --overwrite (overwrite=True)")
+    return path
+
+
 def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str = quantization.DEFAULT_BACKEND,
-        calib_images: int = 512,
-        seed: int = 0, image_size: int | None = None, dataset: str | None = None, recipe: str | None = None,
-        progress: bool = True) -> dict[str, Any]:
+        calib_images: int = 512, seed: int = 0, image_size: int | None = None, dataset: str | None = None,
+        recipe: str | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Calibrate on a seeded class-balanced sample of the ``train`` split, convert, evaluate float and int8
     side by side on the ``test`` split, and save the int8 model as a qzoo folder in ``out``.
 
     ``dataset`` names the data in the saved metrics (default: the folder or archive name);
-    ``recipe`` is the command recorded in the model card (default: the equivalent ``qzoo ptq``)."""
+    ``recipe`` is the command recorded in the model card (default: the equivalent ``qzoo ptq``);
+    ``out`` follows :func:`check_output_folder`."""
+    check_output_folder(out, loaded.source, overwrite=overwrite)
     transforms = _transforms_for(loaded, image_size)
     calibration_set = load_images(data, "train", transforms, loaded.categories, progress)
     test = load_images(data, "test", transforms, loaded.categories, progress)
@@ -178,9 +228,11 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
 
 
 def export(loaded: Loaded, out: str | os.PathLike[str], *, format: str = "torchscript",
-           image_size: int = 224) -> dict[str, Any]:
+           image_size: int = 224, overwrite: bool = False) -> dict[str, Any]:
     """Write an int8 model as qzoo's optimized TorchScript graph (checked bit-exact against the eager
-    model; run it under the model's engine) or as ONNX (QDQ, for ONNX Runtime; :mod:`qzoo.onnx_export`)."""
+    model; run it under the model's engine) or as ONNX (QDQ, for ONNX Runtime; :mod:`qzoo.onnx_export`).
+    ``out`` follows :func:`check_output_file`."""
+    check_output_file(out, loaded.source, overwrite=overwrite)
     model = loaded.model.eval()
     if not quantization.is_int8(model):
         raise ValueError(f"{loaded.source} is a {hub.model_mode(model)} model; export int8 models: run `qzoo ptq` "
@@ -204,11 +256,13 @@ def export(loaded: Loaded, out: str | os.PathLike[str], *, format: str = "torchs
 def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train.Recipe,
         backend: str = quantization.DEFAULT_BACKEND,
         image_size: int | None = None, dataset: str | None = None, command: str | None = None,
-        progress: bool = True) -> dict[str, Any]:
+        overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Quantization-aware fine-tuning of a float model on the ``train`` split (augmented), resumable from
     ``out/training``; evaluates float, and the converted int8 model after every epoch, on ``test``;
     saves the final int8 model as a qzoo folder in ``out``. Runs under torchrun unchanged.
-    ``dataset`` and ``command`` name the data and the reproducing command in the model card."""
+    ``dataset`` and ``command`` name the data and the reproducing command in the model card; ``out``
+    follows :func:`check_output_folder` (a ``training/`` checkpoint in it is resumed)."""
+    check_output_folder(out, loaded.source, overwrite=overwrite, resumable=True)
     transforms = _transforms_for(loaded, image_size)
     train_set = load_images(data, "train", transforms, loaded.categories, progress)
     test = load_images(data, "test", transforms, loaded.categories, progress)
@@ -222,7 +276,8 @@ def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train
         return train_set.batches(recipe.batch_size, mean=transforms.mean, std=transforms.std, augment=True,
                                  shuffle=True, seed=epoch, rank=rank, world_size=world)
 
-    history = train.fit(model, epoch_batches, recipe, Path(out) / "training",
+    identity = {"source": loaded.source, "float_sha256": serialization.state_digest(loaded.model), "backend": backend}
+    history = train.fit(model, epoch_batches, recipe, Path(out) / "training", identity=identity,
                         evaluate_fn=lambda m: train.evaluate(m, _batches(test, transforms)), progress=progress)
     int8 = quantization.convert(copy.deepcopy(model))
     int8_metrics = train.evaluate(int8, _batches(test, transforms), progress=progress, desc="eval int8")
@@ -257,23 +312,26 @@ def _load_for(source: str, data: str, weights: str | None, progress: bool) -> Lo
 
 def run_ptq(source: str, data: str, out: str | os.PathLike[str], *, weights: str | None = None,
             backend: str = quantization.DEFAULT_BACKEND, calib_images: int = 512, seed: int = 0,
-            image_size: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """``qzoo ptq``: load ``source`` for ``data`` and run :func:`ptq`."""
+            image_size: int | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """``qzoo ptq``: check ``out``, load ``source`` for ``data`` and run :func:`ptq`."""
+    check_output_folder(out, source, overwrite=overwrite)
     loaded = _load_for(source, data, weights, progress)
     return ptq(loaded, data, out, backend=backend, calib_images=calib_images, seed=seed, image_size=image_size,
-               progress=progress)
+               overwrite=overwrite, progress=progress)
 
 
 def run_qat(source: str, data: str, out: str | os.PathLike[str], *, weights: str | None = None, epochs: int = 2,
             lr: float = 0.005, batch_size: int = 128, weight_decay: float = 5e-5,
-            backend: str = quantization.DEFAULT_BACKEND, image_size: int | None = None,
+            backend: str = quantization.DEFAULT_BACKEND, image_size: int | None = None, overwrite: bool = False,
             progress: bool = True) -> dict[str, Any]:
-    """``qzoo qat``: join torchrun's process group (if any), load ``source`` for ``data`` and run :func:`qat`
-    with :meth:`train.Recipe.qat_finetune`."""
+    """``qzoo qat``: check ``out``, join torchrun's process group (if any), load ``source`` for ``data``
+    and run :func:`qat` with :meth:`train.Recipe.qat_finetune`."""
+    check_output_folder(out, source, overwrite=overwrite, resumable=True)
     train.init_distributed()
     recipe = train.Recipe.qat_finetune(epochs, lr, batch_size=batch_size, weight_decay=weight_decay)
     loaded = _load_for(source, data, weights, progress)
-    return qat(loaded, data, out, recipe=recipe, backend=backend, image_size=image_size, progress=progress)
+    return qat(loaded, data, out, recipe=recipe, backend=backend, image_size=image_size, overwrite=overwrite,
+               progress=progress)
 
 
 def run_eval(source: str, data: str, *, weights: str | None = None, image_size: int | None = None,
@@ -290,10 +348,11 @@ def run_bench(source: str, *, weights: str | None = None, image_size: int | None
 
 
 def run_export(source: str, out: str | os.PathLike[str], *, weights: str | None = None, format: str = "torchscript",
-               image_size: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """``qzoo export``: load ``source`` and run :func:`export`."""
+               image_size: int | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """``qzoo export``: check ``out``, load ``source`` and run :func:`export`."""
+    check_output_file(out, source, overwrite=overwrite)
     loaded = load_model(source, weights=weights, progress=progress)
-    return export(loaded, out, format=format, image_size=image_size or 224)
+    return export(loaded, out, format=format, image_size=image_size or 224, overwrite=overwrite)
 
 
 def describe(name: str) -> dict[str, Any]:

@@ -37,7 +37,8 @@ def test_each_mode_of_each_factory(name):
     qat = qzoo.get_model(name, prepare="qat", num_classes=NUM_CLASSES)
     assert qat.training and qzoo.fused_mode(qat) == "qat"
     assert any(hasattr(m, "weight_fake_quant") for m in qat.modules())
-    int8 = qzoo.int8_skeleton(qzoo.get_model(name, num_classes=NUM_CLASSES), "qnnpack")
+    int8 = qzoo.get_model(name, quantize=True, backend="qnnpack", num_classes=NUM_CLASSES)  # random-init int8
+    assert qzoo.is_int8(int8) and qzoo.model_backend(int8) == "qnnpack"
     assert not int8.training and float_layers(int8) == 0 and not has_observers(int8)
     assert torch.backends.quantized.engine == before
     with torch.inference_mode():

@@ -219,3 +219,53 @@ def test_entries_are_consistent():
     defaults = [(e.architecture, e.mode, tuple(e.metrics)) for e in pretrained.catalogue().values() if e.default]
     assert len(defaults) == len(set(defaults))
     assert dataclasses.asdict(qzoo.get_weights("mobilenet_v2.imagenet1k_qnnpack_v1"))["backend"] == "qnnpack"
+
+
+# ----------------------------------------------------------------------------- one resolution order
+
+
+def test_a_missing_path_is_never_looked_up_on_the_hub(int8_folder, hub_cache, tmp_path, monkeypatch):
+    """``runs/r18-typo`` under an existing ``runs/`` is a path typo: no request leaves, and a hub repo of
+    that name (served here) does not load in place of the user's folder; ``hf-hub:`` reaches it on purpose."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with serving() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        publish(server, int8_folder, repo="runs/r18-typo")
+        for typo in ("runs/r18-typo", "./r18", "../r18", "~/no-such-qzoo-folder", "a/b/c", "r18/", Path("x/y")):
+            with pytest.raises(FileNotFoundError, match="no folder at"):
+                qzoo.from_pretrained(typo)
+        assert server.requests == []
+        assert qzoo.is_int8(qzoo.from_pretrained("hf-hub:runs/r18-typo", progress=False))
+        assert server.requests
+
+
+def test_a_local_folder_never_impersonates_a_pinned_entry(int8_folder, hub_cache, tmp_path, monkeypatch,
+                                                         with_entries):
+    """A folder named like an entry, in the working directory, holding another model: the entry name
+    still loads the entry (its pinned sha256 checked); ``./name`` loads the folder."""
+    entry = pretrained.Weights(name="resnet18.test_int8", architecture="resnet18", mode="int8",
+                               sha256=file_sha256(int8_folder / "model.safetensors"), hub_repo=REPO,
+                               hub_revision="0123456789abcdef0123456789abcdef01234567", backend="x86",
+                               kwargs={"num_classes": NUM_CLASSES})
+    with_entries(entry)
+    monkeypatch.chdir(tmp_path)
+    impostor = qzoo.save_pretrained(quantized_copy(refreshed(qzoo.mobilenet_v2(num_classes=NUM_CLASSES))),
+                                    tmp_path / entry.name)
+    with serving() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        publish(server, int8_folder)
+        assert isinstance(qzoo.from_pretrained(entry.name, progress=False), qzoo.QuantizableResNet)
+    assert isinstance(qzoo.from_pretrained(f"./{impostor.name}"), qzoo.QuantizableMobileNetV2)
+
+
+def test_an_unknown_name_suggests_close_models_and_entries():
+    with pytest.raises(FileNotFoundError, match="did you mean resnet18"):
+        qzoo.from_pretrained("resnet19")
+
+
+def test_a_folder_without_config_names_what_it_needs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for call in (qzoo.from_pretrained, qzoo.hub.read_config):
+        with pytest.raises(FileNotFoundError, match="empty needs config.json and model.safetensors"):
+            call(tmp_path / "empty")

@@ -107,6 +107,8 @@ def test_a_malicious_pickle_with_a_matching_hash_never_runs(torch_home, tmp_path
     (lambda: qzoo.resnet18(quantize=True, weights="IMAGENET1K_V1"), "float weights of resnet18.*prepare='ptq'"),
     (lambda: qzoo.mobilenet_v2(quantize=True, weights="DEFAULT", num_classes=10), "1000 classes but num_classes=10"),
     (lambda: qzoo.get_weights("resnet18.cifar100"), "entries for 'resnet18': .*resnet18.imagenet1k_fbgemm_v1"),
+    (lambda: qzoo.resnet50(quantize=True, weights="IMAGENET1K_FBGEMM_V1", backend="qnnpack"),
+     "quantized for backend 'fbgemm'.*pass backend='fbgemm'"),
 ])
 def test_int8_weights_requests_that_cannot_work_name_the_fix(call, message):
     with pytest.raises(ValueError, match=message):

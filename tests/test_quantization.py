@@ -166,6 +166,16 @@ def test_workflow_refuses_out_of_order_steps():
             qzoo.prepare_ptq(fresh(), backend)
 
 
+def test_convert_audits_every_output_scale():
+    """An observer that recorded an infinite range would give a scale of inf: convert refuses the model."""
+    model = qzoo.prepare_ptq(fresh(), qconfig=qzoo.get_qconfig(activation="minmax"))
+    qzoo.calibrate(model, images(4, 1).split(2), progress=False)
+    observer = model.layer1[0].conv1.activation_post_process
+    observer.max_val.fill_(float("inf"))
+    with pytest.raises(RuntimeError, match="invalid output scale at layer1.0.conv1: inf"):
+        qzoo.convert(model)
+
+
 def test_convert_audits_for_float_layers_left_behind():
     """A layer without a qconfig stays float after torch's convert and fails at run time."""
     model = fresh()

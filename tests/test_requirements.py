@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -26,3 +28,10 @@ def test_the_package_metadata_pins_the_same_torch_range():
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
     assert "torch>=2.10,<2.15" in project["dependencies"] and MINIMUM_TORCH == (2, 10)
     assert "torchvision>=0.25,<0.30" in project["dependencies"]
+
+
+def test_importing_qzoo_under_an_old_torch_fails_with_the_upgrade_named():
+    """The check runs at ``import qzoo`` itself (here under a torch that reports 2.9.1), not only when called."""
+    script = "import torch; torch.__version__ = '2.9.1'; import qzoo"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "ImportError: qzoo needs torch>=2.10, found torch 2.9.1" in done.stderr

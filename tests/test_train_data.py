@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tarfile
@@ -130,3 +131,62 @@ def test_a_malicious_optimizer_file_in_a_checkpoint_never_runs(tmp_path, monkeyp
     with pytest.raises(Exception, match="Weights only load failed"):
         train.load_checkpoint(tmp_path / "run", model, optimizer)
     assert not sentinel.exists()
+
+
+def small_qat_mobilenet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return qzoo.mobilenet_v2(width_mult=0.25, num_classes=3, dropout=0.5, prepare="qat")
+
+
+def test_training_with_dropout_repeats_bit_for_bit_and_leaves_the_callers_generator_alone(tmp_path):
+    """MobileNetV2's dropout draws from a generator seeded by the recipe and the epoch: two runs agree."""
+    batches = [(images(6, seed=s), torch.tensor([0, 1, 2, 0, 1, 2])) for s in range(2)]
+    recipe = train.Recipe(epochs=2, lr=0.01, batch_size=6)
+    digests = []
+    for run in ("a", "b"):
+        model = small_qat_mobilenet()
+        before = torch.get_rng_state()
+        train.fit(model, lambda epoch: batches, recipe, tmp_path / run, progress=False)
+        assert torch.equal(torch.get_rng_state(), before)
+        digests.append(qzoo.serialization.state_digest(model))
+    assert digests[0] == digests[1]
+    other = small_qat_mobilenet()
+    train.fit(other, lambda epoch: batches, dataclasses.replace(recipe, seed=1), tmp_path / "c", progress=False)
+    assert qzoo.serialization.state_digest(other) != digests[0]  # the seed is what made them equal
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    batches = [(images(6, seed=0), torch.tensor([0, 1, 2, 0, 1, 2]))]
+    recipe = train.Recipe(epochs=1, lr=0.01, batch_size=6)
+    train.fit(small_qat_mobilenet(), lambda epoch: batches, recipe, tmp_path, identity={"source": "a"},
+              progress=False)
+    with pytest.raises(ValueError, match="checkpoint of another run.*'source': 'a'"):
+        train.fit(small_qat_mobilenet(), lambda epoch: batches, recipe, tmp_path, identity={"source": "b"},
+                  progress=False)
+
+
+def test_the_decoded_cache_follows_file_contents_not_sizes_and_times(tmp_path):
+    """Replacing every image by a same-size file with the old mtime (cp -p, rsync -t) is new data."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    def write(seed: int) -> None:
+        generator = np.random.default_rng(seed)
+        for name in ("cat", "dog"):
+            for i in range(3):
+                path = tmp_path / "set" / name / f"{i}.bmp"  # uncompressed: every file has the same size
+                path.parent.mkdir(parents=True, exist_ok=True)
+                stat = path.stat() if path.exists() else None
+                Image.fromarray(generator.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+                if stat is not None:
+                    assert path.stat().st_size == stat.st_size
+                    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    write(0)
+    first = data.ImageTensors.from_folder(tmp_path / "set", 32, progress=False)
+    write(1)
+    again = data.ImageTensors.from_folder(tmp_path / "set", 32, progress=False)
+    fresh = data.ImageTensors.from_folder(tmp_path / "set", 32, cache=False, progress=False)
+    assert not torch.equal(first.images, fresh.images) and torch.equal(again.images, fresh.images)

@@ -75,10 +75,10 @@ def quantize(name: str, step: str) -> None:
     loaded.source = f"{name}.cifar10_float"
     if step == "ptq":
         report = workflow.ptq(loaded, str(ARCHIVE), out / "model", calib_images=CALIBRATION_IMAGES, seed=0,
-                              dataset="CIFAR-10", recipe=command)
+                              dataset="CIFAR-10", recipe=command, overwrite=True)
     else:
         report = workflow.qat(loaded, str(ARCHIVE), out / "model", recipe=QAT_RECIPE, dataset="CIFAR-10",
-                              command=command)
+                              command=command, overwrite=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("float", "int8")}))
 

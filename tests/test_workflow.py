@@ -1,0 +1,167 @@
+"""The rules every command that writes follows (checked before any work), and argument validation."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+from helpers import NUM_CLASSES, images, make_image_folder, quantized_copy, refreshed
+
+import qzoo
+import qzoo.cli
+from qzoo import workflow
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def int8_folder(tmp_path_factory):
+    model = quantized_copy(refreshed(qzoo.resnet18(num_classes=3)))
+    return qzoo.save_pretrained(model, tmp_path_factory.mktemp("int8") / "model")
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Any model loading fails the test: the refusals below must come before any work."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before --out was checked")
+
+    monkeypatch.setattr(workflow, "load_model", refuse)
+
+
+def fails_with_one_line(capsys, *argv: str) -> str:
+    assert qzoo.cli.main([*argv, "--json"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qzoo: error: "), lines
+    return lines[0]
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_an_out_folder_qzoo_did_not_write_is_never_touched(tiny_data, tmp_path, capsys, no_work):
+    foreign = tmp_path / "o"
+    foreign.mkdir()
+    (foreign / "model.safetensors").write_bytes(os.urandom(1000))
+    (foreign / "config.json").write_text("{}")
+    before = snapshot(foreign)
+    for extra in ((), ("--overwrite",)):
+        line = fails_with_one_line(capsys, "ptq", "resnet18", "--data", str(tiny_data), "--calib-images", "16",
+                                   "--image-size", "32", "--out", str(foreign), *extra)
+        assert "not empty" in line or "qzoo did not write" in line
+    with pytest.raises(ValueError, match="qzoo did not write"):
+        qzoo.save_pretrained(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)), foreign)
+    (foreign / "config.json").unlink()  # weights without any config: refused too
+    with pytest.raises(ValueError, match="qzoo did not write"):
+        qzoo.save_pretrained(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)), foreign)
+    assert snapshot(foreign) == {"model.safetensors": before["model.safetensors"]}
+
+
+def test_ptq_never_replaces_its_own_source(int8_folder, tiny_data, capsys, no_work):
+    before = snapshot(int8_folder)
+    line = fails_with_one_line(capsys, "ptq", str(int8_folder), "--data", str(tiny_data), "--out", str(int8_folder),
+                               "--overwrite")
+    assert "is the source folder" in line and snapshot(int8_folder) == before
+
+
+def test_export_never_writes_over_the_source_or_an_existing_file(int8_folder, tmp_path, capsys, no_work):
+    before = snapshot(int8_folder)
+    line = fails_with_one_line(capsys, "export", str(int8_folder), "--out", str(int8_folder / "model.safetensors"),
+                               "--overwrite")
+    assert "inside the source folder" in line and snapshot(int8_folder) == before
+    existing = tmp_path / "m.pt"
+    existing.write_bytes(b"mine")
+    assert "exists; choose a new file name" in fails_with_one_line(capsys, "export", str(int8_folder), "--out",
+                                                                   str(existing))
+    assert "is a folder" in fails_with_one_line(capsys, "export", str(int8_folder), "--out", str(tmp_path))
+    assert existing.read_bytes() == b"mine" and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_a_non_empty_out_needs_overwrite_and_then_replaces_the_qzoo_model(int8_folder, tiny_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    qzoo.save_pretrained(refreshed(qzoo.resnet18(num_classes=3)), out)
+    assert "pass --overwrite" in fails_with_one_line(capsys, "ptq", "resnet18", "--data", str(tiny_data),
+                                                     "--image-size", "32", "--calib-images", "12", "--out", str(out))
+    assert qzoo.cli.main(["ptq", "resnet18", "--data", str(tiny_data), "--image-size", "32", "--calib-images", "12",
+                          "--out", str(out), "--overwrite", "--json"]) == 0
+    assert qzoo.is_int8(qzoo.from_pretrained(out))
+
+
+def test_saved_files_are_readable_like_any_other_file_and_dead_partials_are_removed(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    stale = folder / ".model.safetensors.99999999.partial"  # a save killed mid-write, long ago
+    stale.write_bytes(b"half")
+    nested = folder / "..model.safetensors.99999999.partial.99999999.partial"
+    nested.write_bytes(b"half")
+    qzoo.save_pretrained(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)), folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert len(set(modes.values())) == 1, modes
+
+
+def test_the_config_records_the_hash_of_the_bytes_this_save_wrote(tmp_path, monkeypatch):
+    """A second writer replacing model.safetensors between this save's write and its hash cannot make the
+    config vouch for the other file: the hash is taken before the file takes its real name."""
+    folder = tmp_path / "m"
+    other = qzoo.save_pretrained(quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES), 3)), tmp_path / "b")
+    real_sha256 = qzoo.hub.file_sha256
+
+    def racing_sha256(path):
+        if (folder / "model.safetensors").parent.is_dir():  # the other save lands meanwhile
+            (folder / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
+        return real_sha256(path)
+
+    monkeypatch.setattr(qzoo.hub, "file_sha256", racing_sha256)
+    mine = quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)))
+    qzoo.save_pretrained(mine, folder)
+    monkeypatch.undo()
+    x = images(2, seed=1)
+    with torch.inference_mode():
+        assert torch.equal(qzoo.from_pretrained(folder)(x), mine(x))
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (("ptq", "resnet18", "--data", "d", "--out", "o", "--calib-images", "0"), "--calib-images"),
+    (("ptq", "resnet18", "--data", "d", "--out", "o", "--image-size", "0"), "--image-size"),
+    (("qat", "resnet18", "--data", "d", "--out", "o", "--lr", "nan"), "--lr"),
+    (("qat", "resnet18", "--data", "d", "--out", "o", "--epochs", "0"), "--epochs"),
+    (("qat", "resnet18", "--data", "d", "--out", "o", "--weight-decay", "-1"), "--weight-decay"),
+    (("bench", "resnet18", "--repeats", "0"), "--repeats"),
+])
+def test_bad_numbers_are_refused_before_any_work_naming_the_flag(argv, flag, capsys, no_work):
+    with pytest.raises(SystemExit) as status:
+        qzoo.cli.main(list(argv))
+    assert status.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+
+
+def test_nan_or_inf_images_are_refused_by_int8_models():
+    model = quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)))
+    for bad in (float("nan"), float("inf")):
+        x = images(2, seed=1)
+        x[0, 0, 0, 0] = bad
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            model(x)
+
+
+def test_torchvision_weights_offline_name_the_fix(torch_home, capsys, with_entries):
+    import dataclasses
+
+    entry = qzoo.get_weights("resnet18.imagenet1k_v1")
+    with_entries(dataclasses.replace(entry, url="http://127.0.0.1:9/resnet18-f37072fd.pth"))  # nothing listens
+    with pytest.raises(FileNotFoundError, match="cannot be reached.*connect once, or copy the file"):
+        qzoo.resnet18(weights="DEFAULT", progress=False)
+
+
+def test_a_split_layout_missing_a_split_is_not_read_as_one_class(tiny_data, tmp_path, capsys, no_work):
+    only_train = tmp_path / "only-train"
+    (only_train / "train").mkdir(parents=True)
+    (only_train / "train" / "cat").symlink_to(tiny_data / "train" / "cat")
+    line = fails_with_one_line(capsys, "ptq", "resnet18", "--data", str(only_train), "--out", str(tmp_path / "o"))
+    assert "holds train/ but no test/" in line
