@@ -84,7 +84,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
     return Path(path)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id is running (a partial file's writer, say)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -100,7 +101,7 @@ def remove_stale_partials(folder: Path, name: str) -> None:
     owned = re.compile(rf"\.+{re.escape(name)}\.(\d+)\.partial(\.[0-9a-f]+\.partial)?")
     for partial in folder.glob(f"*.{name}.*.partial"):
         match = owned.fullmatch(partial.name)
-        if match and int(match[1]) != os.getpid() and not _alive(int(match[1])):
+        if match and int(match[1]) != os.getpid() and not process_alive(int(match[1])):
             partial.unlink(missing_ok=True)
 
 

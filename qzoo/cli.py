@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = _run(args)
     except (ValueError, TypeError, RuntimeError, FileNotFoundError, IntegrityError) as error:
-        print(f"qzoo: error: {error}", file=sys.stderr)
+        print("qzoo: error: " + " ".join(str(error).split()), file=sys.stderr)  # one line, whatever the message
         return 2
     if train.rank_and_world()[0] != 0:
         return 0

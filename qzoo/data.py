@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import math
 import os
 import shutil
 import tarfile
-import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch.utils.data import DistributedSampler
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
+from . import _files
 from ._files import atomic_path, file_sha256
 
 
@@ -50,13 +52,26 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("QZOO_CACHE", Path.home() / ".cache" / "qzoo"))
 
 
+UNPACK_RATIO = 16
+"""An archive may unpack to at most this many times its own size, plus :data:`UNPACK_SLACK` bytes: image
+archives barely compress, so more is a decompression bomb. ``$QZOO_MAX_UNPACK_BYTES`` sets another bound."""
+UNPACK_SLACK = 64 << 20
+
+
+def _unpack_bound(archive: Path) -> int:
+    configured = os.environ.get("QZOO_MAX_UNPACK_BYTES")
+    return int(configured) if configured else UNPACK_RATIO * archive.stat().st_size + UNPACK_SLACK
+
+
 def unpack_archive(archive: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Extract a ``.tar.gz`` image archive once into ``cache_dir`` and return the folder.
 
-    The folder is named after the archive's sha256, filled in a temporary sibling and renamed
-    into place, so an interrupted extraction is never mistaken for a finished one. Members that
-    would land outside the folder (absolute paths, ``..``, links) are refused by tarfile's
-    ``data`` filter.
+    The folder is named after the archive's sha256, filled in a staging sibling and renamed into
+    place, so an interrupted extraction is never mistaken for a finished one; staging folders of
+    processes that died are removed. Members that would land outside the folder (absolute paths,
+    ``..``, links) are refused by tarfile's ``data`` filter, and an archive whose members add up to
+    more than :func:`_unpack_bound` is refused before anything is written. Every refusal is a
+    ``ValueError`` naming the archive.
     """
     archive = Path(archive)
     if not archive.is_file():
@@ -67,13 +82,29 @@ def unpack_archive(archive: str | os.PathLike[str], cache_dir: str | os.PathLike
     if target.is_dir():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    for stale in root.glob(f".{target.name}.*.staging"):
+        pid = stale.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _files.process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = root / f".{target.name}.{os.getpid()}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
     try:
         with tarfile.open(archive) as tar:
+            total = sum(member.size for member in tar.getmembers())
+            if total > _unpack_bound(archive):
+                raise ValueError(f"{archive} would unpack to {total:,} bytes, more than {_unpack_bound(archive):,} "
+                                 f"({UNPACK_RATIO}x its size + {UNPACK_SLACK >> 20} MiB): not an image archive; "
+                                 "set QZOO_MAX_UNPACK_BYTES if it really is one")
             tar.extractall(staging, filter="data")
         staging.rename(target)
-    except OSError:
+    except (tarfile.TarError, EOFError, zlib.error) as error:  # FilterError, ReadError, truncated streams
         shutil.rmtree(staging, ignore_errors=True)
+        raise ValueError(f"{archive} cannot be unpacked ({type(error).__name__}: {error}); pass a .tar.gz of "
+                         "ImageFolder images with plain files inside one folder") from None
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, gzip.BadGzipFile):
+            raise ValueError(f"{archive} is not a gzip file ({error}); pass a .tar.gz of ImageFolder images") from None
         if not target.is_dir():  # another process may have won the rename
             raise
     except BaseException:
@@ -101,17 +132,16 @@ def _images_in(folder: Path) -> list[Path]:
 
 def _decode(path: Path, size: int, resize: int) -> Tensor:
     try:
-        image = Image.open(path)
-    except OSError as error:
+        with Image.open(path) as image:
+            if image.mode not in ("RGB", "L", "P", "RGBA", "CMYK"):
+                raise ValueError(f"{path} has image mode {image.mode!r}; qzoo reads 8-bit colour or grey images: "
+                                 "convert it to RGB (e.g. PIL's image.convert('RGB')) first")
+            image = image.convert("RGB")  # decodes: a file cut short fails here, not at open
+    except (OSError, Image.DecompressionBombError, SyntaxError) as error:
         raise ValueError(f"{path} is not a readable image ({error}); remove it from the data folder") from None
-    with image:
-        if image.mode not in ("RGB", "L", "P", "RGBA", "CMYK"):
-            raise ValueError(f"{path} has image mode {image.mode!r}; qzoo reads 8-bit colour or grey images: "
-                             "convert it to RGB (e.g. PIL's image.convert('RGB')) first")
-        image = image.convert("RGB")
-        if image.size != (size, size):
-            image = transforms.functional.center_crop(transforms.functional.resize(image, resize), size)
-        return transforms.functional.pil_to_tensor(image)
+    if image.size != (size, size):
+        image = transforms.functional.center_crop(transforms.functional.resize(image, resize), size)
+    return transforms.functional.pil_to_tensor(image)
 
 
 @dataclass(frozen=True)

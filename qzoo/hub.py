@@ -147,8 +147,8 @@ def check_save_target(directory: Path) -> None:
 def _read_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise IntegrityError(f"{path} is not valid JSON ({error})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise IntegrityError(f"{path} is not valid JSON ({type(error).__name__}: {error})") from None
     if not isinstance(config, dict) or config.get("library") != "qzoo":
         raise ValueError(f"{path} is not a qzoo config (no \"library\": \"qzoo\"); write the folder with "
                          "qzoo.save_pretrained")
@@ -272,7 +272,7 @@ def _checked_factory(config: dict[str, Any], path: Path) -> Any:
             raise TypeError(f"kwargs may only hold architecture arguments, not {', '.join(workflow_keys)}")
         with torch.device("meta"):
             parameters = sum(p.numel() for p in factory(**kwargs).parameters())
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError, ArithmeticError) as error:
         raise ValueError(f"{path.parent / CONFIG_NAME}: architecture {architecture!r} with kwargs {kwargs!r} "
                          f"does not build ({error}); write the folder again with qzoo.save_pretrained") from None
     stored = serialization.stored_values(path)

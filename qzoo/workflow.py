@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -58,8 +59,25 @@ def load_model(source: str, *, weights: str | None = None, num_classes: int | No
     resolved = resolve_source(source)  # once: the config and the weights come from the same place
     config = hub.read_config(resolved, progress=progress)
     model = hub.from_pretrained(resolved, progress=progress)
-    transforms = Transforms(**config["transforms"]) if config.get("transforms") else None
+    transforms = _config_transforms(config["transforms"], source) if config.get("transforms") else None
     return Loaded(model, transforms, tuple(config.get("categories") or ()), str(source))
+
+
+def _config_transforms(data: Any, source: str) -> Transforms:
+    """The ``transforms`` block of a folder's config, checked: sizes positive, three finite means and stds."""
+    try:
+        transforms = Transforms(crop_size=int(data["crop_size"]), resize_size=int(data["resize_size"]),
+                                mean=tuple(float(v) for v in data["mean"]), std=tuple(float(v) for v in data["std"]),
+                                interpolation=str(data.get("interpolation", "bilinear")))
+        values = (*transforms.mean, *transforms.std)
+        if (transforms.crop_size < 1 or transforms.resize_size < 1 or len(transforms.mean) != 3
+                or len(transforms.std) != 3 or not all(math.isfinite(v) for v in values) or min(transforms.std) <= 0):
+            raise ValueError("out of range")
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as error:
+        raise ValueError(f"{source}: config.json has an unusable transforms block ({error}): it needs crop_size, "
+                         "resize_size, and three means and positive stds; write the folder again with "
+                         "qzoo.save_pretrained") from None
+    return transforms
 
 
 def data_root(data: str | os.PathLike[str], split: str) -> Path:

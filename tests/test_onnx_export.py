@@ -55,6 +55,38 @@ def test_onnx_graph_carries_the_int8_weights_and_scales_bit_for_bit(name):
     assert sum(n.op_type == "Conv" for n in nodes) == len(layers) - 1  # every conv, between DQ and Q
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_every_layers_scales_zero_points_and_bias_are_the_models(name):
+    """Per layer: the weight's per-channel scales and zero points are the model's (as float32 and int8),
+    and the int32 bias dequantizes to the model's float bias within one step of its scale (input scale x
+    weight scale; torch's exporter truncates toward zero rather than rounding: up to 0.9 of a step on
+    resnet18's first conv here)."""
+    int8 = int8_model(name)
+    constants, nodes = graph_constants(export_onnx(int8, image_size=64))
+    producer = {n.output[0]: n for n in nodes}
+    layers = {m.weight().int_repr().numpy().tobytes(): m for m in int8.modules()
+              if hasattr(m, "_weight_bias") and hasattr(m, "scale")}
+    checked = 0
+    for node in nodes:
+        weight_dq = producer.get(node.input[1]) if len(node.input) > 1 else None
+        if weight_dq is None or weight_dq.op_type != "DequantizeLinear" or weight_dq.input[0] not in constants:
+            continue
+        layer = layers.get(constants[weight_dq.input[0]].tobytes())
+        if layer is None:
+            continue
+        weight = layer.weight()
+        np.testing.assert_array_equal(constants[weight_dq.input[1]],
+                                      weight.q_per_channel_scales().numpy().astype(np.float32))
+        np.testing.assert_array_equal(constants[weight_dq.input[2]],
+                                      weight.q_per_channel_zero_points().numpy().astype(np.int8))
+        bias_dq = producer[node.input[2]]
+        bias_scale = constants[bias_dq.input[1]]
+        restored = constants[bias_dq.input[0]].astype(np.float64) * bias_scale
+        assert np.all(np.abs(restored - layer.bias().detach().numpy()) < bias_scale)
+        checked += 1
+    assert checked == len(layers)
+
+
 def test_onnxruntime_path_runs_any_batch_and_size_saves_and_reloads(tmp_path):
     int8 = int8_model("resnet18")
     fast = qzoo.optimize_for_inference(int8, images(2, seed=3), runtime="onnxruntime", threads=1)

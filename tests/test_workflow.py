@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 
 import pytest
@@ -165,3 +166,95 @@ def test_a_split_layout_missing_a_split_is_not_read_as_one_class(tiny_data, tmp_
     (only_train / "train" / "cat").symlink_to(tiny_data / "train" / "cat")
     line = fails_with_one_line(capsys, "ptq", "resnet18", "--data", str(only_train), "--out", str(tmp_path / "o"))
     assert "holds train/ but no test/" in line
+
+
+# ----------------------------------------------------------------------------- hostile inputs: one error line each
+
+
+def archive_of(path, members: dict[str, bytes]):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def test_an_archive_bomb_is_refused_before_anything_is_written(tmp_path, private_cache, capsys, monkeypatch):
+    bomb = archive_of(tmp_path / "bomb.tar.gz", {"d/train/a/0.png": bytes(100 << 20)})  # 100 MiB of zeros
+    assert bomb.stat().st_size < 1 << 20
+    line = fails_with_one_line(capsys, "eval", "resnet18", "--data", str(bomb))
+    assert "would unpack to 104,857,600 bytes" in line and "QZOO_MAX_UNPACK_BYTES" in line
+    assert not private_cache.exists() or not any(private_cache.rglob("*.png"))
+    monkeypatch.setenv("QZOO_MAX_UNPACK_BYTES", str(200 << 20))  # the user vouches for it: it unpacks
+    line = fails_with_one_line(capsys, "eval", "resnet18", "--data", str(bomb))
+    assert "would unpack" not in line and any(private_cache.rglob("*.png"))
+
+
+def test_a_dead_extractions_staging_folder_is_removed(tmp_path, private_cache):
+    archive = archive_of(tmp_path / "set.tar.gz", {"set/train/a/0.txt": b"x"})
+    from qzoo import data
+
+    root = private_cache / "datasets"
+    target_name = f"set-{qzoo._files.file_sha256(archive)[:16]}"
+    stale = root / f".{target_name}.99999999.staging"
+    (stale / "half").mkdir(parents=True)
+    assert data.unpack_archive(archive).name == target_name
+    assert sorted(p.name for p in root.iterdir()) == [target_name]
+
+
+@pytest.mark.parametrize("kind", ["not gzip", "truncated", "escaping member"])
+def test_bad_archives_give_one_line(kind, tmp_path, private_cache, capsys):
+    path = tmp_path / "bad.tar.gz"
+    if kind == "not gzip":
+        path.write_bytes(b"plain text, not an archive")
+    elif kind == "truncated":
+        full = archive_of(tmp_path / "full.tar.gz", {"d/train/a/0.png": os.urandom(200_000)})
+        path.write_bytes(full.read_bytes()[:50_000])
+    else:
+        archive_of(path, {"../outside.png": b"x"})
+    line = fails_with_one_line(capsys, "eval", "resnet18", "--data", str(path))
+    assert "bad.tar.gz" in line
+
+
+def test_broken_images_give_one_line_naming_the_file(tiny_data, tmp_path, private_cache, capsys, monkeypatch):
+    from PIL import Image
+
+    data_dir = tmp_path / "d"
+    shutil.copytree(tiny_data, data_dir)
+    jpeg = data_dir / "test" / "cat" / "cut.jpg"
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(jpeg, quality=95)
+    jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])  # cut inside its data
+    line = fails_with_one_line(capsys, "eval", "resnet18", "--data", str(data_dir), "--image-size", "32")
+    assert "cut.jpg is not a readable image" in line
+    jpeg.unlink()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # so a small PNG stands for a 15000x15000 one
+    big = data_dir / "test" / "cat" / "big.png"
+    Image.new("RGB", (100, 100)).save(big)
+    line = fails_with_one_line(capsys, "eval", "resnet18", "--data", str(data_dir), "--image-size", "32")
+    assert "big.png is not a readable image" in line and "decompression bomb" in line
+
+
+@pytest.mark.parametrize("edit", ["infinite width", "nested", "transforms"])
+def test_edited_configs_give_one_line(edit, tmp_path, tiny_data, capsys):
+    import json
+
+    folder = qzoo.save_pretrained(refreshed(qzoo.mobilenet_v2(num_classes=3)), tmp_path / "m",
+                                  transforms={"crop_size": 32, "resize_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3})
+    config_path = folder / "config.json"
+    text = config_path.read_text()
+    config = json.loads(text)
+    if edit == "infinite width":
+        config["kwargs"]["width_mult"] = float("inf")
+        text = json.dumps(config)
+    elif edit == "nested":
+        text = text[:-2] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    else:
+        config["transforms"] = {"crop_size": "big", "mean": 1}
+        text = json.dumps(config)
+    config_path.write_text(text)
+    line = fails_with_one_line(capsys, "eval", str(folder), "--data", str(tiny_data))
+    assert "config.json" in line
