@@ -133,7 +133,7 @@ def _images_in(folder: Path) -> list[Path]:
 def _decode(path: Path, size: int, resize: int) -> Tensor:
     try:
         with Image.open(path) as image:
-            if image.mode not in ("RGB", "L", "P", "RGBA", "CMYK"):
+            if image.mode not in ("RGB", "L", "LA", "1", "P", "RGBA", "CMYK"):
                 raise ValueError(f"{path} has image mode {image.mode!r}; qzoo reads 8-bit colour or grey images: "
                                  "convert it to RGB (e.g. PIL's image.convert('RGB')) first")
             image = image.convert("RGB")  # decodes: a file cut short fails here, not at open

@@ -25,20 +25,38 @@ def int8_weights(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight() for m in model.modules() if hasattr(m, "_weight_bias") and hasattr(m, "groups")]
 
 
+def trained_like(name: str, branch_scale: float) -> nn.Module:
+    """A random network with the small residual branches trained ones have: each branch's last BatchNorm
+    weight set to ``branch_scale``, statistics refilled from data. Raw random inits are chaotic (1% input
+    noise takes resnet152 to cosine 0.77), so a fidelity bound on them can hardly tell 8 bits from 4."""
+    torch.manual_seed(0)
+    model = qzoo.get_model(name, num_classes=NUM_CLASSES)
+    for block in model.modules():
+        if isinstance(block, qzoo.QuantizableBottleneck):
+            nn.init.constant_(block.bn3.weight, branch_scale)
+        elif isinstance(block, qzoo.QuantizableBasicBlock):
+            nn.init.constant_(block.bn2.weight, branch_scale)
+        elif isinstance(block, qzoo.QuantizableInvertedResidual) and block.use_res_connect:
+            nn.init.constant_(block.conv[-1].weight, branch_scale)
+    return refreshed(model)
+
+
 @pytest.mark.parametrize("name", qzoo.list_models())
-def test_ptq_every_factory_follows_float_far_above_a_broken_conversion(name):
-    """At random init deep networks are chaotic: 1% input noise alone takes resnet152 to cosine
-    0.77, so 0.99 is out of reach for anyone there (measured x86 int8 cosine on this data:
-    resnet18 0.989, resnet50 0.878, resnet152 0.790, mobilenet_v2 0.867). The floor of 0.75 is
-    far above what a broken conversion gives (uncalibrated scales: 0.51 on resnet50; next test);
-    the 0.99 claim is made on trained-like networks below and on trained CIFAR-10 weights."""
-    model = fresh(name)
-    calibration = images(16, seed=1)
+def test_ptq_of_every_factory_follows_float_on_held_out_images(name):
+    """Calibrated on one set of images, compared on another. Measured on trained-like networks
+    (branch scale 0.1; x86, 2026-11-28): int8 cosine 0.95 (mobilenet_v2) to 0.995, while 4-bit
+    activations (a broken observer) reach 0.57 to 0.83: the 0.94 floor catches that regression.
+    Top-1 agreement among 10 near-equal random logits is noisy (0.75 to 1.0 at 8 bits), so its floor
+    is loose; the trained CIFAR-10 models carry the agreement claims (test_onnx_export, test_weights_folder)."""
+    model = trained_like(name, 0.1)
+    held_out = images(16, seed=2)
     with torch.no_grad():
-        reference = model(calibration)
+        reference = model(held_out)
     assert_varies(reference)
-    int8 = quantized_copy(model, "x86", calibration=calibration)
-    assert cosine(reference, run(int8, calibration)) > 0.75
+    int8 = quantized_copy(model, "x86", calibration=images(16, seed=1))
+    output = run(int8, held_out)
+    assert cosine(reference, output) > 0.94
+    assert (reference.argmax(1) == output.argmax(1)).float().mean() >= 0.7
 
 
 def test_an_uncalibrated_int8_structure_is_far_below_the_floor():
@@ -54,13 +72,7 @@ def test_an_uncalibrated_int8_structure_is_far_below_the_floor():
 def test_ptq_keeps_cosine_above_0_99_on_a_network_with_trained_like_residual_branches(name):
     """Trained residual networks have small residual branches; scaling each branch's last
     BatchNorm to 0.2 gives a random network that stability, where cosine 0.99 is meaningful."""
-    torch.manual_seed(0)
-    model = qzoo.get_model(name, num_classes=NUM_CLASSES)
-    for block in model.modules():
-        last_norm = getattr(block, "bn3", None) or (getattr(block, "bn2", None) if hasattr(block, "add_relu") else None)
-        if last_norm is not None:
-            nn.init.constant_(last_norm.weight, 0.2)
-    refreshed(model)
+    model = trained_like(name, 0.2)
     calibration = images(16, seed=1)
     with torch.no_grad():
         reference = model(calibration)

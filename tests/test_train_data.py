@@ -190,3 +190,18 @@ def test_the_decoded_cache_follows_file_contents_not_sizes_and_times(tmp_path):
     again = data.ImageTensors.from_folder(tmp_path / "set", 32, progress=False)
     fresh = data.ImageTensors.from_folder(tmp_path / "set", 32, cache=False, progress=False)
     assert not torch.equal(first.images, fresh.images) and torch.equal(again.images, fresh.images)
+
+
+@pytest.mark.parametrize("mode", ["LA", "1"])
+def test_grey_with_alpha_and_one_bit_images_decode_like_their_rgb(mode, tmp_path):
+    """Modes whose conversion to RGB loses nothing a classifier sees are read, not refused."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    (tmp_path / "set" / "a").mkdir(parents=True)
+    image.save(tmp_path / "set" / "a" / "0.png")
+    decoded = data.ImageTensors.from_folder(tmp_path / "set", 32, cache=False, progress=False).images[0]
+    expected = torch.from_numpy(np.asarray(Image.open(tmp_path / "set" / "a" / "0.png").convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(decoded, expected) and decoded.float().std() > 0
