@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         result = _run(args)
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError, IntegrityError) as error:
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError, TimeoutError, IntegrityError) as error:
         print("qzoo: error: " + " ".join(str(error).split()), file=sys.stderr)  # one line, whatever the message
         return 2
     if train.rank_and_world()[0] != 0:

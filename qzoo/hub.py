@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -172,16 +174,41 @@ class _NoProgressBar(tqdm):
         super().__init__(*args, **{**kwargs, "disable": True})
 
 
+HUB_TIMEOUT_S = 600.0
+"""The most one hub file may take, whatever the server does (``$QZOO_HUB_TIMEOUT`` seconds sets another)."""
+
+
 def _download(repo_id: str, filename: str, revision: str | None, progress: bool) -> Path:
+    """``hf_hub_download`` under an overall deadline: a server that stalls or trickles cannot block forever.
+
+    The download runs in a daemon thread; past the deadline the caller gets a ``TimeoutError`` and the
+    thread is abandoned (its ``.incomplete`` file is never a cache hit, and every file is verified on use).
+    """
+    deadline = float(os.environ.get("QZOO_HUB_TIMEOUT") or HUB_TIMEOUT_S)
+    outcome: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+
+    def fetch() -> None:
+        try:
+            outcome.put((True, huggingface_hub.hf_hub_download(
+                repo_id, filename, revision=revision, library_name="qzoo", library_version=__version__,
+                endpoint=os.environ.get("HF_ENDPOINT") or None, tqdm_class=tqdm if progress else _NoProgressBar)))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread as it is
+            outcome.put((False, error))
+
+    threading.Thread(target=fetch, name=f"qzoo-hub-{filename}", daemon=True).start()
     try:
-        return Path(huggingface_hub.hf_hub_download(
-            repo_id, filename, revision=revision, library_name="qzoo", library_version=__version__,
-            endpoint=os.environ.get("HF_ENDPOINT") or None, tqdm_class=tqdm if progress else _NoProgressBar))
-    except LocalEntryNotFoundError:
+        done, value = outcome.get(timeout=deadline)
+    except queue.Empty:
+        raise TimeoutError(f"{repo_id}/{filename} did not arrive within {deadline:g} s; try again later, or set "
+                           "QZOO_HUB_TIMEOUT to allow a slow link more time") from None
+    if done:
+        return Path(value)
+    if isinstance(value, LocalEntryNotFoundError):
         raise FileNotFoundError(
             f"{repo_id}/{filename} is not in the Hugging Face cache and the hub cannot be reached "
             "(offline, or HF_HUB_OFFLINE=1): connect once, or pre-download with "
             f"`hf download {repo_id}` and run again") from None
+    raise value
 
 
 def _discard_from_cache(path: Path) -> None:

@@ -269,3 +269,19 @@ def test_a_folder_without_config_names_what_it_needs(tmp_path):
     for call in (qzoo.from_pretrained, qzoo.hub.read_config):
         with pytest.raises(FileNotFoundError, match="empty needs config.json and model.safetensors"):
             call(tmp_path / "empty")
+
+
+def test_a_trickling_hub_server_cannot_block_past_the_deadline(int8_folder, hub_cache, monkeypatch):
+    import time
+
+    with serving() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("QZOO_HUB_TIMEOUT", "3")
+        publish(server, int8_folder)
+        server.throttle(1.0)  # 64 KiB a second: the 11 MB file would take three minutes
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="model.safetensors did not arrive within 3 s.*QZOO_HUB_TIMEOUT"):
+            qzoo.from_pretrained(REPO, progress=False)
+        assert time.monotonic() - started < 15
+        server.throttle(0)
+    assert not any(p.name == "model.safetensors" for p in hub_cache.rglob("snapshots/*/*"))
