@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,8 +85,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
     return Path(path)
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process with this id is running (a partial file's writer, say)."""
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -96,13 +96,16 @@ def process_alive(pid: int) -> bool:
 
 
 def remove_stale_partials(folder: Path, name: str) -> None:
-    """Delete partial files of ``name`` left by processes that died: ours (``.name.PID.partial``), torch.hub's
+    """Delete partial files (or staging folders) of ``name`` left by processes that died: ours (``.name.PID.partial``), torch.hub's
     inside them (``.name.PID.partial.HEX.partial``) and a writer's partial of ours (``..name.PID.partial.PID.partial``)."""
     owned = re.compile(rf"\.+{re.escape(name)}\.(\d+)\.partial(\.[0-9a-f]+\.partial)?")
     for partial in folder.glob(f"*.{name}.*.partial"):
         match = owned.fullmatch(partial.name)
-        if match and int(match[1]) != os.getpid() and not process_alive(int(match[1])):
-            partial.unlink(missing_ok=True)
+        if match and int(match[1]) != os.getpid() and not _alive(int(match[1])):
+            if partial.is_dir():  # a staging folder (unpack_archive)
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                partial.unlink(missing_ok=True)
 
 
 def torch_hub_checkpoints() -> Path:

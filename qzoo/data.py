@@ -82,11 +82,8 @@ def unpack_archive(archive: str | os.PathLike[str], cache_dir: str | os.PathLike
     if target.is_dir():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(f".{target.name}.*.staging"):
-        pid = stale.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _files.process_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    staging = root / f".{target.name}.{os.getpid()}.staging"
+    _files.remove_stale_partials(root, target.name)  # staging folders of extractions that were killed
+    staging = _files.partial_path(target)
     shutil.rmtree(staging, ignore_errors=True)
     try:
         with tarfile.open(archive) as tar:

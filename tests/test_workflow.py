@@ -200,7 +200,7 @@ def test_a_dead_extractions_staging_folder_is_removed(tmp_path, private_cache):
 
     root = private_cache / "datasets"
     target_name = f"set-{qzoo._files.file_sha256(archive)[:16]}"
-    stale = root / f".{target_name}.99999999.staging"
+    stale = root / f".{target_name}.99999999.partial"
     (stale / "half").mkdir(parents=True)
     assert data.unpack_archive(archive).name == target_name
     assert sorted(p.name for p in root.iterdir()) == [target_name]
