@@ -9,17 +9,18 @@ import os
 import shutil
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import safetensors.torch
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DistributedSampler
-from torchvision import datasets, transforms
+from torchvision import transforms
 from tqdm.auto import tqdm
 
 from . import _files
@@ -127,15 +128,32 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def _decode(path: Path, size: int, resize: int) -> Tensor:
+def read_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """Decode an image file to 8-bit RGB; one ``ValueError`` line, naming the file, for anything unreadable.
+
+    Grey, palette, alpha and CMYK images are converted as PIL does. 16-bit grey is rounded to the
+    nearest 8-bit level (PIL's own conversion saturates it to white). 16-bit colour is refused:
+    PIL decodes only its high byte, and a silent cut is worse than asking for a conversion.
+    """
     try:
         with Image.open(path) as image:
+            if image.mode in ("I;16", "I;16B", "I;16L"):
+                grey = (np.asarray(image, dtype=np.uint32) * 255 + 32767) // 65535
+                return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
+            if any(str(tile.args).endswith(";16B") for tile in image.tile):
+                raise ValueError(f"{path} has 16 bits per colour channel, which qzoo cannot read without losing "
+                                 "the low byte: convert it to 8 bits first (e.g. ImageMagick's "
+                                 "`magick IN.png -depth 8 OUT.png`)")
             if image.mode not in ("RGB", "L", "LA", "1", "P", "RGBA", "CMYK"):
-                raise ValueError(f"{path} has image mode {image.mode!r}; qzoo reads 8-bit colour or grey images: "
-                                 "convert it to RGB (e.g. PIL's image.convert('RGB')) first")
-            image = image.convert("RGB")  # decodes: a file cut short fails here, not at open
+                raise ValueError(f"{path} has image mode {image.mode!r}; qzoo reads 8-bit colour or grey images "
+                                 "and 16-bit grey: convert it to RGB (e.g. PIL's image.convert('RGB')) first")
+            return image.convert("RGB")  # decodes: a file cut short fails here, not at open
     except (OSError, Image.DecompressionBombError, SyntaxError) as error:
         raise ValueError(f"{path} is not a readable image ({error}); remove it from the data folder") from None
+
+
+def _decode(path: Path, size: int, resize: int) -> Tensor:
+    image = read_rgb(path)
     if image.size != (size, size):
         image = transforms.functional.center_crop(transforms.functional.resize(image, resize), size)
     return transforms.functional.pil_to_tensor(image)
@@ -265,10 +283,3 @@ def _random_crop_flip(images: Tensor, generator: torch.Generator, padding: int =
         out[i] = crop.flip(-1) if flips[i] else crop
     return out
 
-
-def image_folder_loader(root: str | os.PathLike[str], transform: Callable[[Image.Image], Tensor], *,
-                        batch_size: int = 32, num_workers: int = 0) -> torch.utils.data.DataLoader:
-    """A DataLoader over an ImageFolder of large images (ImageNet-style), in file order."""
-    image_folder_classes(root)
-    dataset = datasets.ImageFolder(str(root), transform=transform)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)

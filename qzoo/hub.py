@@ -272,6 +272,7 @@ def from_pretrained(source: str | os.PathLike[str] | Source, *, revision: str | 
                                 "write such a folder with qzoo.save_pretrained(model, folder)")
     config = _read_config(config_path)
     try:
+        factory = _checked_factory(config, weights_path)  # headers only: nothing large is read before this
         for digest in {d for d in (expected, config.get("sha256")) if d}:
             verify_file(weights_path, digest, fix=f"download or save {source} again")
     except IntegrityError:
@@ -279,7 +280,7 @@ def from_pretrained(source: str | os.PathLike[str] | Source, *, revision: str | 
             _discard_from_cache(weights_path)
             _discard_from_cache(config_path)
         raise
-    return _build(config, weights_path)
+    return _build(factory, config, weights_path)
 
 
 def _checked_factory(config: dict[str, Any], path: Path) -> Any:
@@ -288,6 +289,9 @@ def _checked_factory(config: dict[str, Any], path: Path) -> Any:
     config.json is not covered by any hash, so its kwargs are checked before anything is
     allocated: they must build the architecture, and into a model no larger than the file
     (an edited ``num_classes`` of 10**9 would otherwise allocate hundreds of gigabytes).
+    The file, read from its header alone, must not be much larger than the model either: a
+    hash only proves the bytes are the ones published, and reading a 1 GiB file that cannot
+    fit would cost twice that in memory before the shapes refuse it.
     """
     architecture, kwargs = config["architecture"], config["kwargs"]
     try:
@@ -298,7 +302,9 @@ def _checked_factory(config: dict[str, Any], path: Path) -> Any:
         if workflow_keys:
             raise TypeError(f"kwargs may only hold architecture arguments, not {', '.join(workflow_keys)}")
         with torch.device("meta"):
-            parameters = sum(p.numel() for p in factory(**kwargs).parameters())
+            skeleton = factory(**kwargs)
+        parameters = sum(p.numel() for p in skeleton.parameters())
+        state_values = sum(t.numel() for t in skeleton.state_dict().values())
     except (KeyError, TypeError, ValueError, RuntimeError, OverflowError, ArithmeticError) as error:
         raise ValueError(f"{path.parent / CONFIG_NAME}: architecture {architecture!r} with kwargs {kwargs!r} "
                          f"does not build ({error}); write the folder again with qzoo.save_pretrained") from None
@@ -308,11 +314,15 @@ def _checked_factory(config: dict[str, Any], path: Path) -> Any:
         raise ValueError(f"{path.parent / CONFIG_NAME} describes a model of {parameters:,} parameters but "
                          f"{path.name} holds {stored:,} values: config.json was edited or belongs to another "
                          "model; write the folder again with qzoo.save_pretrained")
+    # QAT files add observer state per output channel; nothing adds more than a few values per weight
+    if stored > 4 * state_values + 65536:
+        raise ValueError(f"{path} holds {stored:,} values but {architecture} with kwargs {kwargs!r} has "
+                         f"{state_values:,}: the file belongs to another model and is not read; "
+                         "write the folder again with qzoo.save_pretrained")
     return factory
 
 
-def _build(config: dict[str, Any], path: Path) -> nn.Module:
-    factory = _checked_factory(config, path)
+def _build(factory: Any, config: dict[str, Any], path: Path) -> nn.Module:
     kwargs, mode, backend = dict(config["kwargs"]), config["mode"], config.get("backend")
     if mode == "int8":
         header, state = serialization.read_int8(path)

@@ -105,17 +105,18 @@ def load_state(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
         raise ValueError(f"{path} holds a {_describe(header.get('prepared'))} state but the model is "
                          f"{_describe(_prepared(model))}: build it with "
                          f"{'prepare=' + repr(header['prepared']) if header.get('prepared') else 'no prepare='} first")
-    tensors = safetensors.torch.load_file(str(path))
     expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    with safetensors.safe_open(str(path), framework="pt") as handle:  # keys and shapes before any tensor is read
+        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
     if missing or unexpected:
         raise ValueError(f"{path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     parameters = dict(model.named_parameters())  # observer buffers legitimately change shape on load
-    for name, value in tensors.items():
-        if name in parameters and value.shape != expected[name].shape:
-            raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, the model expects "
+    for name, shape in shapes.items():
+        if name in parameters and shape != tuple(expected[name].shape):
+            raise ValueError(f"{path}: {name} has shape {shape}, the model expects "
                              f"{tuple(expected[name].shape)} (another num_classes or architecture?)")
-    model.load_state_dict(tensors)
+    model.load_state_dict(safetensors.torch.load_file(str(path)))
     return model
 
 

@@ -13,6 +13,8 @@ from helpers import make_image_folder
 
 import qzoo
 import qzoo.cli
+from qzoo.data import ImageTensors
+from qzoo.registry import IMAGENET_MEAN, IMAGENET_STD
 from qzoo.onnx_export import OnnxRuntimeModel
 
 
@@ -58,13 +60,31 @@ def tiny_data(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("data"))
 
 
-def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, tmp_path):
+@pytest.fixture(scope="module")
+def trained_float_folder(tiny_data, tmp_path_factory):
+    """A float ResNet18 trained on tiny_data's train split until it classifies it: a model whose
+    test accuracy means something, so int8 agreeing with it is not one lucky image in 18."""
+    torch.manual_seed(0)
+    model = qzoo.resnet18(num_classes=3)
+    train_set = ImageTensors.from_folder(tiny_data / "train", 32, cache=False, progress=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    for epoch in range(10):  # reaches 18 of 18 test images in float
+        for x, y in train_set.batches(12, mean=IMAGENET_MEAN, std=IMAGENET_STD, shuffle=True, seed=epoch):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    transforms = {"crop_size": 32, "resize_size": 32, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    return qzoo.save_pretrained(model.eval(), tmp_path_factory.mktemp("float") / "resnet18", transforms=transforms)
+
+
+def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, trained_float_folder, tmp_path):
     out = tmp_path / "int8"
-    result = qzoo_cli("ptq", "resnet18", "--data", str(tiny_data), "--image-size", "32", "--calib-images", "12",
+    result = qzoo_cli("ptq", str(trained_float_folder), "--data", str(tiny_data), "--calib-images", "12",
                       "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["calibration_images"] == 12 and report["float"]["images"] == report["int8"]["images"] == 18
+    assert report["float"]["acc1"] > 80 and report["int8"]["acc1"] > 80  # chance is 33 %
     assert report["int8_file_bytes"] < 0.27 * report["float_file_bytes"]
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     evaluated = json.loads(qzoo_cli("eval", str(out), "--data", str(tiny_data), "--json").stdout)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 import qzoo
 from qzoo import serialization
+from qzoo._files import file_sha256
 
 FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -158,3 +161,33 @@ def test_the_fuzz_subject_itself_loads_and_varies(small_folder, small_outputs):
     loaded = qzoo.from_pretrained(small_folder)
     assert qzoo.is_int8(loaded) and torch.equal(run(loaded, FUZZ_IMAGES), small_outputs)
     assert_varies(small_outputs)
+
+
+def test_a_huge_file_with_a_matching_hash_is_refused_before_it_is_read(small_folder, tmp_path):
+    """A 1 GiB (sparse) weights file whose sha256 config.json confirms: refused from its header,
+    with the process's peak memory almost unchanged (reading it would cost twice its size)."""
+    folder = write_folder(small_folder, tmp_path / "huge", b"", json.loads((small_folder / "config.json").read_text()))
+    header = {"__metadata__": {"qzoo": _metadata((small_folder / "model.safetensors").read_bytes())},
+              "filler": {"dtype": "F32", "shape": [2 ** 28], "data_offsets": [0, 2 ** 30]}}
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    weights = folder / "model.safetensors"
+    with weights.open("wb") as handle:
+        handle.write(len(encoded).to_bytes(8, "little") + encoded)
+        handle.truncate(8 + len(encoded) + 2 ** 30)
+    config = json.loads((folder / "config.json").read_text())
+    config["sha256"] = file_sha256(weights)
+    (folder / "config.json").write_text(json.dumps(config))
+    script = f"""
+import resource, qzoo
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    qzoo.from_pretrained({str(folder)!r})
+except ValueError as error:
+    print(error)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    message, grown_mib = result.stdout.strip().rsplit("\n", 1)
+    assert "holds 268,435,456 values" in message and "is not read" in message
+    assert int(grown_mib) < 64, f"peak memory grew {grown_mib} MiB"

@@ -1,6 +1,7 @@
 """Turn the CIFAR-10 runs into weights entries, the results file and the table in docs/cifar10.md.
 
     python tools/publish.py                  # weights/<entry>/, qzoo/weights.json, results/cifar10.json, docs/cifar10.md
+    python tools/publish.py --record-slices  # re-measure the committed folders' accuracy slices only
     python tools/publish.py --push ORG       # maintainers: upload each weights/ folder to ORG/<entry> on the hub
 
 Reads ``runs/cifar10/`` as ``tools/cifar10.py`` leaves it; a step that has not run yet is
@@ -21,6 +22,8 @@ import torch
 
 import qzoo
 from qzoo import pretrained, train
+from qzoo.data import ImageTensors
+from qzoo.workflow import data_root
 
 from cifar10 import load_split  # tools/ is on sys.path when this script runs
 
@@ -65,16 +68,30 @@ def _copy_folder(source: Path, name: str, metrics: dict[str, Any]) -> Path:
 
 
 TEST_SLICE = {"split": "test", "count": 1000, "seed": 0}  # ImageTensors.balanced_sample(count, seed=seed)
+SHIPPED_SAMPLE = {"split": "test", "archive": "qzoo/sample_data/cifar10-sample.tar.gz"}  # the demo's test images
 
 
-def _record_test_slice(folder: Path, test: Any) -> None:
-    """Add the model's accuracy on a fixed, class-balanced slice of the test images to metrics.json,
-    for the test that re-checks committed weights in CI without the full 10,000-image evaluation."""
+def _record_slices(folder: Path, test: Any) -> None:
+    """Add the model's accuracy on a fixed, class-balanced slice of the test images, and on the
+    test images shipped inside the package, to metrics.json: for the tests that re-check committed
+    weights without the full 10,000-image evaluation (the second needs no ../shared)."""
+    model = qzoo.from_pretrained(folder)
     sample = test.balanced_sample(TEST_SLICE["count"], seed=TEST_SLICE["seed"])
-    metrics = train.evaluate(qzoo.from_pretrained(folder), sample.batches(500), progress=False)
+    shipped = ImageTensors.from_folder(data_root(ROOT / SHIPPED_SAMPLE["archive"], "test"), size=32, progress=False)
     path = folder / "metrics.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "test_slice": {**TEST_SLICE, **metrics}},
-                               indent=2) + "\n")
+    path.write_text(json.dumps({
+        **json.loads(path.read_text()),
+        "test_slice": {**TEST_SLICE, **train.evaluate(model, sample.batches(500), progress=False)},
+        "shipped_sample": {**SHIPPED_SAMPLE, **train.evaluate(model, shipped.batches(500), progress=False)},
+    }, indent=2) + "\n")
+
+
+def record_slices() -> None:
+    """Re-measure the slices of every committed weights folder (after a change of how they are measured)."""
+    test = load_split("test")
+    for entry in json.loads(pretrained.INDEX.read_text()):
+        _record_slices(WEIGHTS / entry["name"], test)
+        print(entry["name"], json.loads((WEIGHTS / entry["name"] / "metrics.json").read_text())["shipped_sample"])
 
 
 def publish() -> None:
@@ -107,7 +124,7 @@ def publish() -> None:
         results[model] = row
     test = load_split("test")
     for entry in entries:
-        _record_test_slice(WEIGHTS / entry["name"], test)
+        _record_slices(WEIGHTS / entry["name"], test)
     kept = {e["name"] for e in entries}
     for stale in WEIGHTS.iterdir() if WEIGHTS.is_dir() else ():
         if stale.is_dir() and stale.name not in kept:
@@ -168,8 +185,15 @@ def push(org: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--push", metavar="ORG", help="upload every weights/ folder to ORG/<entry> on the hub")
+    parser.add_argument("--record-slices", action="store_true",
+                        help="re-measure the committed folders' test slice and shipped sample only")
     args = parser.parse_args()
-    push(args.push) if args.push else publish()
+    if args.push:
+        push(args.push)
+    elif args.record_slices:
+        record_slices()
+    else:
+        publish()
 
 
 if __name__ == "__main__":
