@@ -137,7 +137,7 @@ def read_rgb(path: str | os.PathLike[str]) -> Image.Image:
     """
     try:
         with Image.open(path) as image:
-            if image.mode in ("I;16", "I;16B", "I;16L"):
+            if image.mode in ("I;16", "I;16B", "I;16L") or (image.mode == "I" and image.format == "PNG"):
                 grey = (np.asarray(image, dtype=np.uint32) * 255 + 32767) // 65535
                 return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
             if any(str(tile.args).endswith(";16B") for tile in image.tile):

@@ -67,6 +67,22 @@ def make_image_folder(root, classes=("cat", "dog", "ship"), per_class=(12, 6), s
     return root
 
 
+def write_png16(path, pixels) -> None:
+    """Write ``pixels`` (uint16, (H, W, 3) colour or (H, W) grey) as a 16-bit PNG, chunk by chunk."""
+    import struct
+    import zlib
+
+    height, width = pixels.shape[:2]
+    raw = b"".join(b"\x00" + pixels[row].astype(">u2").tobytes() for row in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2 if pixels.ndim == 3 else 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
 class PicklePayload:
     """Unpickling this runs ``touch $QZOO_SENTINEL``: a stand-in for a malicious checkpoint."""
 

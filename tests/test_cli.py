@@ -6,10 +6,11 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import onnxruntime
 import pytest
 import torch
-from helpers import make_image_folder
+from helpers import make_image_folder, write_png16
 
 import qzoo
 import qzoo.cli
@@ -110,11 +111,13 @@ def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, trained_float_fold
 
 def test_bad_data_and_sources_give_one_line_errors(tiny_data, tmp_path, capsys):
     (tmp_path / "empty" / "cat").mkdir(parents=True)
-    grey16 = make_image_folder(tmp_path / "grey16", mode="I;16")
+    colour16 = tmp_path / "colour16" / "cat" / "0.png"
+    colour16.parent.mkdir(parents=True)
+    write_png16(colour16, np.full((32, 32, 3), 40000, dtype=np.uint16))
     cases = [
         (("eval", "resnet18", "--data", str(tmp_path / "missing")), "no data folder at"),
         (("eval", "resnet18", "--data", str(tmp_path / "empty")), "has class folders but no images"),
-        (("eval", "resnet18", "--data", str(grey16), "--image-size", "32"), "image mode 'I;16'"),
+        (("eval", "resnet18", "--data", str(tmp_path / "colour16"), "--image-size", "32"), "16 bits per colour"),
         (("eval", "resnet19", "--data", str(tiny_data)), "neither a folder"),
         (("ptq", "resnet18", "--weights", "resnet50.imagenet1k_v1", "--data", str(tiny_data), "--out", "x"),
          "float weights of resnet50; give resnet18's float weights"),

@@ -6,11 +6,10 @@ import dataclasses
 import io
 import json
 import tarfile
-import zlib
 
 import pytest
 import torch
-from helpers import NUM_CLASSES, PicklePayload, images, make_image_folder
+from helpers import NUM_CLASSES, PicklePayload, images, make_image_folder, write_png16
 
 import qzoo
 from qzoo import data, train
@@ -208,21 +207,6 @@ def test_grey_with_alpha_and_one_bit_images_decode_like_their_rgb(mode, tmp_path
     assert torch.equal(decoded, expected) and decoded.float().std() > 0
 
 
-def _png16(path, pixels) -> None:
-    """Write ``pixels`` (uint16, (H, W, 3) colour or (H, W) grey) as a 16-bit PNG, chunk by chunk."""
-    import struct
-
-    height, width = pixels.shape[:2]
-    raw = b"".join(b"\x00" + pixels[row].astype(">u2").tobytes() for row in range(height))
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 2 if pixels.ndim == 3 else 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-                     + chunk(b"IEND", b""))
-
-
 def test_sixteen_bit_grey_is_rounded_and_sixteen_bit_colour_refused(tmp_path):
     """Grey: the nearest 8-bit level, not PIL's saturated white. Colour: PIL keeps only the high byte,
     so the file is refused with the fix rather than silently cut."""
@@ -231,10 +215,10 @@ def test_sixteen_bit_grey_is_rounded_and_sixteen_bit_colour_refused(tmp_path):
     generator = np.random.default_rng(0)
     grey = generator.integers(0, 65536, (32, 32), dtype=np.uint16)
     (tmp_path / "grey" / "a").mkdir(parents=True)
-    _png16(tmp_path / "grey" / "a" / "0.png", grey)
+    write_png16(tmp_path / "grey" / "a" / "0.png", grey)
     decoded = data.ImageTensors.from_folder(tmp_path / "grey", 32, cache=False, progress=False).images[0]
     assert torch.equal(decoded, torch.from_numpy(np.rint(grey / 257.0).astype(np.uint8)).expand(3, 32, 32))
     (tmp_path / "colour" / "a").mkdir(parents=True)
-    _png16(tmp_path / "colour" / "a" / "0.png", generator.integers(0, 65536, (32, 32, 3), dtype=np.uint16))
+    write_png16(tmp_path / "colour" / "a" / "0.png", generator.integers(0, 65536, (32, 32, 3), dtype=np.uint16))
     with pytest.raises(ValueError, match=r"0\.png has 16 bits per colour channel.*convert it to 8 bits"):
         data.ImageTensors.from_folder(tmp_path / "colour", 32, cache=False, progress=False)
