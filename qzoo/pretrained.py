@@ -118,8 +118,9 @@ def entry_name(architecture: str, member: WeightsEnum) -> str:
 
 
 def _hash_prefix(url: str) -> str:
-    """The sha256 prefix torchvision puts in its file names (``resnet18_fbgemm_16fa66dd.pth``)."""
-    stem = Path(urllib.parse.urlparse(url).path).name.split(".")[0]
+    """The sha256 prefix torchvision puts in its file names (``resnet18_fbgemm_16fa66dd.pth``,
+    ``shufflenetv2_x0.5-f707e7126e.pth``: dots may come before it)."""
+    stem = Path(urllib.parse.urlparse(url).path).name.rsplit(".", 1)[0]
     match = re.search(r"[-_]([0-9a-f]{8,64})$", stem)
     if match is None:
         raise ValueError(f"{url} carries no sha256 prefix in its file name")

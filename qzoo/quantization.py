@@ -596,6 +596,26 @@ def int8_skeleton(model: nn.Module, backend: str = DEFAULT_BACKEND) -> nn.Module
     return _convert(model, require_calibration=False)
 
 
+def is_qat_state(state: dict[str, Any]) -> bool:
+    """Whether a checkpoint's ``state_dict`` is of a QAT-prepared model (it holds fake-quant state)."""
+    return any(key.endswith(".fake_quant_enabled") for key in state)
+
+
+def int8_from_qat_state(model: nn.Module, state: dict[str, Any], backend: str, source: str) -> nn.Module:
+    """Convert a QAT checkpoint made with torch's default QAT qconfig for ``backend`` into ``model``.
+
+    torchvision publishes MobileNetV3-Large's int8 weights this way: the float model is fused for
+    QAT, prepared with that qconfig, given the state and converted, as torchvision's factory does.
+    """
+    prepare_qat(model, backend, tq.get_default_qat_qconfig(backend))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())
+        raise ValueError(f"{source} does not fit this model as a QAT state ({detail[:300]})") from None
+    return convert(model)
+
+
 def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = DEFAULT_BACKEND,
              num_batches: int | None = None, qconfig: QConfig | None = None, inplace: bool = False,
              progress: bool = True) -> nn.Module:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import qzoo
@@ -20,7 +22,7 @@ def test_readme_is_short_and_keeps_the_ci_test_command():
 def test_every_link_into_docs_exists():
     links = set(re.findall(r"\]\((docs/[^)#]+)", README))
     assert {"docs/cifar10.md", "docs/benchmarks.md", "docs/quantizable-blocks.md", "docs/quantization.md",
-            "docs/guarantees.md", "docs/api.md"} <= links
+            "docs/guarantees.md", "docs/api.md", "docs/models.md"} <= links
     assert all((ROOT / link).is_file() for link in links)
 
 
@@ -29,6 +31,11 @@ def test_generated_tables_have_their_markers_in_docs():
     assert "<!-- cifar10-table:start -->" in (ROOT / "docs" / "cifar10.md").read_text()
 
 
-def test_the_models_table_lists_every_registered_model():
-    rows = re.findall(r"^\| `(\w+)` \|", README.split("## Models", 1)[1].split("\n## ", 1)[0], flags=re.M)
-    assert sorted(rows) == qzoo.list_models()
+def test_the_models_table_lists_every_registered_model_and_is_current():
+    table = (ROOT / "docs" / "models.md").read_text()
+    assert sorted(re.findall(r"^\| `(\w+)` \|", table, flags=re.M)) == qzoo.list_models()
+    families = README.split("## Models", 1)[1].split("\n## ", 1)[0]
+    assert all(f"`{name}`" in families or name.startswith("resnet") for name in qzoo.list_models())
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "models_table.py"), "--check"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import io
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from helpers import NUM_CLASSES, PicklePayload
+from helpers import NUM_CLASSES, PicklePayload, assert_varies, refreshed
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, ResNet18_Weights, ResNet50_Weights
 
@@ -138,3 +139,56 @@ def test_a_malicious_cached_checkpoint_is_never_unpickled(tmp_path, torch_home, 
     with pytest.raises(pickle.UnpicklingError):
         qzoo.resnet18(weights="DEFAULT", progress=False)
     assert not sentinel.exists()
+
+
+def torchvision_qat_checkpoint(seed: int = 0) -> tuple[dict, nn.Module]:
+    """A MobileNetV3-Large state in the format of torchvision's published int8 file (a QAT state,
+    qnnpack's default QAT qconfig, after a few training steps), and torchvision's int8 model from it."""
+    torch.manual_seed(seed)
+    model = torchvision.models.quantization.mobilenet_v3_large(num_classes=1000)
+    nn.init.kaiming_normal_(model.classifier[-1].weight)  # logits that differ (the std-0.01 init quantizes to 0)
+    model = refreshed(model).train()
+    model.fuse_model(is_qat=True)
+    model.qconfig = torch.ao.quantization.get_default_qat_qconfig("qnnpack")
+    torch.ao.quantization.prepare_qat(model, inplace=True)
+    with torch.no_grad():
+        for step in range(3):
+            model(torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(step)))
+    state = model.state_dict()
+    reference = copy.deepcopy(model).eval()
+    with qzoo.quantized_engine("qnnpack"):
+        torch.ao.quantization.convert(reference, inplace=True)
+    return state, reference
+
+
+@pytest.mark.parametrize("version", [2, 1], ids=["current", "before-gate-fake-quant"])
+def test_torchvisions_qat_format_int8_checkpoint_loads_into_quantize_true(torch_home, with_entries, version):
+    """MobileNetV3-Large's published int8 file is a QAT checkpoint: quantize=True prepares, loads and
+    converts it as torchvision does, bit for bit; an older (version-1) state without the gate's
+    fixed-range fake-quant loads too, with torchvision's placeholders."""
+    state, reference = torchvision_qat_checkpoint()
+    if version == 1:
+        metadata = copy.deepcopy(state._metadata)
+        for prefix in metadata:
+            if f"{prefix}.fc1.weight" in state:  # a squeeze-excitation module
+                metadata[prefix]["version"] = 1
+        state = type(state)({k: v for k, v in state.items() if "scale_activation.activation_post_process" not in k})
+        state._metadata = metadata
+        twin = torchvision.models.quantization.mobilenet_v3_large()
+        twin.fuse_model(is_qat=True)
+        twin.qconfig = torch.ao.quantization.get_default_qat_qconfig("qnnpack")
+        torch.ao.quantization.prepare_qat(twin, inplace=True)
+        twin.load_state_dict(state)
+        reference = twin.eval()
+        with qzoo.quantized_engine("qnnpack"):
+            torch.ao.quantization.convert(reference, inplace=True)
+    weights = torchvision.models.quantization.MobileNet_V3_Large_QuantizedWeights.IMAGENET1K_QNNPACK_V1
+    fill_cache(torch_home, with_entries, "mobilenet_v3_large", weights, torch_file(state))
+    model = qzoo.mobilenet_v3_large(quantize=True, progress=False)
+    assert qzoo.is_int8(model) and qzoo.model_backend(model) == "qnnpack" and not model.training
+    x = torch.randn(4, 3, 96, 96, generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode(), qzoo.quantized_engine("qnnpack"):
+        expected = reference(x)
+    assert_varies(expected)
+    with torch.inference_mode():
+        assert torch.equal(model(x), expected)

@@ -19,7 +19,7 @@ def float_pair(name: str):
     return reference, model.eval()
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "shufflenet_v2_x0_5"])
 @pytest.mark.parametrize("backend", ["x86", "qnnpack"])
 def test_int8_outputs_bit_identical_to_torchvision(name, backend):
     reference, model = float_pair(name)
@@ -33,7 +33,7 @@ def test_int8_outputs_bit_identical_to_torchvision(name, backend):
     assert tv_int8.state_dict().keys() == qzoo_int8.state_dict().keys()
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2", "shufflenet_v2_x0_5"])
 @pytest.mark.parametrize("backend", ["fbgemm", "qnnpack"])
 def test_torchvision_int8_checkpoint_loads_into_quantize_true_model(name, backend):
     """torchvision publishes int8 files made with its own qconfig (qnnpack: per-tensor weights)."""

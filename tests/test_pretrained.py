@@ -78,6 +78,15 @@ def test_the_real_entry_checks_torchvisions_published_hash_prefix(torch_home):
         qzoo.mobilenet_v2(quantize=True)
 
 
+def test_every_torchvision_file_name_yields_its_published_hash_prefix():
+    """The prefix follows the last '-' or '_' before the extension, dots in the name included."""
+    assert qzoo.get_weights("shufflenet_v2_x0_5.imagenet1k_v1").sha256 == "f707e7126e"
+    assert qzoo.get_weights("resnet18.imagenet1k_fbgemm_v1").sha256 == "16fa66dd"
+    for entry in qzoo.pretrained.catalogue().values():
+        if entry.url is not None:
+            assert entry.url.rsplit(".", 1)[0].endswith(entry.sha256), entry.name
+
+
 def test_a_changed_file_from_the_server_never_reaches_the_cache(int8_reference, torch_home, point_entry_at):
     _, payload = int8_reference
     with serving() as server:

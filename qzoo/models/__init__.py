@@ -20,8 +20,8 @@ def _import_families() -> dict[str, Any]:
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
-        for name in module.__all__:
-            if name in exports:
+        for name in module.__all__:  # a shared block (from _blocks) may be exported by each family using it
+            if name in exports and exports[name] is not getattr(module, name):
                 raise ImportError(f"qzoo.models.{info.name} exports {name!r}, which another family exports too")
             exports[name] = getattr(module, name)
     return exports

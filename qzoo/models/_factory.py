@@ -149,8 +149,11 @@ def build(spec: ModelSpec, builder: Callable[..., nn.Module], *, weights: Weight
     if quantize and entry is None:
         return _random_int8(model, spec, backend or quantization.DEFAULT_BACKEND)
     if quantize:
-        quantization.int8_skeleton(model, entry.backend or quantization.DEFAULT_BACKEND)
-        serialization.load_int8_state(model, _read_url_file(entry, progress), entry.name)
+        state, int8_backend = _read_url_file(entry, progress), entry.backend or quantization.DEFAULT_BACKEND
+        if quantization.is_qat_state(state):  # published as a QAT checkpoint (MobileNetV3-Large)
+            return quantization.int8_from_qat_state(model, state, int8_backend, entry.name)
+        quantization.int8_skeleton(model, int8_backend)
+        serialization.load_int8_state(model, state, entry.name)
         return model
     if entry is not None:
         model.load_state_dict(_read_url_file(entry, progress))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.models import mobilenetv2 as tv
 from torchvision.models.quantization import mobilenetv2 as tvq
 from torchvision.ops.misc import Conv2dNormActivation
@@ -24,13 +24,10 @@ from ..quantization import (
     fuse_modules,
     fusion_step,
 )
+from ._blocks import fuse_conv_norm_activation, plain_relus
 from ._factory import register_model
 
 __all__ = ["QuantizableInvertedResidual", "QuantizableMobileNetV2", "mobilenet_v2"]
-
-
-def _fuse_conv_norm_activation(block: Conv2dNormActivation, is_qat: bool) -> None:
-    fuse_modules(block, [["0", "1", "2"]], is_qat)
 
 
 class QuantizableInvertedResidual(tv.InvertedResidual):
@@ -50,17 +47,9 @@ class QuantizableInvertedResidual(tv.InvertedResidual):
         """Fuse the expand and depthwise conv-bn-relu triples and the projecting conv-bn pair."""
         for child in self.conv:
             if isinstance(child, Conv2dNormActivation):
-                _fuse_conv_norm_activation(child, is_qat)
+                fuse_conv_norm_activation(child, is_qat)
         project = len(self.conv) - 2
         fuse_modules(self.conv, [[str(project), str(project + 1)]], is_qat)
-
-
-def _relu6_to_relu(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, nn.ReLU6):
-            setattr(module, name, nn.ReLU())
-        else:
-            _relu6_to_relu(child)
 
 
 class QuantizableMobileNetV2(QuantizableModel, tv.MobileNetV2):
@@ -73,7 +62,7 @@ class QuantizableMobileNetV2(QuantizableModel, tv.MobileNetV2):
             raise ValueError(f"stem_stride={stem_stride}: use 2 (ImageNet-size inputs) or 1 (32x32 inputs)")
         super().__init__(*args, **kwargs)
         self.features[0][0].stride = (stem_stride, stem_stride)
-        _relu6_to_relu(self)
+        plain_relus(self, relu6=True)
         self.quant = QuantStub()
         self.dequant = DeQuantStub()
 
@@ -85,7 +74,7 @@ class QuantizableMobileNetV2(QuantizableModel, tv.MobileNetV2):
         """Fuse every conv-bn(-relu); ``is_qat=None`` follows ``self.training``."""
         for module in self.features:
             if isinstance(module, Conv2dNormActivation):
-                _fuse_conv_norm_activation(module, is_qat)
+                fuse_conv_norm_activation(module, is_qat)
             elif isinstance(module, QuantizableInvertedResidual):
                 module.fuse_model(is_qat)
 

@@ -1,0 +1,69 @@
+"""Write the table of every registered model into docs/models.md (between the ``models-table`` markers).
+
+    python tools/models_table.py           # rewrite the table
+    python tools/models_table.py --check   # exit 1 if the table in docs/models.md is not what the registry gives
+
+Parameters are counted here, on the meta device, for the 1000-class head; GFLOPs are torchvision's
+figure for its float weights at their crop size (``meta["_ops"]``); weights come from the catalogue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+import qzoo
+from qzoo import pretrained, registry
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+START, END = "<!-- models-table:start -->", "<!-- models-table:end -->"
+
+
+def _parameters(spec: registry.ModelSpec) -> float:
+    with torch.device("meta"):
+        model = spec.factory(weights=None)
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def _row(spec: registry.ModelSpec) -> str:
+    float_weights = spec.float_weights.DEFAULT if spec.float_weights else None
+    flops = f"{float_weights.meta['_ops']:.2f}" if float_weights and "_ops" in float_weights.meta else "-"
+    resize, crop = spec.input_size
+    int8 = (", ".join(sorted({member.meta.get("backend", "?") for member in spec.int8_weights}))
+            if spec.int8_weights else "no")
+    qzoo_entries = [e.name for e in pretrained.catalogue().values()
+                    if e.architecture == spec.name and e.hub_repo is not None]
+    family = spec.family.rsplit(".", 1)[-1]
+    return (f"| `{spec.name}` | {family} | {_parameters(spec):.2f} | {flops} | {resize} / {crop} | "
+            f"`{spec.float_weights.__name__ if spec.float_weights else '-'}` | {int8} | "
+            f"{', '.join(f'`{n}`' for n in qzoo_entries) or '-'} |")
+
+
+def render() -> str:
+    """The table, one row per registered model in name order."""
+    header = ("| model | family | params (M) | GFLOPs | resize / crop | float weights (torchvision enum) | "
+              "torchvision int8 checkpoint | qzoo entries |\n|---|---|---:|---:|---|---|---|---|")
+    return "\n".join([header, *(_row(spec) for spec in registry.model_specs())])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    args = parser.parse_args()
+    text = DOC.read_text()
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    updated = f"{before}{START}\n{render()}\n{END}{after}"
+    if args.check:
+        if updated != text:
+            sys.exit(f"{DOC} is out of date: run python tools/models_table.py (qzoo {qzoo.__version__})")
+        return
+    DOC.write_text(updated)
+    print(f"{DOC}: {len(registry.model_specs())} models")
+
+
+if __name__ == "__main__":
+    main()
