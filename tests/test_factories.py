@@ -81,6 +81,8 @@ def test_get_model_and_list_models():
     assert qzoo.list_models() == sorted([
         "mobilenet_v2", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
         "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+        "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+        "shufflenet_v2_x1_5", "shufflenet_v2_x2_0",
     ])
     assert isinstance(qzoo.get_model("resnet34"), qzoo.QuantizableResNet)
     with pytest.raises(ValueError, match="did you mean resnet18"):
