@@ -308,7 +308,19 @@ class QuantizableModel(nn.Module):
     the default x86 engine silently gives other logits. Calls and loads switch to the model's
     backend for their duration and restore the previous engine. TorchScript exports lose
     this: run them inside ``qzoo.quantized_engine(backend)``.
+
+    It also adds the ``QuantStub``/``DeQuantStub`` pair (after the parent's modules, where
+    torchvision's quantizable models register theirs) and a ``forward`` that wraps the parent's
+    float ``_forward_impl`` in them: float images in, float logits out, int8 in between.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.quant = QuantStub()
+        self.dequant = DeQuantStub()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dequant(self._forward_impl(self.quant(x)))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if is_int8(self):

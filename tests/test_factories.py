@@ -75,6 +75,10 @@ def test_architecture_arguments_cannot_be_overridden():
     assert qzoo.resnext50_32x4d(groups=32).layer1[0].conv2.groups == 32
     with pytest.raises(ValueError, match="drop block="):
         qzoo.QuantizableMobileNetV2(block=torchvision.models.mobilenetv2.InvertedResidual)
+    with pytest.raises(ValueError, match="drop block="):
+        qzoo.mobilenet_v3_small(block=torchvision.models.mobilenetv3.InvertedResidual)
+    with pytest.raises(ValueError, match="drop inverted_residual="):
+        qzoo.shufflenet_v2_x0_5(inverted_residual=torchvision.models.shufflenetv2.InvertedResidual)
 
 
 def test_get_model_and_list_models():

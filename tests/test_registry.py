@@ -20,7 +20,7 @@ from torchvision.transforms._presets import ImageClassification
 
 import qzoo
 import qzoo.cli
-from qzoo.quantization import DeQuantStub, QuantizableModel, QuantStub, fuse_modules, fusion_step
+from qzoo.quantization import QuantizableModel, fuse_modules, fusion_step
 
 FACTORY_ARGUMENTS = ("weights", "prepare", "quantize", "backend", "progress")
 
@@ -29,8 +29,7 @@ class ToyNet(QuantizableModel):
     """The smallest quantizable family: conv-bn-relu, pooling, a linear head."""
 
     def __init__(self, num_classes: int = 3, width: int = 8) -> None:
-        super().__init__()
-        self.quant, self.dequant = QuantStub(), DeQuantStub()
+        super().__init__()  # QuantizableModel adds the quant/dequant stubs
         self.conv, self.bn, self.relu = nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
         self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(width, num_classes)
 

@@ -11,6 +11,12 @@ from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
 from ..quantization import FloatFunctional, fuse_modules
 
 
+def own_block(kwargs: dict[str, Any], argument: str, block: type[nn.Module], model: str) -> None:
+    """Set ``kwargs[argument]`` to the family's quantizable block; refuse another (it would not quantize)."""
+    if kwargs.setdefault(argument, block) is not block:
+        raise ValueError(f"{model} builds its own {block.__name__} blocks; drop {argument}=")
+
+
 def plain_relus(module: nn.Module, *, relu6: bool = False) -> None:
     """Make every ``nn.ReLU`` (and ``nn.ReLU6`` when ``relu6``) a new non-in-place ``nn.ReLU``.
 

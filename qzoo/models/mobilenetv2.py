@@ -16,15 +16,8 @@ from torchvision.models import mobilenetv2 as tv
 from torchvision.models.quantization import mobilenetv2 as tvq
 from torchvision.ops.misc import Conv2dNormActivation
 
-from ..quantization import (
-    DeQuantStub,
-    FloatFunctional,
-    QuantizableModel,
-    QuantStub,
-    fuse_modules,
-    fusion_step,
-)
-from ._blocks import fuse_conv_norm_activation, plain_relus
+from ..quantization import FloatFunctional, QuantizableModel, fuse_modules, fusion_step
+from ._blocks import fuse_conv_norm_activation, own_block, plain_relus
 from ._factory import register_model
 
 __all__ = ["QuantizableInvertedResidual", "QuantizableMobileNetV2", "mobilenet_v2"]
@@ -56,18 +49,12 @@ class QuantizableMobileNetV2(QuantizableModel, tv.MobileNetV2):
     """MobileNetV2 (Sandler et al., 2018) with ReLU, quant/dequant stubs and ``fuse_model``."""
 
     def __init__(self, *args: Any, stem_stride: int = 2, **kwargs: Any) -> None:
-        if kwargs.setdefault("block", QuantizableInvertedResidual) is not QuantizableInvertedResidual:
-            raise ValueError("QuantizableMobileNetV2 builds its own QuantizableInvertedResidual blocks; drop block=")
+        own_block(kwargs, "block", QuantizableInvertedResidual, "QuantizableMobileNetV2")
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride={stem_stride}: use 2 (ImageNet-size inputs) or 1 (32x32 inputs)")
         super().__init__(*args, **kwargs)
         self.features[0][0].stride = (stem_stride, stem_stride)
         plain_relus(self, relu6=True)
-        self.quant = QuantStub()
-        self.dequant = DeQuantStub()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dequant(self._forward_impl(self.quant(x)))
 
     @fusion_step
     def fuse_model(self, is_qat: bool) -> None:

@@ -26,8 +26,8 @@ from torchvision.models import mobilenetv3 as tv
 from torchvision.models.quantization import mobilenetv3 as tvq
 from torchvision.ops.misc import Conv2dNormActivation
 
-from ..quantization import DeQuantStub, FloatFunctional, QuantizableModel, QuantStub, fusion_step
-from ._blocks import QuantizableSqueezeExcitation, fuse_conv_norm_activation, plain_relus
+from ..quantization import FloatFunctional, QuantizableModel, fusion_step
+from ._blocks import QuantizableSqueezeExcitation, fuse_conv_norm_activation, own_block, plain_relus
 from ._factory import register_model
 
 __all__ = ["QuantizableMobileNetV3", "QuantizableMobileNetV3InvertedResidual", "QuantizableSqueezeExcitation",
@@ -55,16 +55,9 @@ class QuantizableMobileNetV3(QuantizableModel, tv.MobileNetV3):
     """MobileNetV3 with quantizable blocks, quant/dequant stubs and ``fuse_model``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if kwargs.setdefault("block", QuantizableMobileNetV3InvertedResidual) is not \
-                QuantizableMobileNetV3InvertedResidual:
-            raise ValueError("QuantizableMobileNetV3 builds its own inverted residual blocks; drop block=")
+        own_block(kwargs, "block", QuantizableMobileNetV3InvertedResidual, "QuantizableMobileNetV3")
         super().__init__(*args, **kwargs)
         plain_relus(self)
-        self.quant = QuantStub()
-        self.dequant = DeQuantStub()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dequant(self._forward_impl(self.quant(x)))
 
     @fusion_step
     def fuse_model(self, is_qat: bool) -> None:

@@ -15,14 +15,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet as tv
 from torchvision.models.quantization import resnet as tvq
 
-from ..quantization import (
-    DeQuantStub,
-    FloatFunctional,
-    QuantizableModel,
-    QuantStub,
-    fuse_modules,
-    fusion_step,
-)
+from ..quantization import FloatFunctional, QuantizableModel, fuse_modules, fusion_step
 from ._factory import fixed_kwargs, register_model
 
 __all__ = [
@@ -103,11 +96,6 @@ class QuantizableResNet(QuantizableModel, tv.ResNet):
     def __init__(self, block: type[QuantizableBasicBlock | QuantizableBottleneck], layers: list[int], **kwargs: Any):
         super().__init__(block, layers, **kwargs)
         self.relu = nn.ReLU()
-        self.quant = QuantStub()
-        self.dequant = DeQuantStub()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dequant(self._forward_impl(self.quant(x)))
 
     @fusion_step
     def fuse_model(self, is_qat: bool) -> None:

@@ -21,8 +21,8 @@ from torch import Tensor
 from torchvision.models import shufflenetv2 as tv
 from torchvision.models.quantization import shufflenetv2 as tvq
 
-from ..quantization import DeQuantStub, FloatFunctional, QuantizableModel, QuantStub, fuse_modules, fusion_step
-from ._blocks import plain_relus
+from ..quantization import FloatFunctional, QuantizableModel, fuse_modules, fusion_step
+from ._blocks import own_block, plain_relus
 from ._factory import register_model
 
 __all__ = ["QuantizableShuffleNetV2", "QuantizableShuffleNetV2InvertedResidual", "shufflenet_v2_x0_5",
@@ -55,16 +55,9 @@ class QuantizableShuffleNetV2(QuantizableModel, tv.ShuffleNetV2):
     """ShuffleNetV2 with quantizable units, quant/dequant stubs and ``fuse_model``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if kwargs.setdefault("inverted_residual", QuantizableShuffleNetV2InvertedResidual) is not \
-                QuantizableShuffleNetV2InvertedResidual:
-            raise ValueError("QuantizableShuffleNetV2 builds its own units; drop inverted_residual=")
+        own_block(kwargs, "inverted_residual", QuantizableShuffleNetV2InvertedResidual, "QuantizableShuffleNetV2")
         super().__init__(*args, **kwargs)
         plain_relus(self)
-        self.quant = QuantStub()
-        self.dequant = DeQuantStub()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dequant(self._forward_impl(self.quant(x)))
 
     @fusion_step
     def fuse_model(self, is_qat: bool) -> None:
