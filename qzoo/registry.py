@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -31,6 +31,9 @@ class ModelSpec:
     """The module that defines it (``qzoo.models.resnet``)."""
     float_weights: type[WeightsEnum] | None
     int8_weights: type[WeightsEnum] | None = None
+    published_with: dict[str, Any] = field(default_factory=dict, hash=False)
+    """Architecture arguments the published weights were made for, used when the user gives none
+    (GoogLeNet's ``transform_input=True``)."""
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -39,6 +42,11 @@ class ModelSpec:
             return 256, 224
         keywords = self.float_weights.DEFAULT.transforms.keywords
         return keywords.get("resize_size", 256), keywords.get("crop_size", 224)
+
+    @property
+    def min_size(self) -> int:
+        """The smallest input side the architecture accepts (torchvision's ``min_size``; 1 if unknown)."""
+        return self.float_weights.DEFAULT.meta.get("min_size", (1, 1))[0] if self.float_weights else 1
 
 
 _MODELS: dict[str, ModelSpec] = {}

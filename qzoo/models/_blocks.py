@@ -6,15 +6,17 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.googlenet import BasicConv2d
 from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
 
 from ..quantization import FloatFunctional, fuse_modules
 
 
-def own_block(kwargs: dict[str, Any], argument: str, block: type[nn.Module], model: str) -> None:
-    """Set ``kwargs[argument]`` to the family's quantizable block; refuse another (it would not quantize)."""
+def own_block(kwargs: dict[str, Any], argument: str, block: Any, model: str) -> None:
+    """Set ``kwargs[argument]`` to the family's quantizable block (or list of blocks); refuse another
+    (it would not quantize)."""
     if kwargs.setdefault(argument, block) is not block:
-        raise ValueError(f"{model} builds its own {block.__name__} blocks; drop {argument}=")
+        raise ValueError(f"{model} builds its own quantizable blocks; drop {argument}=")
 
 
 def plain_relus(module: nn.Module, *, relu6: bool = False) -> None:
@@ -72,3 +74,52 @@ class QuantizableSqueezeExcitation(SqueezeExcitation):
                                gate + "observer_enabled": torch.tensor([1])}.items():
                 state_dict.setdefault(key, value)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+
+class QuantizableBasicConv2d(BasicConv2d):
+    """Conv, BatchNorm and a ReLU module: GoogLeNet's and Inception v3's ``BasicConv2d`` (the same block in
+    both), whose float forward calls ``F.relu`` in place."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+    def fuse_model(self, is_qat: bool) -> None:
+        """Fuse conv-bn-relu."""
+        fuse_modules(self, [["conv", "bn", "relu"]], is_qat)
+
+
+def quantizable_squeeze_excitation(se: SqueezeExcitation) -> QuantizableSqueezeExcitation:
+    """torchvision's squeeze-excitation, built inside a block that takes no SE argument (RegNet's
+    bottleneck), as a quantizable one holding the same modules (so the same initialisation)."""
+    with torch.device("meta"):  # placeholder layers, replaced below: no random numbers drawn
+        quantizable = QuantizableSqueezeExcitation(se.fc1.in_channels, se.fc1.out_channels,
+                                                   scale_activation=type(se.scale_activation))
+    quantizable.fc1, quantizable.fc2, quantizable.activation = se.fc1, se.fc2, se.activation
+    return quantizable
+
+
+class QuantizableSiLU(nn.Module):
+    """SiLU as ``x * sigmoid(x)``: torch has no int8 SiLU kernel (pytorch/pytorch#73507), but has
+    both of these. The sigmoid's output has the fixed range [0, 1]; the product gets its own
+    observed scale. In float it equals ``nn.SiLU`` to rounding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sigmoid = nn.Sigmoid()
+        self.mul = FloatFunctional()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mul.mul(x, self.sigmoid(x))
+
+
+def quantizable_silus(module: nn.Module) -> None:
+    """Replace every ``nn.SiLU`` inside ``module`` with a new :class:`QuantizableSiLU`."""
+    for name, child in module.named_children():
+        if type(child) is nn.SiLU:
+            setattr(module, name, QuantizableSiLU())
+        else:
+            quantizable_silus(child)

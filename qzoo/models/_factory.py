@@ -80,12 +80,15 @@ def _document(builder: Callable[..., nn.Module], spec: ModelSpec, architecture_a
 
 
 def register_model(*, float_weights: type[WeightsEnum] | None, int8_weights: type[WeightsEnum] | None = None,
+                   published_with: dict[str, Any] | None = None,
                    arguments: str = "num_classes and the float class's own arguments"
                    ) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
     """Make ``builder(**kwargs) -> float model`` the registered factory of the same name.
 
     ``float_weights``: torchvision's float weights enum for the architecture (``None`` if it has
     none); ``int8_weights``: torchvision's quantized weights enum, when one is published;
+    ``published_with``: architecture arguments the published files were made for, applied when
+    loading them unless the user gives their own (as torchvision's factories do);
     ``arguments``: the architecture arguments to name in the factory's documentation.
     """
 
@@ -101,7 +104,7 @@ def register_model(*, float_weights: type[WeightsEnum] | None, int8_weights: typ
         factory.__signature__ = own.replace(return_annotation=inspect.signature(builder).return_annotation)  # type: ignore[attr-defined]
         del factory.__wrapped__  # help() shows the factory's arguments, not the builder's
         spec = registry.add_model(ModelSpec(builder.__name__, factory, builder.__module__, float_weights,
-                                            int8_weights))
+                                            int8_weights, dict(published_with or {})))
         factory.__doc__ = _document(builder, spec, arguments)
         return factory
 
@@ -144,19 +147,21 @@ def build(spec: ModelSpec, builder: Callable[..., nn.Module], *, weights: Weight
             raise ValueError(f"{entry.name} are published as a qzoo folder: load them with "
                              f"qzoo.from_pretrained({entry.name!r})")
         _check_classes(kwargs, int(entry.kwargs["num_classes"]), entry.name)
+        for key, value in spec.published_with.items():
+            kwargs.setdefault(key, value)
     model = builder(**kwargs)
     update_record(model, architecture=spec.name, kwargs=kwargs, weights=entry.name if entry else None)
     if quantize and entry is None:
         return _random_int8(model, spec, backend or quantization.DEFAULT_BACKEND)
     if quantize:
-        state, int8_backend = _read_url_file(entry, progress), entry.backend or quantization.DEFAULT_BACKEND
+        state, int8_backend = _read_url_file(entry, model, progress), entry.backend or quantization.DEFAULT_BACKEND
         if quantization.is_qat_state(state):  # published as a QAT checkpoint (MobileNetV3-Large)
             return quantization.int8_from_qat_state(model, state, int8_backend, entry.name)
         quantization.int8_skeleton(model, int8_backend)
         serialization.load_int8_state(model, state, entry.name)
         return model
     if entry is not None:
-        model.load_state_dict(_read_url_file(entry, progress))
+        model.load_state_dict(_read_url_file(entry, model, progress))
     if prepare == "ptq":
         quantization.prepare_ptq(model, backend or quantization.DEFAULT_BACKEND)
     elif prepare == "qat":
@@ -172,12 +177,18 @@ def _check_classes(kwargs: dict[str, Any], classes: int, weights: str) -> None:
         )
 
 
-def _read_url_file(entry: Weights, progress: bool) -> dict[str, Any]:
-    """The state_dict of a URL entry: fetched into torch.hub's cache, sha256-checked on every load."""
+def _read_url_file(entry: Weights, model: nn.Module, progress: bool) -> dict[str, Any]:
+    """The state_dict of a URL entry for ``model``: fetched into torch.hub's cache, sha256-checked on
+    every load. Published GoogLeNet files hold auxiliary heads: a model built without them
+    (``aux_logits=False``, a ``None`` submodule) skips their tensors, as torchvision's factory does."""
     assert entry.url is not None
     path = _files.fetch_verified(entry.url, entry.sha256, folder=_files.torch_hub_checkpoints(),
                                  filename=entry.filename, progress=progress)
-    return serialization.read_torch_checkpoint(path)
+    state = serialization.read_torch_checkpoint(path)
+    absent = tuple(f"{name}." for name, child in model._modules.items() if child is None)
+    for key in [key for key in state if absent and key.startswith(absent)]:
+        del state[key]  # in place: the module versions in the file's metadata stay with it
+    return state
 
 
 def _random_int8(model: nn.Module, spec: ModelSpec, backend: str) -> nn.Module:
