@@ -13,15 +13,43 @@ import qzoo
 NUM_CLASSES = 10
 SIZE = 64
 
+ALL = qzoo.list_models()
+HEAVY = ["efficientnet_b0", "googlenet", "inception_v3", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small",
+         "regnet_x_400mf", "regnet_y_400mf", "resnet18", "resnet50", "shufflenet_v2_x0_5"]
+"""Models the heavy per-model checks run on (int8 fidelity, every mode, file round trips, fusion in
+float64): each family's smallest member, plus the block kinds it lacks (ResNet's Bottleneck,
+RegNetX's plain bottleneck). The light checks run on all of ``ALL``."""
+GIANTS = ["regnet_x_32gf", "regnet_y_128gf", "regnet_y_32gf", "wide_resnet101_2"]
+"""Models over 100 M parameters: checked on the meta device (structure, fusion coverage), not run."""
+BLOCK_KINDS = {"resnet50": "resnet", "regnet_x_400mf": "regnet"}
+"""The members of ``HEAVY`` that are not their family's smallest (test_models checks both lists)."""
 
-def images(count: int, seed: int) -> Tensor:
-    return qzoo.synthetic_images(count, SIZE, seed=seed)
+
+def input_size(name: str) -> int:
+    """The test image side for ``name``: ``SIZE``, or the architecture's minimum when larger (Inception v3: 75)."""
+    return max(SIZE, qzoo.registry.model_spec(name).min_size)
 
 
-def refreshed(model: nn.Module, seed: int = 0) -> nn.Module:
+def arguments(name: str) -> dict:
+    """Architecture arguments the tests build ``name`` with: 10 classes; no auxiliary head for
+    Inception v3, whose head needs 299-pixel inputs in train mode (BatchNorm refills run in train mode)."""
+    return {"num_classes": NUM_CLASSES, **({"aux_logits": False} if name == "inception_v3" else {})}
+
+
+def images(count: int, seed: int, size: int = SIZE) -> Tensor:
+    return qzoo.synthetic_images(count, size, seed=seed)
+
+
+def refreshed(model: nn.Module, seed: int = 0, size: int = SIZE) -> nn.Module:
     """``model`` in eval mode with BatchNorm statistics refilled from data (not mean 0 / var 1)."""
-    qzoo.refresh_batchnorm(model, images(16, seed).split(8))
+    qzoo.refresh_batchnorm(model, images(16, seed, size).split(8))
     return model.eval()
+
+
+def fresh_model(name: str, seed: int = 0) -> nn.Module:
+    """``name`` built with :func:`arguments` from a fixed seed, BatchNorm statistics refilled, eval mode."""
+    torch.manual_seed(seed)
+    return refreshed(qzoo.get_model(name, **arguments(name)), size=input_size(name))
 
 
 def assert_varies(outputs: Tensor) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from helpers import NUM_CLASSES, PicklePayload, assert_varies, refreshed
+from helpers import HEAVY, NUM_CLASSES, PicklePayload, arguments, assert_varies, images, input_size, refreshed, run
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, ResNet18_Weights, ResNet50_Weights
 
@@ -29,21 +29,24 @@ def float_layers(model: nn.Module) -> int:
     return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
 
 
-@pytest.mark.parametrize("name", qzoo.list_models())
+@pytest.mark.parametrize("name", HEAVY)
 def test_each_mode_of_each_factory(name):
+    """On each family's smallest member; every model's PTQ and QAT structure is checked on the meta device
+    (test_models)."""
     before = torch.backends.quantized.engine
-    ptq = qzoo.get_model(name, prepare="ptq", backend="qnnpack", num_classes=NUM_CLASSES)
+    kwargs = arguments(name)
+    ptq = qzoo.get_model(name, prepare="ptq", backend="qnnpack", **kwargs)
     assert not ptq.training and qzoo.fused_mode(ptq) == "ptq" and has_observers(ptq)
     assert qzoo.model_backend(ptq) == "qnnpack"
-    qat = qzoo.get_model(name, prepare="qat", num_classes=NUM_CLASSES)
+    qat = qzoo.get_model(name, prepare="qat", **kwargs)
     assert qat.training and qzoo.fused_mode(qat) == "qat"
     assert any(hasattr(m, "weight_fake_quant") for m in qat.modules())
-    int8 = qzoo.get_model(name, quantize=True, backend="qnnpack", num_classes=NUM_CLASSES)  # random-init int8
+    int8 = qzoo.get_model(name, quantize=True, backend="qnnpack", **kwargs)  # random-init int8
     assert qzoo.is_int8(int8) and qzoo.model_backend(int8) == "qnnpack"
     assert not int8.training and float_layers(int8) == 0 and not has_observers(int8)
     assert torch.backends.quantized.engine == before
     with torch.inference_mode():
-        assert int8(torch.randn(1, 3, 32, 32)).shape == (1, NUM_CLASSES)
+        assert int8(images(1, seed=0, size=input_size(name))).shape == (1, NUM_CLASSES)
 
 
 @pytest.mark.parametrize(
@@ -86,8 +89,14 @@ def test_get_model_and_list_models():
         "mobilenet_v2", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
         "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
         "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
-        "shufflenet_v2_x1_5", "shufflenet_v2_x2_0",
+        "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "googlenet", "inception_v3",
+        "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
+        *(f"regnet_{kind}_{size}" for kind in "xy" for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf",
+                                                               "32gf")), "regnet_y_128gf",
+        *(f"efficientnet_b{i}" for i in range(8)),
     ])
+    assert set(qzoo.list_models()) >= {name.removeprefix("quantized_") for name in
+                                       torchvision.models.list_models(module=torchvision.models.quantization)}
     assert isinstance(qzoo.get_model("resnet34"), qzoo.QuantizableResNet)
     with pytest.raises(ValueError, match="did you mean resnet18"):
         qzoo.get_model("resnet19")
@@ -101,7 +110,7 @@ def fill_cache(torch_home: Path, with_entries, name: str, weights, payload: byte
     entry = pretrained.get_weights(entry_name(name, weights))
     with_entries(dataclasses.replace(entry, sha256=hashlib.sha256(payload).hexdigest()))
     path = torch_home / entry.filename
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(payload)
     return path
 
@@ -198,3 +207,71 @@ def test_torchvisions_qat_format_int8_checkpoint_loads_into_quantize_true(torch_
     assert_varies(expected)
     with torch.inference_mode():
         assert torch.equal(model(x), expected)
+
+
+AUX_HEADS = {"googlenet": ["aux1", "aux2"], "inception_v3": ["AuxLogits"]}
+
+
+def torchvision_published_twin(name: str) -> nn.Module:
+    """torchvision's quantizable twin as its factory builds it for published weights: ``transform_input``
+    and auxiliary heads on, BatchNorm statistics from data (refilled with the heads set aside: Inception's
+    needs 299-pixel inputs)."""
+    torch.manual_seed(0)
+    twin = getattr(torchvision.models.quantization, name)(transform_input=True, aux_logits=True, init_weights=True)
+    heads = {head: getattr(twin, head) for head in AUX_HEADS[name]}
+    for head in heads:
+        setattr(twin, head, None)
+    refreshed(twin, size=input_size(name))
+    for head, module in heads.items():
+        setattr(twin, head, module)
+    return twin
+
+
+def without_aux_heads(twin: nn.Module, name: str) -> nn.Module:
+    """torchvision's last step for a user who did not ask for ``aux_logits``."""
+    twin.aux_logits = False
+    for head in AUX_HEADS[name]:
+        setattr(twin, head, None)
+    return twin
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_googlenet_and_inception_files_load_as_torchvisions_factories_load_them(name, torch_home, with_entries):
+    """Their published float files hold auxiliary heads and expect ``transform_input=True``; so does
+    GoogLeNet's int8 file (Inception's has no head). The factories apply ``transform_input`` and skip
+    the heads' tensors unless ``aux_logits=True``, as torchvision does: outputs equal its twin's bit for bit."""
+    spec = qzoo.registry.model_spec(name)
+    twin = torchvision_published_twin(name)
+    fill_cache(torch_home, with_entries, name, spec.float_weights.DEFAULT, torch_file(twin.state_dict()))
+    model = qzoo.get_model(name, weights="DEFAULT", progress=False).eval()
+    assert model.transform_input and not model.aux_logits
+    assert all(getattr(model, head) is None for head in AUX_HEADS[name])
+    x = images(4, seed=5, size=input_size(name))
+    reference = without_aux_heads(copy.deepcopy(twin), name).eval()
+    with torch.no_grad():
+        expected = reference(x)
+        assert_varies(expected)
+        assert torch.equal(model(x), expected)
+    with_heads = qzoo.get_model(name, weights="DEFAULT", aux_logits=True, progress=False)
+    head = AUX_HEADS[name][0]
+    assert torch.equal(getattr(with_heads, head).conv.conv.weight if name == "googlenet" else
+                       getattr(with_heads, head).conv0.conv.weight,
+                       twin.state_dict()[f"{head}.{'conv' if name == 'googlenet' else 'conv0'}.conv.weight"])
+
+    twin.eval().fuse_model(is_qat=False)
+    twin.qconfig = torch.ao.quantization.QConfig(activation=torch.ao.quantization.default_observer,
+                                                 weight=torch.ao.quantization.default_per_channel_weight_observer)
+    if name == "inception_v3":  # torchvision drops the head before loading its int8 file, which has none
+        without_aux_heads(twin, name)
+    torch.ao.quantization.prepare(twin, inplace=True)
+    with torch.no_grad():
+        twin(images(16, seed=1, size=input_size(name)))
+    with qzoo.quantized_engine("fbgemm"):
+        torch.ao.quantization.convert(twin, inplace=True)
+    fill_cache(torch_home, with_entries, name, spec.int8_weights.DEFAULT, torch_file(twin.state_dict()))
+    int8 = qzoo.get_model(name, quantize=True, progress=False)
+    assert qzoo.is_int8(int8) and qzoo.model_backend(int8) == "fbgemm" and int8.transform_input
+    reference = without_aux_heads(twin, name)
+    expected = run(reference, x, "fbgemm")
+    assert_varies(expected)
+    assert torch.equal(run(int8, x, "fbgemm"), expected)

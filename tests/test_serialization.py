@@ -7,7 +7,7 @@ import pickle
 import pytest
 import safetensors.torch
 import torch
-from helpers import NUM_CLASSES, images, quantized_copy, refreshed, run
+from helpers import HEAVY, NUM_CLASSES, arguments, fresh_model, images, input_size, quantized_copy, refreshed, run
 
 import qzoo
 from qzoo import serialization
@@ -20,26 +20,26 @@ def int8_model(name: str, backend: str) -> torch.nn.Module:
 
 
 def save(model: torch.nn.Module, path, name: str, backend: str):
-    return serialization.save_int8(model, path, architecture=name, kwargs={"num_classes": NUM_CLASSES},
-                                   backend=backend)
+    return serialization.save_int8(model, path, architecture=name, kwargs=arguments(name), backend=backend)
 
 
 def load(path, name: str, backend: str) -> torch.nn.Module:
     _, state = serialization.read_int8(path)
-    skeleton = qzoo.int8_skeleton(qzoo.get_model(name, num_classes=NUM_CLASSES), backend)
+    skeleton = qzoo.int8_skeleton(qzoo.get_model(name, **arguments(name)), backend)
     return serialization.load_int8_state(skeleton, state, str(path))
 
 
-@pytest.mark.parametrize("name", qzoo.list_models())
-def test_every_factory_round_trips_bit_exactly_at_under_0_32x_the_float_file(name, tmp_path):
+@pytest.mark.parametrize("name", HEAVY)
+def test_every_family_round_trips_bit_exactly_at_under_0_32x_the_float_file(name, tmp_path):
     """Depthwise layers carry a float64 scale (bit-exact) per 9 int8 weights: shufflenet_v2_x0_5 at
     10 classes measures 0.309 (2026-11-29); weight-dominated models stay near 0.26."""
-    float_model = refreshed(qzoo.get_model(name, num_classes=NUM_CLASSES))
+    float_model = fresh_model(name)
     # a safetensors file is its tensors' bytes plus a small JSON header
     float_bytes = sum(t.numel() * t.element_size() for t in float_model.state_dict().values())
-    x = images(4, seed=7)
+    size = input_size(name)
+    x = images(4, seed=7, size=size)
     for backend in ("x86", "qnnpack"):
-        model = quantized_copy(float_model, backend, calibration=images(4, seed=2))
+        model = quantized_copy(float_model, backend, calibration=images(4, seed=2, size=size))
         path = save(model, tmp_path / f"{backend}.safetensors", name, backend)
         assert torch.equal(run(load(path, name, backend), x, backend), run(model, x, backend))
         assert path.stat().st_size <= 0.32 * float_bytes

@@ -5,9 +5,11 @@ int8 GEMM ceiling and the cost of PTQ and QAT. Every figure of docs/benchmarks.m
 
     python tools/bench.py                          # resnet18, resnet50, mobilenet_v2; batch 1, 16; 1, 2 threads
     python tools/bench.py --models resnet18 --batches 1 --threads 1 --repeats 20
+    python tools/bench.py --families --merge       # the smallest member of each other family, added to the table
     pip install -e ".[bench]"                      # ONNX Runtime columns (left out, and said so, without it)
 
-Writes ``results/bench.json`` and ``results/bench.md`` and the table in ``docs/benchmarks.md`` between the
+Each model runs at its weights' crop size (Inception v3: 299) unless ``--image-size`` is given. Writes
+``results/bench.json`` and ``results/bench.md`` and the table in ``docs/benchmarks.md`` between the
 ``bench-table`` markers. Variants are called round-robin (same noise for all), after warm-up,
 with the quiet-machine guard of ``qzoo.benchmark.interleaved_timings``.
 """
@@ -49,8 +51,13 @@ IMAGE_SIZE = 224
 def calibration(image_size: int) -> tuple[Tensor, ...]:
     """The 64 synthetic images (4 batches) every int8 variant, ORT's included, is calibrated on."""
     return synthetic_images(64, image_size, seed=1).split(16)
-TORCHVISION_QUANTIZABLE = {"resnet18", "resnet50", "mobilenet_v2"}
+TORCHVISION_QUANTIZABLE = {name.removeprefix("quantized_")
+                           for name in torchvision.models.list_models(module=torchvision.models.quantization)}
 QZOO_TORCH, QZOO_ORT, ORT_INT8 = "qzoo optimized int8", "qzoo int8 on ORT", "ORT int8 QDQ"
+FP32 = "torch fp32"
+FAMILY_SMALLEST = ["mobilenet_v3_small", "shufflenet_v2_x0_5", "googlenet", "inception_v3", "mnasnet0_5",
+                   "regnet_x_400mf", "regnet_y_400mf", "efficientnet_b0"]
+"""``--families``: the smallest member of each family the default models do not cover (and RegNetX)."""
 
 
 def int8_of(model: nn.Module, backend: str, image_size: int) -> nn.Module:
@@ -60,7 +67,8 @@ def int8_of(model: nn.Module, backend: str, image_size: int) -> nn.Module:
 
 def torchvision_int8(name: str, float_model: nn.Module, image_size: int) -> Callable[[Tensor], Tensor]:
     """torchvision's own quantizable model with the same weights, quantized the same way (x86)."""
-    model = getattr(torchvision.models.quantization, name)(quantize=False).eval()
+    published = qzoo.registry.model_spec(name).published_with
+    model = getattr(torchvision.models.quantization, name)(quantize=False, **published).eval()
     model.load_state_dict(float_model.state_dict())
     int8 = int8_of(model, "x86", image_size)
 
@@ -153,9 +161,11 @@ def gemm_ceiling(threads: int, repeats: int) -> dict[str, float]:
 
 
 def bench_model(name: str, batches: list[int], threads_list: list[int], repeats: int, backends: list[str],
-                folder: Path, image_size: int) -> dict[str, Any]:
+                folder: Path, image_size: int | None) -> dict[str, Any]:
+    image_size = image_size or qzoo.registry.model_spec(name).input_size[1]
     torch.manual_seed(0)
-    float_model = qzoo.get_model(name).eval()
+    # as the published weights build it: no auxiliary heads (GoogLeNet, Inception v3)
+    float_model = qzoo.get_model(name, **qzoo.registry.model_spec(name).published_with).eval()
     qzoo.refresh_batchnorm(float_model, synthetic_images(32, image_size, seed=0).split(16))
     float_model.eval()
     int8 = {backend: int8_of(float_model, backend, image_size) for backend in backends}
@@ -166,7 +176,7 @@ def bench_model(name: str, batches: list[int], threads_list: list[int], repeats:
     if name in TORCHVISION_QUANTIZABLE:
         runners["torchvision int8"] = torchvision_int8(name, float_model, image_size)
     sizes = file_sizes(name, float_model, int8["x86"], folder)
-    report: dict[str, Any] = {"sizes_bytes": sizes, "runs": []}
+    report: dict[str, Any] = {"sizes_bytes": sizes, "runs": [], "image_size": image_size}
     for threads in threads_list:
         torch.set_num_threads(threads)
         variants = dict(runners)
@@ -180,6 +190,8 @@ def bench_model(name: str, batches: list[int], threads_list: list[int], repeats:
             sizes[QZOO_ORT] = len(on_ort.onnx_model)
         except ImportError:
             report["onnxruntime"] = "not installed: pip install -e '.[bench]'"
+        except Exception as error:  # noqa: BLE001 - torch's ONNX exporter cannot export this family's int8 model
+            report["onnx_export"] = f"{type(error).__name__}: {' '.join(str(error).split())[:2000]}"
         for batch in batches:
             images = synthetic_images(batch, image_size, seed=5)
             timings = benchmark.interleaved_timings(variants, images, repeats=repeats,
@@ -257,8 +269,8 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{ceiling:.0f} GOPS{shapes}, fp32 `mm` {gemm['fp32_gops']:.0f} GFLOPS)",
                   "",
                   "| model | batch | " + " | ".join(labels) + " | qzoo optimized / ORT int8 | qzoo on ORT / ORT int8 "
-                  "| qzoo optimized GOPS (% of ceiling) | rounds kept |",
-                  "|---|---|" + "---|" * len(labels) + "---|---|---|---|"]
+                  "| fastest qzoo int8 / torch fp32 | qzoo optimized GOPS (% of ceiling) | rounds kept |",
+                  "|---|---|" + "---|" * len(labels) + "---|---|---|---|---|"]
         for name, model in report["models"].items():
             for run in model["runs"]:
                 if run["threads"] != threads:
@@ -266,11 +278,12 @@ def markdown(report: dict[str, Any]) -> str:
                 timings = run["timings"]
                 ratios = [f"{timings[label]['median_ms'] / timings[ORT_INT8]['median_ms']:.2f}"
                           if label in timings and ORT_INT8 in timings else "—" for label in (QZOO_TORCH, QZOO_ORT)]
+                fastest = min(timings[label]["median_ms"] for label in (QZOO_TORCH, QZOO_ORT) if label in timings)
                 gops = run["gops_per_call"] / (timings[QZOO_TORCH]["min_ms"] / 1e3)
                 kept = next(iter(timings.values()))
                 lines.append(f"| {name} | {run['batch']} | " + " | ".join(_cell(timings, label) for label in labels)
-                             + f" | {' | '.join(ratios)} | {gops:.0f} ({100 * gops / ceiling:.0f}%) | "
-                             f"{kept['kept']}/{kept['rounds']} |")
+                             + f" | {' | '.join(ratios)} | {fastest / timings[FP32]['median_ms']:.2f} | "
+                             f"{gops:.0f} ({100 * gops / ceiling:.0f}%) | {kept['kept']}/{kept['rounds']} |")
         lines.append("")
     lines += ["| model | fp32 file | int8 file (qzoo safetensors) | int8 / fp32 | qzoo int8 ONNX file | "
               "ORT int8 QDQ file |",
@@ -288,12 +301,26 @@ def markdown(report: dict[str, Any]) -> str:
                   f"QAT ({cost['step_ms']['qat'] / cost['step_ms']['float']:.2f}x)."]
     lines += ["", f"Measured with `{report['command']}` on {report['machine']['cpu']} ({report['machine']['cores']} "
               f"cores), {', '.join(f'{k} {v}' for k, v in report['machine']['versions'].items())}, "
-              f"{report['machine']['date']}; {report['image_size']}x{report['image_size']} inputs. Random weights with BatchNorm statistics refilled from synthetic "
+              f"{report['machine']['date']}; inputs of {_sizes(report)}. Random weights with BatchNorm statistics refilled from synthetic "
               "images (speed does not depend on the values); qzoo and torchvision int8 use the x86 backend; "
               "ORT int8 is ORT's own static QDQ quantization (per-channel) of the float model, calibrated on the same "
               "64 images; qzoo int8 on ORT is qzoo's x86 int8 model exported to ONNX and run by ORT. "
               "Min times give the GOPS."]
+    failed = {name: model["onnx_export"] for name, model in report["models"].items() if "onnx_export" in model}
+    if failed:
+        lines += ["", "No qzoo-on-ORT column where torch's ONNX exporter fails on the int8 model: "
+                  + "; ".join(f"{name} ({reason.split(':', 1)[0]}, in bench.json)" for name, reason in failed.items())
+                  + "."]
     return "\n".join(lines) + "\n"
+
+
+def _sizes(report: dict[str, Any]) -> str:
+    """The input sides used, e.g. ``224x224 (inception_v3: 299x299)``."""
+    sizes = {name: model.get("image_size", report.get("image_size") or IMAGE_SIZE)
+             for name, model in report["models"].items()}
+    common = max(set(sizes.values()), key=list(sizes.values()).count)
+    others = ", ".join(f"{name}: {size}x{size}" for name, size in sizes.items() if size != common)
+    return f"{common}x{common}" + (f" ({others})" if others else "")
 
 
 def write_doc(table: str) -> None:
@@ -303,13 +330,16 @@ def write_doc(table: str) -> None:
 
 
 def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new`` plus the runs, GEMM ceilings and workflow cost of ``old`` for thread counts ``new`` did not measure."""
+    """``new`` plus what ``old`` has and ``new`` did not measure: its other models, and the runs, GEMM ceilings
+    and workflow cost of other thread counts."""
     rerun = set(new["threads"])
     for name, model in old["models"].items():
         if name in new["models"]:
             kept = [run for run in model["runs"] if run["threads"] not in rerun]
             new["models"][name]["runs"] = sorted(kept + new["models"][name]["runs"],
                                                  key=lambda run: (run["threads"], run["batch"]))
+    new["models"] = {**{name: model for name, model in old["models"].items() if name not in new["models"]},
+                     **new["models"]}
     new["threads"] = sorted(rerun | set(old["threads"]))
     new["gemm_ceiling"] = {**old["gemm_ceiling"], **new["gemm_ceiling"]}
     new.setdefault("workflow_cost", old.get("workflow_cost"))
@@ -320,12 +350,14 @@ def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "mobilenet_v2"])
+    parser.add_argument("--families", action="store_true",
+                        help=f"time the smallest member of each other family instead ({', '.join(FAMILY_SMALLEST)})")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--backends", nargs="+", default=["x86", "qnnpack"],
                         help="eager int8 backends to time (x86 first; it is the one optimized)")
     parser.add_argument("--repeats", type=int, default=20, help="kept rounds per table cell (default 20)")
-    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="input size (default 224)")
+    parser.add_argument("--image-size", type=int, help="input size (default: each model's crop size, 224 or 299)")
     parser.add_argument("--no-workflow-cost", action="store_true", help="skip the PTQ and QAT-step timings")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for bench.json and bench.md")
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
@@ -334,9 +366,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.backends[0] != "x86":
         parser.error("--backends must start with x86 (qzoo's optimized path is built from the x86 model)")
+    names = FAMILY_SMALLEST if args.families else args.models
     with tempfile.TemporaryDirectory() as scratch:
         models = {name: bench_model(name, args.batches, args.threads, args.repeats, args.backends, Path(scratch),
-                                    args.image_size) for name in args.models}
+                                    args.image_size) for name in names}
     report = {"command": " ".join(["python tools/bench.py", *sys.argv[1:]]), "machine": machine(),
               "image_size": args.image_size, "threads": args.threads, "models": models,
               "gemm_ceiling": {str(t): gemm_ceiling(t, args.repeats) for t in args.threads}}

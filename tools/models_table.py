@@ -3,7 +3,8 @@
     python tools/models_table.py           # rewrite the table
     python tools/models_table.py --check   # exit 1 if the table in docs/models.md is not what the registry gives
 
-Parameters are counted here, on the meta device, for the 1000-class head; GFLOPs are torchvision's
+Parameters are counted here, on the meta device, for the 1000-class head and the model as its
+published weights build it (no auxiliary heads); GFLOPs are torchvision's
 figure for its float weights at their crop size (``meta["_ops"]``); weights come from the catalogue.
 """
 
@@ -23,8 +24,8 @@ START, END = "<!-- models-table:start -->", "<!-- models-table:end -->"
 
 
 def _parameters(spec: registry.ModelSpec) -> float:
-    with torch.device("meta"):
-        model = spec.factory(weights=None)
+    with torch.device("meta"):  # as published: GoogLeNet's and Inception's auxiliary heads left out
+        model = spec.factory(weights=None, **spec.published_with)
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 

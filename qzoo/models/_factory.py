@@ -180,13 +180,13 @@ def _check_classes(kwargs: dict[str, Any], classes: int, weights: str) -> None:
 def _read_url_file(entry: Weights, model: nn.Module, progress: bool) -> dict[str, Any]:
     """The state_dict of a URL entry for ``model``: fetched into torch.hub's cache, sha256-checked on
     every load. Published GoogLeNet files hold auxiliary heads: a model built without them
-    (``aux_logits=False``, a ``None`` submodule) skips their tensors, as torchvision's factory does."""
+    (``aux_logits=False``: the head's attribute is ``None``) skips their tensors, as torchvision's
+    factory does."""
     assert entry.url is not None
     path = _files.fetch_verified(entry.url, entry.sha256, folder=_files.torch_hub_checkpoints(),
                                  filename=entry.filename, progress=progress)
     state = serialization.read_torch_checkpoint(path)
-    absent = tuple(f"{name}." for name, child in model._modules.items() if child is None)
-    for key in [key for key in state if absent and key.startswith(absent)]:
+    for key in [key for key in state if getattr(model, key.split(".", 1)[0], True) is None]:
         del state[key]  # in place: the module versions in the file's metadata stay with it
     return state
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchvision.models.googlenet import GoogLeNet, GoogLeNet_Weights, GoogLeNetOutputs, Inception, InceptionAux
 from torchvision.models.quantization.googlenet import GoogLeNet_QuantizedWeights
 
-from ..quantization import FloatFunctional, QuantizableModel, fuse_modules, fusion_step
+from ..quantization import FloatFunctional, QuantizableModel, fusion_step
 from ._blocks import QuantizableBasicConv2d, own_block
 from ._factory import register_model
 
