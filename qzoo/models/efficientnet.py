@@ -65,7 +65,7 @@ class QuantizableEfficientNet(QuantizableModel, tv.EfficientNet):
         settings = []
         for setting in inverted_residual_setting:
             if not isinstance(setting, tv.MBConvConfig):
-                raise ValueError(f"QuantizableEfficientNet builds MBConv blocks only, got {type(setting).__name__} "
+                raise TypeError(f"QuantizableEfficientNet builds MBConv blocks only, got {type(setting).__name__} "
                                  "(EfficientNetV2's Fused-MBConv is not supported)")
             settings.append(copy.copy(setting))
             settings[-1].block = QuantizableMBConv
