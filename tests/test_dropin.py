@@ -142,7 +142,13 @@ def reference_qat(get_model, state, loaders) -> tuple[list[float], torch.Tensor]
     return losses, evaluate(quantized_eval_model, test_loader)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+# torch's quantized mean over a 1x1 map in channels-last layout fails for batches > 1 ("required rank 4
+# tensor to use channels_last format"): ShuffleNetV2 on these 32-pixel images, torchvision's twin as well
+MEAN_OF_1X1_MAP = pytest.mark.xfail(strict=True, raises=RuntimeError, reason="torch's quantized mean of a 1x1 map")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "mobilenet_v3_large",
+                                  pytest.param("shufflenet_v2_x0_5", marks=MEAN_OF_1X1_MAP)])
 def test_the_reference_scripts_flows_give_torchvisions_results_bit_for_bit(name, loaders, tmp_path):
     ours, theirs = getattr(qzoo, name), getattr(torchvision.models.quantization, name)
     torch.manual_seed(0)

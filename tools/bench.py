@@ -5,12 +5,13 @@ int8 GEMM ceiling and the cost of PTQ and QAT. Every figure of docs/benchmarks.m
 
     python tools/bench.py                          # resnet18, resnet50, mobilenet_v2; batch 1, 16; 1, 2 threads
     python tools/bench.py --models resnet18 --batches 1 --threads 1 --repeats 20
-    python tools/bench.py --families --merge       # the smallest member of each other family, added to the table
+    python tools/bench.py --families               # the smallest member of each other family: its own table
     pip install -e ".[bench]"                      # ONNX Runtime columns (left out, and said so, without it)
 
 Each model runs at its weights' crop size (Inception v3: 299) unless ``--image-size`` is given. Writes
 ``results/bench.json`` and ``results/bench.md`` and the table in ``docs/benchmarks.md`` between the
-``bench-table`` markers. Variants are called round-robin (same noise for all), after warm-up,
+``bench-table`` markers (with ``--families``: ``bench-families.*`` and the ``bench-families-table``
+markers, a table of its own, measured in its own run). Variants are called round-robin (same noise for all), after warm-up,
 with the quiet-machine guard of ``qzoo.benchmark.interleaved_timings``.
 """
 
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 MARKERS = ("<!-- bench-table:start -->", "<!-- bench-table:end -->")
+FAMILY_MARKERS = ("<!-- bench-families-table:start -->", "<!-- bench-families-table:end -->")
 IMAGE_SIZE = 224
 
 
@@ -323,10 +325,10 @@ def _sizes(report: dict[str, Any]) -> str:
     return f"{common}x{common}" + (f" ({others})" if others else "")
 
 
-def write_doc(table: str) -> None:
+def write_doc(table: str, markers: tuple[str, str] = MARKERS) -> None:
     text = DOC.read_text()
-    start, end = (text.index(marker) for marker in MARKERS)
-    DOC.write_text(text[:start + len(MARKERS[0])] + "\n" + table + text[end:])
+    start, end = (text.index(marker) for marker in markers)
+    DOC.write_text(text[:start + len(markers[0])] + "\n" + table + text[end:])
 
 
 def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -359,7 +361,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="kept rounds per table cell (default 20)")
     parser.add_argument("--image-size", type=int, help="input size (default: each model's crop size, 224 or 299)")
     parser.add_argument("--no-workflow-cost", action="store_true", help="skip the PTQ and QAT-step timings")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for bench.json and bench.md")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for bench.json and bench.md "
+                        "(bench-families.* with --families)")
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other thread counts (and the workflow cost, if skipped) of OUT/bench.json")
@@ -377,16 +380,17 @@ def main() -> None:
         threads = max(args.threads)
         report["workflow_cost"] = {"threads": threads, "ptq_seconds": ptq_seconds(threads),
                                    "step_ms": training_steps_ms(threads)}
-    if args.merge and (args.out / "bench.json").is_file():
-        report = merged(json.loads((args.out / "bench.json").read_text()), report)
+    stem = "bench-families" if args.families else "bench"
+    if args.merge and (args.out / f"{stem}.json").is_file():
+        report = merged(json.loads((args.out / f"{stem}.json").read_text()), report)
     report["labels"] = list(dict.fromkeys(label for model in models.values() for run in model["runs"]
                                           for label in run["timings"]))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
-    (args.out / "bench.md").write_text(table)
+    (args.out / f"{stem}.md").write_text(table)
     if not args.no_docs:
-        write_doc(table)
+        write_doc(table, FAMILY_MARKERS if args.families else MARKERS)
     print(table)
 
 
