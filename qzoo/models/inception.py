@@ -34,8 +34,9 @@ __all__ = ["QuantizableBasicConv2d", "QuantizableInception3", "QuantizableIncept
            "inception_v3"]
 
 
-class QuantizableInceptionA(tv.InceptionA):
-    """35x35 block: 1x1, 5x5, double 3x3 and pool branches joined by ``FloatFunctional.cat``."""
+class _JoinedByCat:
+    """Mixin for InceptionA-D: quantizable convs, and the branches joined by ``FloatFunctional.cat``
+    (``myop``, torchvision's name)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, conv_block=QuantizableBasicConv2d, **kwargs)
@@ -45,37 +46,20 @@ class QuantizableInceptionA(tv.InceptionA):
         return self.myop.cat(self._forward(x), 1)
 
 
-class QuantizableInceptionB(tv.InceptionB):
-    """Grid reduction 35 -> 17, branches joined by ``FloatFunctional.cat``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, conv_block=QuantizableBasicConv2d, **kwargs)
-        self.myop = FloatFunctional()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.myop.cat(self._forward(x), 1)
+class QuantizableInceptionA(_JoinedByCat, tv.InceptionA):
+    """35x35 block: 1x1, 5x5, double 3x3 and pool branches."""
 
 
-class QuantizableInceptionC(tv.InceptionC):
-    """17x17 block with factorised 7x7 convolutions, branches joined by ``FloatFunctional.cat``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, conv_block=QuantizableBasicConv2d, **kwargs)
-        self.myop = FloatFunctional()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.myop.cat(self._forward(x), 1)
+class QuantizableInceptionB(_JoinedByCat, tv.InceptionB):
+    """Grid reduction 35 -> 17."""
 
 
-class QuantizableInceptionD(tv.InceptionD):
-    """Grid reduction 17 -> 8, branches joined by ``FloatFunctional.cat``."""
+class QuantizableInceptionC(_JoinedByCat, tv.InceptionC):
+    """17x17 block with factorised 7x7 convolutions."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, conv_block=QuantizableBasicConv2d, **kwargs)
-        self.myop = FloatFunctional()
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.myop.cat(self._forward(x), 1)
+class QuantizableInceptionD(_JoinedByCat, tv.InceptionD):
+    """Grid reduction 17 -> 8."""
 
 
 class QuantizableInceptionE(tv.InceptionE):
