@@ -201,3 +201,17 @@ def test_a_version_1_mnasnet_checkpoint_loads_as_torchvision_reads_it():
     assert not any(isinstance(m, nn.ReLU) and m.inplace for m in model.modules())
     int8 = qzoo.quantize(model, [images(8, seed=1)], progress=False)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in int8.modules()) and qzoo.is_int8(int8)
+
+
+def test_int8_mnasnet_runs_on_32_pixel_batches_as_image_by_image():
+    """torch's int8 mean over a 1x1 map in channels-last strides fails for batches > 1 (ShuffleNetV2 and
+    torchvision's twin keep that limit, test_dropin); MNASNet, with no twin to match, averages a copy in the
+    standard layout: a 32x32 batch runs and gives each image's own result bit for bit."""
+    torch.manual_seed(0)
+    model = refreshed(qzoo.mnasnet0_5(num_classes=NUM_CLASSES), size=32)
+    int8 = qzoo.quantize(model, [images(8, seed=1, size=32)], progress=False)
+    x = images(4, seed=3, size=32)
+    with torch.inference_mode():
+        together = int8(x)
+        assert torch.equal(together, torch.cat([int8(image[None]) for image in x]))
+    assert_varies(together)

@@ -9,7 +9,8 @@ needs it (float outputs are equal, tested):
 - ReLUs become separate non-in-place modules, fused with their conv and BatchNorm; the linear
   projection fuses conv-bn;
 - ``QuantStub``/``DeQuantStub`` at the ends; the global average (``x.mean([2, 3])``) runs on the
-  int8 tensor.
+  int8 tensor, copied to the standard layout first (torch's int8 mean fails on a 1x1 map in the
+  conv's channels-last layout: 32x32 inputs).
 
 Module names equal torchvision's, so its float checkpoints (version 1 and 2 layouts, as
 torchvision reads them) load strictly. MNASNet keeps ReLU (no ReLU6), so nothing is swapped.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torchvision.models import mnasnet as tv
 
@@ -65,7 +67,9 @@ class QuantizableMNASNet(QuantizableModel, tv.MNASNet):
                         stack[index] = QuantizableMNASNetInvertedResidual(block)
 
     def _forward_impl(self, x: Tensor) -> Tensor:
-        return self.classifier(self.layers(x).mean([2, 3]))
+        # torch's int8 mean over a 1x1 map in the conv's channels-last strides fails for batches > 1
+        # (32x32 inputs); in the standard layout it runs. The copy is of the last feature map only.
+        return self.classifier(self.layers(x).clone(memory_format=torch.contiguous_format).mean([2, 3]))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
                               *args: Any, **kwargs: Any) -> None:
