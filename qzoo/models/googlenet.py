@@ -12,8 +12,9 @@ so int8 outputs match it bit for bit):
 
 The auxiliary heads run only in training (QAT), on fake-quantized tensors; an int8 model keeps
 them as torchvision does but never calls them. Published weights are loaded as torchvision loads
-them: ``transform_input=True`` and no auxiliary heads unless ``aux_logits=True`` is asked (the
-files' auxiliary tensors are then skipped; torchvision warns they were never trained).
+them: ``transform_input=True`` and no auxiliary heads unless ``aux_logits=True`` is asked
+(otherwise the files' auxiliary tensors are skipped; asked for, they load, though torchvision
+notes they were never trained).
 """
 
 from __future__ import annotations
