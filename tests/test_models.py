@@ -215,3 +215,14 @@ def test_int8_mnasnet_runs_on_32_pixel_batches_as_image_by_image():
         together = int8(x)
         assert torch.equal(together, torch.cat([int8(image[None]) for image in x]))
     assert_varies(together)
+
+
+@pytest.mark.parametrize("name", ["mnasnet0_5", "regnet_y_400mf"])
+def test_rewrapped_blocks_keep_torchvisions_random_initialisation(name):
+    """MNASNet's blocks and RegNetY's squeeze-excitation are rewrapped after torchvision builds them, keeping
+    their layers and drawing no random numbers: the same seed gives torchvision's weights exactly."""
+    torch.manual_seed(0)
+    theirs = torchvision.models.get_model(name, num_classes=NUM_CLASSES).state_dict()
+    torch.manual_seed(0)
+    ours = qzoo.get_model(name, num_classes=NUM_CLASSES).state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
