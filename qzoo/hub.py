@@ -221,7 +221,7 @@ def _discard_from_cache(path: Path) -> None:
 def _locate(source: LocalFolder | HubRepo, progress: bool) -> tuple[Path, Path, str | None]:
     """Config path, weights path and the expected weights sha256 (an entry's) of a resolved folder source."""
     if isinstance(source, LocalFolder):
-        return source.path / CONFIG_NAME, source.path / WEIGHTS_NAME, None
+        return source.path / CONFIG_NAME, source.path / WEIGHTS_NAME, source.entry and source.entry.sha256
     repo_id, revision = source.repo_id, source.revision
     try:
         config = _download(repo_id, CONFIG_NAME, revision, progress)

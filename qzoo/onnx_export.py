@@ -10,9 +10,11 @@ eager int8 models.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,24 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
+@contextlib.contextmanager
+def _int8_pad_and_slice_exportable() -> Iterator[None]:
+    """torch's ONNX symbolics for ``aten::pad`` and ``aten::slice``, made to accept int8 inputs while
+    exporting: Dequantize, the float op, Quantize with the input's own scale and zero point (a pad
+    with 0.0 is then the zero point, as in torch's int8 pad). torch's exporter has neither for int8;
+    EfficientNet-Lite's TensorFlow padding needs both."""
+    from torch.onnx import symbolic_helper, symbolic_opset10, symbolic_opset11
+
+    ops = {"aten::pad": symbolic_opset11.pad, "aten::slice": symbolic_opset10.slice}
+    for name, symbolic in ops.items():
+        torch.onnx.register_custom_op_symbolic(name, symbolic_helper.quantized_args(True)(symbolic), OPSET)
+    try:
+        yield
+    finally:
+        for name in ops:
+            torch.onnx.unregister_custom_op_symbolic(name, OPSET)
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike[str] | None = None, *, example: Tensor | None = None,
                 image_size: int = 224) -> bytes:
     """The ONNX (QDQ) file of an int8 ``model`` made for x86/fbgemm; also written to ``path``, atomically.
@@ -63,7 +83,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str] | None = None, *,
     model.eval()
     example = synthetic_images(2, image_size, seed=11) if example is None else example
     buffer = io.BytesIO()
-    with torch.no_grad(), quantization.backend_engine(backend), tracing_warnings_silenced():
+    with (torch.no_grad(), quantization.backend_engine(backend), tracing_warnings_silenced(),
+          _int8_pad_and_slice_exportable()):
         torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET,
                           input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}})

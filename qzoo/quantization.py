@@ -440,12 +440,14 @@ def _require_prepared(model: nn.Module, step: str) -> str:
     return backend
 
 
-def _attach(model: nn.Module, backend: str, qconfig: QConfig, qat: bool) -> None:
+def _attach(model: nn.Module, backend: str, qconfig: QConfig, qat: bool, relu6_range: bool = True) -> None:
     model.qconfig = qconfig
     with routine_warnings_silenced():
         (tq.prepare_qat if qat else tq.prepare)(model, inplace=True)
     if not qat:
         _observe_fused_outputs_once(model)
+    if relu6_range:
+        _relu6_as_output_range(model)
     update_record(model, backend=backend, mode="qat" if qat else "ptq", fused=fused_mode(model))
 
 
@@ -467,11 +469,64 @@ def _observe_fused_outputs_once(model: nn.Module) -> None:
                     del module._forward_hooks[key]
 
 
-def prepare_ptq(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConfig | None = None) -> nn.Module:
+class ReLU6AsRange(nn.Module):
+    """Where a ReLU6 stood before ``prepare``: the layer before it now applies the clamp.
+
+    That layer's observer (PTQ) or fake-quant (QAT) receives its output clamped to [0, 6], so the
+    int8 output range it gets starts at 0 and ends at most at 6. With full 8-bit activations
+    (qnnpack, onednn) int8 saturation then is the ReLU6, exactly, and this module passes its
+    input through: no int8 op of its own, and no codes spent on values the clamp discards.
+    7-bit activations (x86, fbgemm: ``quant_max=127``) store values up to twice the observed
+    range in the 8-bit tensor, so there an int8 ReLU6 still runs whenever the output's scale can
+    represent values outside [0, 6]. Kept as a module so the printout says where the ReLU6 went.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.is_quantized:
+            top = 255 if x.dtype == torch.quint8 else 127
+            if x.q_zero_point() > 0 or (top - x.q_zero_point()) * x.q_scale() > 6.0:
+                return torch.nn.functional.hardtanh(x, 0.0, 6.0)  # relu6, as the ONNX exporter takes int8
+        return x  # float: the layer before already clamped its output when observing it
+
+    def extra_repr(self) -> str:
+        return "ReLU6 applied as the output range [0, 6] of the layer before"
+
+
+_PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm3d, nni._FusedModule)
+
+
+def _clamp_observed(low: float, high: float, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (args[0].clamp(low, high), *args[1:])
+
+
+def _relu6_as_output_range(model: nn.Module) -> None:
+    """Move each ``nn.ReLU6`` that directly follows a conv, linear or BatchNorm layer (fused or not) in
+    an ``nn.Sequential`` into that layer's output observer (:class:`ReLU6AsRange`).
+
+    In a Sequential the layer's output goes only to the next child (``nn.Identity`` children
+    left by fusion are skipped), so clamping it before observation changes nothing in float and
+    gives int8 the clamp for free. torch's eager flow instead observes the unclamped output and
+    runs the ReLU6 on that scale: a range including the negative values and everything above 6.
+    """
+    for container in list(model.modules()):
+        if not isinstance(container, nn.Sequential) or isinstance(container, nni._FusedModule):
+            continue
+        names = [name for name, child in container.named_children() if not isinstance(child, nn.Identity)]
+        for before, name in itertools.pairwise(names):
+            producer, relu6 = container._modules[before], container._modules[name]
+            observer = getattr(producer, "activation_post_process", None)
+            if type(relu6) is nn.ReLU6 and isinstance(producer, _PRODUCERS) and observer is not None:
+                observer.register_forward_pre_hook(functools.partial(_clamp_observed, 0.0, 6.0))
+                container._modules[name] = ReLU6AsRange()
+
+
+def prepare_ptq(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConfig | None = None, *,
+                relu6_range: bool = True) -> nn.Module:
     """Fuse (if the model has ``fuse_model``) and insert observers for post-training quantization.
 
     Returns ``model`` in eval mode, ready for :func:`calibrate`. An explicit ``qconfig``
-    overrides qzoo's preset for ``backend``.
+    overrides qzoo's preset for ``backend``. ``relu6_range=False`` keeps torch's own handling of
+    a ReLU6 after a conv (see :class:`ReLU6AsRange`), for comparisons.
     """
     check_backend(backend)
     _require_float(model, "prepare_ptq")
@@ -484,14 +539,16 @@ def prepare_ptq(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConf
         )
     if mode is None and hasattr(model, "fuse_model"):
         model.fuse_model(is_qat=False)
-    _attach(model, backend, qconfig or get_qconfig(backend), qat=False)
+    _attach(model, backend, qconfig or get_qconfig(backend), qat=False, relu6_range=relu6_range)
     return model
 
 
-def prepare_qat(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConfig | None = None) -> nn.Module:
+def prepare_qat(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConfig | None = None, *,
+                relu6_range: bool = True) -> nn.Module:
     """Fuse for QAT (if the model has ``fuse_model``) and insert fake-quant modules.
 
-    Returns ``model`` in train mode, ready to fine-tune, then :func:`convert`.
+    Returns ``model`` in train mode, ready to fine-tune, then :func:`convert`. ``relu6_range`` as
+    in :func:`prepare_ptq`.
     """
     check_backend(backend)
     _require_float(model, "prepare_qat")
@@ -504,7 +561,7 @@ def prepare_qat(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConf
     model.train()
     if mode is None and hasattr(model, "fuse_model"):
         model.fuse_model(is_qat=True)
-    _attach(model, backend, qconfig or get_qconfig(backend, qat=True), qat=True)
+    _attach(model, backend, qconfig or get_qconfig(backend, qat=True), qat=True, relu6_range=relu6_range)
     return model
 
 
@@ -630,14 +687,15 @@ def int8_from_qat_state(model: nn.Module, state: dict[str, Any], backend: str, s
 
 def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = DEFAULT_BACKEND,
              num_batches: int | None = None, qconfig: QConfig | None = None, inplace: bool = False,
-             progress: bool = True) -> nn.Module:
+             progress: bool = True, relu6_range: bool = True) -> nn.Module:
     """Post-training quantization in one call: prepare, calibrate on ``data``, convert to int8.
 
     ``model`` is a float model (a qzoo factory's, or any module with stubs and optionally
     ``fuse_model``); it is left as it was unless ``inplace=True``. ``data`` and ``num_batches``
-    are :func:`calibrate`'s; ``qconfig`` overrides qzoo's preset for ``backend``.
+    are :func:`calibrate`'s; ``qconfig`` overrides qzoo's preset for ``backend``;
+    ``relu6_range`` is :func:`prepare_ptq`'s.
     """
-    prepared = prepare_ptq(model if inplace else copy.deepcopy(model), backend, qconfig)
+    prepared = prepare_ptq(model if inplace else copy.deepcopy(model), backend, qconfig, relu6_range=relu6_range)
     calibrate(prepared, data, num_batches, progress=progress)
     return convert(prepared)
 

@@ -34,12 +34,18 @@ class ModelSpec:
     published_with: dict[str, Any] = field(default_factory=dict, hash=False)
     """Architecture arguments the published weights were made for, used when the user gives none
     (GoogLeNet's ``transform_input=True``)."""
+    native_input: tuple[int, int] | None = None
+    """(resize, centre crop) for an architecture without torchvision weights (EfficientNet-Lite's sizes)."""
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] = (IMAGENET_MEAN, IMAGENET_STD)
+    """(mean, std) of the inputs the default weights expect."""
+    convert_state: Callable[[dict[str, Any], nn.Module], dict[str, Any]] | None = field(default=None, hash=False)
+    """Maps a state_dict in another library's layout (a weights entry's ``layout``) onto the model's names."""
 
     @property
     def input_size(self) -> tuple[int, int]:
         """(resize, centre crop) of the default float weights' preprocessing; (256, 224) without weights."""
         if self.float_weights is None:
-            return 256, 224
+            return self.native_input or (256, 224)
         keywords = self.float_weights.DEFAULT.transforms.keywords
         return keywords.get("resize_size", 256), keywords.get("crop_size", 224)
 

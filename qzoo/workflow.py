@@ -25,7 +25,7 @@ from . import hub, onnx_export, quantization, serialization, train
 from ._files import write_atomic
 from ._record import record_of
 from .benchmark import interleaved_latency_ms
-from .data import ImageTensors, image_folder_classes, synthetic_images, unpack_archive
+from .data import ImageTensors, decode_image, image_folder_classes, synthetic_images, unpack_archive
 from ._tracing import tracing_warnings_silenced
 from .inference import optimize_for_inference
 from .pretrained import (IMAGENET_TRANSFORMS, Transforms, get_weights, list_models, list_weights, resolve_float,
@@ -51,7 +51,7 @@ def load_model(source: str, *, weights: str | None = None, num_classes: int | No
         entry = None
         if weights:
             entry = resolve_float(model_spec(source), weights)
-        if entry is not None and entry.url is None:
+        if entry is not None and not entry.is_file:
             model = hub.from_pretrained(entry, progress=progress)
         else:
             model = get_factory(source)(weights=entry, progress=progress, **kwargs).eval()
@@ -108,7 +108,8 @@ def load_images(data: str | os.PathLike[str], split: str, transforms: Transforms
     if categories and classes != tuple(categories):
         raise ValueError(f"{root} has classes {list(classes)[:5]}... but the model predicts {list(categories)[:5]}...: "
                          "use a data folder with the model's classes (one sub-folder each, same names)")
-    return ImageTensors.from_folder(root, transforms.crop_size, resize=transforms.resize_size, progress=progress)
+    return ImageTensors.from_folder(root, transforms.crop_size, resize=transforms.resize_size,
+                                    interpolation=transforms.interpolation, progress=progress)
 
 
 def _transforms_for(loaded: Loaded, image_size: int | None) -> Transforms:
@@ -371,6 +372,43 @@ def run_export(source: str, out: str | os.PathLike[str], *, weights: str | None 
     check_output_file(out, source, overwrite=overwrite)
     loaded = load_model(source, weights=weights, progress=progress)
     return export(loaded, out, format=format, image_size=image_size or 224, overwrite=overwrite)
+
+
+PREDICT_DEFAULT = "efficientnet_lite0.imagenet1k_int8_ptq"
+"""The model ``qzoo predict`` uses unless told otherwise: int8 EfficientNet-Lite0 (ImageNet's 1,000 classes)."""
+
+
+def predict(loaded: Loaded, images: list[str], *, top: int = 5) -> list[dict[str, Any]]:
+    """Classify image files with ``loaded``'s preprocessing: per file its ``top`` classes with
+    probabilities, or the one-line ``error`` that kept it from being read (the others still run)."""
+    transforms = loaded.transforms or IMAGENET_TRANSFORMS
+    mean, std = torch.tensor(transforms.mean).view(3, 1, 1), torch.tensor(transforms.std).view(3, 1, 1)
+    results: list[dict[str, Any]] = []
+    for path in images:
+        if not Path(path).is_file():
+            results.append({"image": path, "error": f"{path}: no such file"})
+            continue
+        try:
+            pixels = decode_image(Path(path), transforms.crop_size, transforms.resize_size, transforms.interpolation)
+        except (ValueError, OSError) as error:
+            results.append({"image": path, "error": " ".join(str(error).split())})
+            continue
+        with torch.inference_mode():
+            logits = loaded.model(((pixels.float() / 255 - mean) / std).unsqueeze(0))[0]
+        probabilities = logits.softmax(0)
+        values, indices = probabilities.topk(min(top, probabilities.numel()))
+        names = loaded.categories or tuple(str(i) for i in range(probabilities.numel()))
+        results.append({"image": path, "top": [{"index": int(i), "label": names[int(i)], "probability": float(v)}
+                                               for v, i in zip(values, indices)]})
+    return results
+
+
+def run_predict(images: list[str], *, source: str = PREDICT_DEFAULT, top: int = 5,
+                progress: bool = True) -> list[dict[str, Any]]:
+    """``qzoo predict``: load ``source`` (a pretrained entry, folder or hub repository) and :func:`predict`."""
+    if top < 1:
+        raise ValueError(f"--top {top}: give 1 or more classes to show")
+    return predict(load_model(source, progress=progress), images, top=top)
 
 
 def describe(name: str) -> dict[str, Any]:

@@ -14,7 +14,9 @@ NUM_CLASSES = 10
 SIZE = 64
 
 ALL = qzoo.list_models()
-HEAVY = ["efficientnet_b0", "googlenet", "inception_v3", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small",
+NOT_IN_TORCHVISION = [name for name in ALL if name.startswith("efficientnet_lite")]
+"""Models whose float reference is another library (EfficientNet-Lite: tests/test_efficientnet_lite.py)."""
+HEAVY = ["efficientnet_b0", "efficientnet_lite0", "googlenet", "inception_v3", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small",
          "regnet_x_400mf", "regnet_y_400mf", "resnet18", "resnet50", "shufflenet_v2_x0_5"]
 """Models the heavy per-model checks run on (int8 fidelity, every mode, file round trips, fusion in
 float64): each family's smallest member, plus the block kinds it lacks (ResNet's Bottleneck,

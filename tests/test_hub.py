@@ -166,6 +166,24 @@ def test_unknown_sources_and_unpublished_entries_say_where_to_load_them(with_ent
     assert qzoo.list_models(pretrained=True) == qzoo.list_weights()
 
 
+def test_an_entry_not_on_the_hub_yet_reads_the_clones_weights_folder_pinned_to_its_hash(tmp_path, monkeypatch,
+                                                                                       with_entries):
+    """From a clone, ``from_pretrained(entry name)`` reads weights/<entry>/ (checked against the entry's
+    sha256, not only the folder's own config): a consistent but different folder is refused."""
+    folder = qzoo.save_pretrained(quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)), "x86"),
+                                  tmp_path / "weights" / "resnet18.clone_int8")
+    config = json.loads((folder / "config.json").read_text())
+    monkeypatch.setattr(pretrained, "REPOSITORY_WEIGHTS", tmp_path / "weights")
+    entry = pretrained.Weights(name="resnet18.clone_int8", architecture="resnet18", mode="int8",
+                               sha256=config["sha256"], hub_repo="qzoo/resnet18.clone_int8", backend="x86",
+                               kwargs={"num_classes": NUM_CLASSES})
+    with_entries(entry)
+    assert qzoo.is_int8(qzoo.from_pretrained(entry.name))
+    with_entries(dataclasses.replace(entry, sha256="f" * 64))
+    with pytest.raises(IntegrityError, match="expected " + "f" * 64):
+        qzoo.from_pretrained(entry.name)
+
+
 def test_environment_variables_drive_a_real_process(int8_folder, tmp_path):
     """HF_ENDPOINT and HF_HUB_OFFLINE as a user sets them, in a fresh interpreter."""
     script = f"import qzoo; print(qzoo.is_int8(qzoo.from_pretrained({REPO!r}, progress=False)))"

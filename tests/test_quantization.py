@@ -53,6 +53,8 @@ def trained_like(name: str, branch_scale: float) -> nn.Module:
             nn.init.constant_(block.layers[-1].weight, branch_scale)
         elif isinstance(block, qzoo.QuantizableResBottleneckBlock):
             nn.init.constant_(block.f.c[1].weight, branch_scale)
+        elif isinstance(block, qzoo.QuantizableLiteBlock) and block.use_res_connect:
+            nn.init.constant_(block.project.bn.weight, branch_scale)
         elif isinstance(block, qzoo.QuantizableMBConv) and block.use_res_connect:
             nn.init.constant_(block.block[-1][1].weight, branch_scale)
         elif isinstance(block, qzoo.QuantizableSqueezeExcitation):  # random gates saturate at 0 or 1;

@@ -112,7 +112,9 @@ def test_every_factory_is_exported_and_documents_every_argument(name):
     text = help_text(factory)
     for argument in (*FACTORY_ARGUMENTS, "**kwargs"):
         assert f"    {argument}:" in text, f"help({name}) does not document {argument}"
-    assert "Input: float32 RGB images" in text and "mean (0.485, 0.456, 0.406)" in text
+    mean = qzoo.registry.model_spec(name).normalization[0]
+    assert "Input: float32 RGB images" in text and f"mean {mean}" in text
+    assert name.startswith("efficientnet_lite") == (mean == (0.498, 0.498, 0.498))
 
 
 def test_help_of_mobilenet_v2_shows_every_factory_argument():

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights"
 CIFAR10 = ROOT.parent / "shared" / "datasets" / "cifar10" / "cifar10-jpeg.tar.gz"
 QZOO_ENTRIES = [e for e in pretrained.catalogue().values() if e.hub_repo is not None]
+CIFAR10_ENTRIES = [e for e in QZOO_ENTRIES if "CIFAR-10" in e.metrics]
+"""The CIFAR-10 example's entries (the EfficientNet-Lite ones are re-checked in test_efficientnet_lite)."""
 
 
 def test_every_entry_has_its_folder_and_every_folder_its_entry():
@@ -40,9 +42,9 @@ def test_folder_matches_entry(entry):
     assert qzoo.is_int8(model) == (entry.mode == "int8")
 
 
-def test_committed_weights_stay_under_40_mb():
+def test_committed_weights_stay_under_60_mb():
     total = sum(p.stat().st_size for p in WEIGHTS.rglob("*") if p.is_file()) if WEIGHTS.is_dir() else 0
-    assert total < 40e6
+    assert total < 60e6
 
 
 @pytest.mark.skipif(not (WEIGHTS / "mobilenet_v2.cifar10_float").is_dir(),
@@ -59,7 +61,7 @@ def test_the_readme_main_job_reports_real_accuracy():
 
 def test_qzoo_entries_never_displace_the_factories_imagenet_defaults():
     for entry in QZOO_ENTRIES:
-        if entry.mode == "int8":
+        if entry.mode == "int8" and registry.model_spec(entry.architecture).int8_weights is not None:
             assert pretrained.resolve_int8(registry.model_spec(entry.architecture), None, None).url is not None
             with pytest.raises(ValueError, match="from_pretrained"):
                 qzoo.get_model(entry.architecture, quantize=True, weights=entry.name)
@@ -72,7 +74,7 @@ def cifar10_test():
     return ImageTensors.from_folder(unpack_archive(CIFAR10) / "test", size=32, progress=False)
 
 
-@pytest.mark.parametrize("entry", QZOO_ENTRIES, ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", CIFAR10_ENTRIES, ids=lambda e: e.name)
 def test_committed_weights_keep_their_recorded_accuracy_on_a_fixed_test_slice(entry, cifar10_test):
     """tools/publish.py records each model's acc@1 on a seeded class-balanced slice of the test
     images; on this machine int8 and float give the same predictions again (a tolerance of 3
@@ -90,7 +92,7 @@ def shipped_test_images():
     return ImageTensors.from_folder(data_root(SAMPLE_ARCHIVE, "test"), size=32, progress=False)
 
 
-@pytest.mark.parametrize("entry", QZOO_ENTRIES, ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", CIFAR10_ENTRIES, ids=lambda e: e.name)
 def test_committed_weights_keep_their_recorded_accuracy_on_the_shipped_sample(entry, shipped_test_images):
     """The same promise on the 2,000 test images inside the package, so it holds in a fresh clone
     without ../shared: within 3 images of what tools/publish.py recorded, far above chance (10 %)."""

@@ -5,7 +5,8 @@
 
 Parameters are counted here, on the meta device, for the 1000-class head and the model as its
 published weights build it (no auxiliary heads); GFLOPs are torchvision's
-figure for its float weights at their crop size (``meta["_ops"]``); weights come from the catalogue.
+figure for its float weights at their crop size (``meta["_ops"]``), or counted the same way for models
+without torchvision weights; weights come from the catalogue.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import qzoo
 from qzoo import pretrained, registry
@@ -29,14 +31,26 @@ def _parameters(spec: registry.ModelSpec) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
-def _row(spec: registry.ModelSpec) -> str:
+def _gflops(spec: registry.ModelSpec) -> str:
+    """torchvision's figure (``meta["_ops"]``, multiply-accumulates), or for models without torchvision
+    weights the same quantity counted by torch's FlopCounterMode at the model's crop size (FLOPs / 2)."""
     float_weights = spec.float_weights.DEFAULT if spec.float_weights else None
-    flops = f"{float_weights.meta['_ops']:.2f}" if float_weights and "_ops" in float_weights.meta else "-"
+    if float_weights is not None:
+        return f"{float_weights.meta['_ops']:.2f}" if "_ops" in float_weights.meta else "-"
+    crop = spec.input_size[1]
+    with torch.device("meta"):
+        model = spec.factory(weights=None, **spec.published_with).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, 3, crop, crop))
+    return f"{counter.get_total_flops() / 2e9:.2f}"
+
+
+def _row(spec: registry.ModelSpec) -> str:
+    flops = _gflops(spec)
     resize, crop = spec.input_size
     int8 = (", ".join(sorted({member.meta.get("backend", "?") for member in spec.int8_weights}))
             if spec.int8_weights else "no")
-    qzoo_entries = [e.name for e in pretrained.catalogue().values()
-                    if e.architecture == spec.name and e.hub_repo is not None]
+    qzoo_entries = [e.name for e in pretrained.index_entries() if e.architecture == spec.name]
     family = spec.family.rsplit(".", 1)[-1]
     return (f"| `{spec.name}` | {family} | {_parameters(spec):.2f} | {flops} | {resize} / {crop} | "
             f"`{spec.float_weights.__name__ if spec.float_weights else '-'}` | {int8} | "

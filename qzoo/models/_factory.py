@@ -20,7 +20,7 @@ from torchvision.models import WeightsEnum
 
 from .. import _files, quantization, registry, serialization
 from .._record import update_record
-from ..pretrained import Weights, resolve_float, resolve_int8
+from ..pretrained import Weights, index_entries, resolve_float, resolve_int8
 from ..registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 Prepare = Literal["ptq", "qat"] | None
@@ -41,8 +41,7 @@ _WORKFLOW_ARGUMENTS = ("weights", "prepare", "quantize", "backend", "progress")
 
 FACTORY_ARGUMENTS = """
 Arguments (keyword-only, the same for every qzoo factory):
-    weights: ``None`` (random init), ``"DEFAULT"``, a member name of {float_enum}
-        (``"{first_member}"``), a member itself, or a weights entry name
+    weights: ``None`` (random init), ``"DEFAULT"``, {float_choices}a weights entry name
         (``qzoo.list_weights("{name}")``). Files are downloaded once, verified against their
         sha256 on every load and read without unpickling code. The default, ``AUTO``, means
         ``None``, except with ``quantize=True`` and no architecture argument: then the
@@ -68,19 +67,27 @@ Conflicting arguments raise ``ValueError`` naming the fix.
 
 
 def _document(builder: Callable[..., nn.Module], spec: ModelSpec, architecture_arguments: str) -> str:
-    members = list(spec.float_weights.__members__) if spec.float_weights else ["IMAGENET1K_V1"]
-    int8_note = (f"Published int8 weights: ``{spec.int8_weights.__name__}``." if spec.int8_weights
-                 else "None are published for this model: use ``prepare='ptq'`` and calibrate.")
+    own_int8 = [entry.name for entry in index_entries() if entry.architecture == spec.name and entry.mode == "int8"]
+    if spec.int8_weights:
+        int8_note = f"Published int8 weights: ``{spec.int8_weights.__name__}``."
+    elif own_int8:
+        int8_note = f"qzoo's int8 weights load with ``qzoo.from_pretrained({own_int8[0]!r})``."
+    else:
+        int8_note = "None are published for this model: use ``prepare='ptq'`` and calibrate."
+    float_choices = (f"a member name of ``{spec.float_weights.__name__}`` "
+                     f"(``\"{next(iter(spec.float_weights.__members__))}\"``), a member itself, or "
+                     if spec.float_weights else "")
     resize, crop = spec.input_size
     section = FACTORY_ARGUMENTS.format(
-        float_enum=f"``{spec.float_weights.__name__}``" if spec.float_weights else "the model's weights enum",
-        first_member=members[0], name=spec.name, int8_note=int8_note, kwargs=architecture_arguments,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=resize, crop=crop)
+        float_choices=float_choices, name=spec.name, int8_note=int8_note, kwargs=architecture_arguments,
+        mean=spec.normalization[0], std=spec.normalization[1], resize=resize, crop=crop)
     return inspect.cleandoc(builder.__doc__ or spec.name) + "\n" + section
 
 
 def register_model(*, float_weights: type[WeightsEnum] | None, int8_weights: type[WeightsEnum] | None = None,
-                   published_with: dict[str, Any] | None = None,
+                   published_with: dict[str, Any] | None = None, input_size: tuple[int, int] | None = None,
+                   convert_state: Callable[[dict[str, Any], nn.Module], dict[str, Any]] | None = None,
+                   normalization: tuple[tuple[float, ...], tuple[float, ...]] = (IMAGENET_MEAN, IMAGENET_STD),
                    arguments: str = "num_classes and the float class's own arguments"
                    ) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
     """Make ``builder(**kwargs) -> float model`` the registered factory of the same name.
@@ -89,6 +96,10 @@ def register_model(*, float_weights: type[WeightsEnum] | None, int8_weights: typ
     none); ``int8_weights``: torchvision's quantized weights enum, when one is published;
     ``published_with``: architecture arguments the published files were made for, applied when
     loading them unless the user gives their own (as torchvision's factories do);
+    ``input_size``: (resize, centre crop) when there is no torchvision enum to read it from;
+    ``normalization``: (mean, std) of the inputs the default weights expect;
+    ``convert_state``: maps files in another library's layout (entries with a ``layout``) onto
+    the model's names, every key checked;
     ``arguments``: the architecture arguments to name in the factory's documentation.
     """
 
@@ -104,7 +115,8 @@ def register_model(*, float_weights: type[WeightsEnum] | None, int8_weights: typ
         factory.__signature__ = own.replace(return_annotation=inspect.signature(builder).return_annotation)  # type: ignore[attr-defined]
         del factory.__wrapped__  # help() shows the factory's arguments, not the builder's
         spec = registry.add_model(ModelSpec(builder.__name__, factory, builder.__module__, float_weights,
-                                            int8_weights, dict(published_with or {})))
+                                            int8_weights, dict(published_with or {}), native_input=input_size,
+                                            convert_state=convert_state, normalization=normalization))
         factory.__doc__ = _document(builder, spec, arguments)
         return factory
 
@@ -143,7 +155,7 @@ def build(spec: ModelSpec, builder: Callable[..., nn.Module], *, weights: Weight
     else:
         entry = resolve_float(spec, None if isinstance(weights, _Auto) else weights)
     if entry is not None:
-        if entry.url is None:
+        if not entry.is_file:
             raise ValueError(f"{entry.name} are published as a qzoo folder: load them with "
                              f"qzoo.from_pretrained({entry.name!r})")
         _check_classes(kwargs, int(entry.kwargs["num_classes"]), entry.name)
@@ -154,14 +166,14 @@ def build(spec: ModelSpec, builder: Callable[..., nn.Module], *, weights: Weight
     if quantize and entry is None:
         return _random_int8(model, spec, backend or quantization.DEFAULT_BACKEND)
     if quantize:
-        state, int8_backend = _read_url_file(entry, model, progress), entry.backend or quantization.DEFAULT_BACKEND
+        state, int8_backend = _read_file(entry, spec, model, progress), entry.backend or quantization.DEFAULT_BACKEND
         if quantization.is_qat_state(state):  # published as a QAT checkpoint (MobileNetV3-Large)
             return quantization.int8_from_qat_state(model, state, int8_backend, entry.name)
         quantization.int8_skeleton(model, int8_backend)
         serialization.load_int8_state(model, state, entry.name)
         return model
     if entry is not None:
-        model.load_state_dict(_read_url_file(entry, model, progress))
+        model.load_state_dict(_read_file(entry, spec, model, progress))
     if prepare == "ptq":
         quantization.prepare_ptq(model, backend or quantization.DEFAULT_BACKEND)
     elif prepare == "qat":
@@ -177,15 +189,25 @@ def _check_classes(kwargs: dict[str, Any], classes: int, weights: str) -> None:
         )
 
 
-def _read_url_file(entry: Weights, model: nn.Module, progress: bool) -> dict[str, Any]:
-    """The state_dict of a URL entry for ``model``: fetched into torch.hub's cache, sha256-checked on
-    every load. Published GoogLeNet files hold auxiliary heads: a model built without them
-    (``aux_logits=False``: the head's attribute is ``None``) skips their tensors, as torchvision's
-    factory does."""
-    assert entry.url is not None
-    path = _files.fetch_verified(entry.url, entry.sha256, folder=_files.torch_hub_checkpoints(),
-                                 filename=entry.filename, progress=progress)
+def _read_file(entry: Weights, spec: ModelSpec, model: nn.Module, progress: bool) -> dict[str, Any]:
+    """The state_dict of a file entry for ``model``, sha256-checked on every load: a URL fetched into
+    torch.hub's cache, or a file of an installed pip package; in another library's names
+    (``entry.layout``) it is mapped by the model's ``convert_state``. Published GoogLeNet files hold
+    auxiliary heads: a model built without them (``aux_logits=False``: the head's attribute is
+    ``None``) skips their tensors, as torchvision's factory does."""
+    if entry.package is not None:
+        assert entry.package_path is not None
+        path = _files.installed_file(entry.package, entry.package_path, entry.sha256,
+                                     purpose=f"the {entry.name} weights", extra=entry.package_extra or entry.package)
+    else:
+        assert entry.url is not None
+        path = _files.fetch_verified(entry.url, entry.sha256, folder=_files.torch_hub_checkpoints(),
+                                     filename=entry.filename, progress=progress)
     state = serialization.read_torch_checkpoint(path)
+    if entry.layout is not None:
+        if spec.convert_state is None:
+            raise ValueError(f"{entry.name} is in {entry.layout}'s layout, which {spec.name} cannot read")
+        return spec.convert_state(state, model)
     for key in [key for key in state if getattr(model, key.split(".", 1)[0], True) is None]:
         del state[key]  # in place: the module versions in the file's metadata stay with it
     return state

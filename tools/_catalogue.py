@@ -1,0 +1,44 @@
+"""qzoo/weights.json and the weights/ folders, shared by the tools that publish entries.
+
+Each tool owns a set of entries (``tools/publish.py`` the CIFAR-10 ones, ``tools/imagenet_lite.py``
+the EfficientNet-Lite ones) and rewrites only those, keeping the others as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import qzoo
+from qzoo import pretrained
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "weights"
+
+
+def folder_entry(name: str, folder: Path, *, default: bool, unquantized: str | None, license: str) -> dict[str, Any]:
+    """The index entry of the qzoo folder ``weights/<name>`` (read from its config.json, loaded once to check it)."""
+    config = json.loads((folder / "config.json").read_text())
+    model = qzoo.from_pretrained(folder)
+    params = sum(p.numel() for p in qzoo.get_model(config["architecture"], **config["kwargs"]).parameters())
+    size = (folder / "model.safetensors").stat().st_size
+    return {"name": name, "architecture": config["architecture"], "mode": "int8" if qzoo.is_int8(model) else "float",
+            "sha256": config["sha256"], "hub_repo": f"qzoo/{name}", "hub_revision": None,
+            "backend": config["backend"], "unquantized": unquantized, "kwargs": config["kwargs"],
+            "categories": config["categories"], "metrics": config["metrics"], "recipe": config["recipe"],
+            "transforms": config["transforms"], "num_params": params, "file_size_mb": round(size / 1e6, 3),
+            "license": license, "default": default}
+
+
+def update_index(entries: list[dict[str, Any]], owns: Callable[[str], bool]) -> None:
+    """Replace the index entries ``owns`` claims with ``entries`` (others kept, order: kept first), and
+    remove the weights/ folders it claims that no entry names any more."""
+    kept = [e for e in json.loads(pretrained.INDEX.read_text()) if not owns(e["name"])] if pretrained.INDEX.is_file() else []
+    names = {e["name"] for e in entries}
+    for folder in WEIGHTS.iterdir() if WEIGHTS.is_dir() else ():
+        if folder.is_dir() and owns(folder.name) and folder.name not in names:
+            shutil.rmtree(folder)
+    pretrained.INDEX.write_text(json.dumps(kept + entries, indent=2) + "\n")
