@@ -1,4 +1,5 @@
-"""qzoo/weights.json and the weights/ folders, shared by the tools that publish entries.
+"""qzoo/weights.json and the weights/ folders, shared by the tools that publish entries (and the
+machine name they record with their measurements).
 
 Each tool owns a set of entries (``tools/publish.py`` the CIFAR-10 ones, ``tools/imagenet_lite.py``
 the EfficientNet-Lite ones) and rewrites only those, keeping the others as they are.
@@ -7,6 +8,7 @@ the EfficientNet-Lite ones) and rewrites only those, keeping the others as they 
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -42,3 +44,13 @@ def update_index(entries: list[dict[str, Any]], owns: Callable[[str], bool]) -> 
         if folder.is_dir() and owns(folder.name) and folder.name not in names:
             shutil.rmtree(folder)
     pretrained.INDEX.write_text(json.dumps(kept + entries, indent=2) + "\n")
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), for the measurements a tool records."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

@@ -29,7 +29,6 @@ import dataclasses
 import datetime
 import importlib.metadata
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -49,7 +48,7 @@ from qzoo.quantization import ReLU6AsRange
 from qzoo.workflow import data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _catalogue import ROOT, WEIGHTS, folder_entry, update_index
+from _catalogue import ROOT, WEIGHTS, cpu_name, folder_entry, update_index
 
 RESULTS = ROOT / "results" / "imagenet-lite.json"
 DOC = ROOT / "docs" / "imagenet-sample.md"
@@ -254,13 +253,6 @@ def _params(name: str) -> int:
         return sum(p.numel() for p in qzoo.get_model(name).parameters())
 
 
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def markdown(rows: dict[str, dict[str, Any]], command: str) -> str:

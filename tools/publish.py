@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from qzoo import pretrained, train
 from qzoo.data import ImageTensors
 from qzoo.workflow import data_root
 
-from _catalogue import folder_entry, update_index  # tools/ is on sys.path when this script runs
+from _catalogue import cpu_name, folder_entry, update_index  # tools/ is on sys.path when this script runs
 from cifar10 import load_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +117,7 @@ def publish() -> None:
     update_index(entries, owns=lambda name: ".cifar10_" in name)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "date": datetime.date.today().isoformat(), "machine": _cpu_name(),
+        "date": datetime.date.today().isoformat(), "machine": cpu_name(),
         "cpu_count": torch.get_num_threads(), "torch": torch.__version__, "targets_max_acc1_drop": TARGETS,
         "commands": "python tools/cifar10.py {train,ptq,qat,bench} MODEL; python tools/publish.py",
         "models": results}, indent=2) + "\n")
@@ -126,13 +125,6 @@ def publish() -> None:
     print(f"{len(entries)} entries; results in {RESULTS.relative_to(ROOT)}")
 
 
-def _cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _cell(row: dict[str, Any], step: str) -> str:
