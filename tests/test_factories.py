@@ -93,7 +93,7 @@ def test_get_model_and_list_models():
         "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
         *(f"regnet_{kind}_{size}" for kind in "xy" for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf",
                                                                "32gf")), "regnet_y_128gf",
-        *(f"efficientnet_b{i}" for i in range(8)),
+        *(f"efficientnet_b{i}" for i in range(8)), *(f"efficientnet_lite{i}" for i in range(5)),
     ])
     assert set(qzoo.list_models()) >= {name.removeprefix("quantized_") for name in
                                        torchvision.models.list_models(module=torchvision.models.quantization)}

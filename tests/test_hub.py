@@ -229,7 +229,8 @@ def test_entries_are_consistent():
             assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256), entry.name
         else:  # torchvision's: the prefix it publishes in the file name
             assert re.fullmatch(r"[0-9a-f]{8,64}", entry.sha256) and entry.sha256 in entry.url.rsplit("/", 1)[1]
-        assert (entry.url is None) != (entry.hub_repo is None)
+        assert sum(source is not None for source in (entry.url, entry.hub_repo, entry.package)) == 1  # one place
+        assert (entry.package is None) == (entry.package_path is None) and (entry.layout is None or entry.package)
         if entry.mode == "int8":
             assert entry.backend in qzoo.BACKENDS and entry.unquantized.startswith(entry.architecture + ".")
             if entry.unquantized in pretrained.catalogue():  # float CIFAR-10 ResNet18 (45 MB) is not shipped
