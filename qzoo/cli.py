@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import quantization, train, workflow
+from . import datasets, quantization, train, workflow
 from ._files import IntegrityError
 from .demo import run_cifar10_demo, run_demo
 from .pretrained import list_models
@@ -19,9 +19,10 @@ _EXAMPLES = """examples:
   qzoo info mobilenet_v2.imagenet1k_qnnpack_v1
   qzoo demo
   qzoo predict photo.jpg --top 3
+  qzoo ptq mobilenet_v2 --data torch/cifar10 --out runs/mbv2-int8    # CIFAR-10 fetched by torchvision
   qzoo ptq resnet18 --weights IMAGENET1K_V1 --data ~/imagenet-val-sample --out runs/r18-int8
   qzoo qat my-float-model/ --data cifar10-jpeg.tar.gz --epochs 2 --out my-qat-model/
-  qzoo eval runs/r18-int8 --data ~/imagenet-val-sample
+  qzoo eval runs/r18-int8 --data torch/imagenet --data-dir ~/imagenet    # ImageNet's devkit and val tar
   qzoo bench runs/r18-int8
   qzoo export runs/r18-int8 --format torchscript --out r18-int8.pt
   qzoo export runs/r18-int8 --format onnx --out r18-int8.onnx    # pip install "qzoo[onnx]"
@@ -29,7 +30,9 @@ _EXAMPLES = """examples:
 
 SOURCE_HELP = "a model name from `qzoo list`, a qzoo folder, a hub repo id or a weights entry name"
 DATA_HELP = ("an ImageFolder (one sub-folder per class), a folder holding train/ and test/ ImageFolders, "
-             "or a .tar.gz of one")
+             f"a .tar.gz of one, or a data set name ({', '.join(datasets.NAMES)}) kept in --data-dir")
+DATA_DIR_HELP = ("where named data sets live: torchvision downloads CIFAR there; ImageNet needs its devkit and "
+                 "image tars there (default: the qzoo cache's datasets/torch)")
 
 
 def _positive_int(text: str) -> int:
@@ -67,6 +70,7 @@ def _source(parser: argparse.ArgumentParser, data: bool = True) -> None:
                         help="crop size (default: the weights' preprocessing, else 224)")
     if data:
         parser.add_argument("--data", required=True, help=DATA_HELP)
+        parser.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -163,6 +167,8 @@ def _print_report(report: dict[str, Any]) -> None:
             print(f"  {key:<5} acc@1 {metrics['acc1']:6.2f} %   acc@5 {metrics['acc5']:6.2f} %   ({metrics['images']} images)")
     if "acc1" in report:
         print(f"  acc@1 {report['acc1']:.2f} %   acc@5 {report['acc5']:.2f} %   ({report['images']} images)")
+    if report.get("weakest_classes"):
+        print("  weakest classes: " + ", ".join(f"{c['name']} {c['acc1']:.1f} %" for c in report["weakest_classes"]))
     if "float_file_bytes" in report:
         ratio = report["int8_file_bytes"] / report["float_file_bytes"]
         print(f"  file size fp32 / int8  {report['float_file_bytes'] / mib:.2f} MiB / "
@@ -192,6 +198,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | list[str]:
         return run_demo(args.model, backend=args.backend, image_size=args.image_size,
                         calibration_images=args.calibration_images, progress=progress)
     source = {"weights": args.weights, "image_size": args.image_size, "progress": progress}
+    if args.command in ("ptq", "qat", "eval"):
+        source["data_dir"] = args.data_dir
     if args.command == "ptq":
         return workflow.run_ptq(args.source, args.data, args.out, backend=args.backend,
                                 calib_images=args.calib_images, seed=args.seed, overwrite=args.overwrite, **source)

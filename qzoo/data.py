@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -155,39 +156,103 @@ def read_rgb(path: str | os.PathLike[str]) -> Image.Image:
 def decode_image(path: Path, size: int, resize: int, interpolation: str = "bilinear") -> Tensor:
     """One image file as uint8 (3, size, size): shorter side resized to ``resize``, centre crop; unreadable
     files raise ``ValueError`` naming the file."""
-    image = read_rgb(path)
+    return resize_crop(read_rgb(path), size, resize, interpolation)
+
+
+def resize_crop(image: Image.Image, size: int, resize: int, interpolation: str = "bilinear") -> Tensor:
+    """An RGB image as uint8 (3, size, size): shorter side resized to ``resize``, then a centre crop
+    (an image already ``size`` x ``size`` is kept as it is)."""
     if image.size != (size, size):
         resized = transforms.functional.resize(image, resize, interpolation=transforms.InterpolationMode(interpolation))
         image = transforms.functional.center_crop(resized, size)
     return transforms.functional.pil_to_tensor(image)
 
 
+def balanced_indices(labels: Tensor, count: int, *, seed: int = 0) -> Tensor:
+    """Sorted indices of ``count`` items, as evenly spread over the labels as ``count`` allows, picked with ``seed``.
+
+    Round-robin over the classes (each shuffled with ``seed``), one item per class and pass, so the
+    same labels, count and seed always give the same pick, whether taken before or after decoding."""
+    if not 1 <= count <= labels.numel():
+        raise ValueError(f"count={count}: choose between 1 and {labels.numel()} images")
+    generator = torch.Generator().manual_seed(seed)
+    classes = int(labels.max()) + 1
+    per_class = [torch.nonzero(labels == c).flatten() for c in range(classes)]
+    per_class = [idx[torch.randperm(idx.numel(), generator=generator)] for idx in per_class if idx.numel()]
+    longest = max(idx.numel() for idx in per_class)
+    picked = [idx[depth : depth + 1] for depth in range(longest) for idx in per_class if depth < idx.numel()]
+    return torch.cat(picked[:count]).sort().values
+
+
+CLASS_LIST = "classes.json"
+"""An ImageFolder's optional class list, beside its class folders or one level up: ``[{"index": 0,
+"wnid": "n01440764", "name": "tench"}, ...]`` (``"id"`` may stand for ``"wnid"``): readable names for
+folder names such as WordNet ids."""
+
+
+def folder_class_names(root: str | os.PathLike[str], classes: list[str]) -> tuple[str, ...]:
+    """Readable names for an ImageFolder's ``classes`` from :data:`CLASS_LIST`, else the folder names.
+
+    The list must name exactly these folders, with ``index`` in sorted-folder order (the order the
+    labels use); anything else raises ``ValueError`` naming the file."""
+    root = Path(root)
+    path = next((p for p in (root / CLASS_LIST, root.parent / CLASS_LIST) if p.is_file()), None)
+    if path is None:
+        return tuple(classes)
+    try:
+        entries = json.loads(path.read_text())
+        named = {int(e["index"]): (str(e.get("wnid", e.get("id"))), str(e["name"])) for e in entries}
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ValueError(f"{path} is not a class list ({type(error).__name__}: {error}): write a JSON list of "
+                         '{"index": ..., "wnid": ..., "name": ...}, one per class folder, or remove it') from None
+    if [named.get(i, ("", ""))[0] for i in range(len(classes))] != classes or len(named) != len(classes):
+        raise ValueError(f"{path} does not list the {len(classes)} class folders of {root} by index in sorted "
+                         "order: fix or remove it")
+    return tuple(named[i][1] for i in range(len(classes)))
+
+
 @dataclass(frozen=True)
 class ImageTensors:
     """A small-image data set decoded once into memory: uint8 ``images`` (N, 3, S, S) and ``labels``.
 
-    Training and evaluation on 32x32 photographs are bound by decoding on a 2-core machine;
-    decoding once (and caching the result as safetensors) makes an epoch pure compute.
+    ``classes`` are the data's class identifiers by label (folder names such as WordNet ids),
+    ``names`` their readable names where the data gives them (else empty). Training and evaluation
+    on 32x32 photographs are bound by decoding on a 2-core machine; decoding once (and caching the
+    result as safetensors) makes an epoch pure compute.
     """
 
     images: Tensor
     labels: Tensor
     classes: tuple[str, ...]
+    names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.labels.numel())
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Readable class names by label: ``names`` where known, else ``classes``."""
+        return self.names or self.classes
+
     @classmethod
     def from_folder(cls, root: str | os.PathLike[str], size: int = 32, *, resize: int | None = None,
-                    interpolation: str = "bilinear", cache: bool = True, progress: bool = True) -> ImageTensors:
-        """Decode every image under the ImageFolder ``root``: shorter side resized to ``resize``
+                    interpolation: str = "bilinear", sample: int | None = None, seed: int = 0, cache: bool = True,
+                    progress: bool = True) -> ImageTensors:
+        """Decode the images under the ImageFolder ``root``: shorter side resized to ``resize``
         (default ``size``; ``interpolation`` as torchvision names it: ``"bilinear"``, ``"bicubic"``),
-        then centre-cropped to ``size`` x ``size``; cached by sizes and the files' names,
-        classes and bytes (hashing 50,000 CIFAR-10 JPEGs takes well under a second; decoding them, a minute)."""
+        then centre-cropped to ``size`` x ``size``. With ``sample``, only that many files, picked by
+        :func:`balanced_indices` with ``seed`` before anything is read (a calibration set from
+        ImageNet's 1.28 million training files). Cached by sizes and the files' names, classes and
+        bytes (hashing 50,000 CIFAR-10 JPEGs takes well under a second; decoding them, a minute);
+        readable names come from :func:`folder_class_names`."""
         root = Path(root).resolve()
         resize = resize or size
         classes = image_folder_classes(root)
+        names = folder_class_names(root, classes)
         files = [(path, label) for label, name in enumerate(classes) for path in _images_in(root / name)]
+        if sample is not None:
+            picked = balanced_indices(torch.tensor([label for _, label in files]), min(sample, len(files)), seed=seed)
+            files = [files[i] for i in picked.tolist()]
         # keyed on every file's bytes: a copy that keeps sizes and mtimes (cp -p, rsync -t) is still new data
         mode = transforms.InterpolationMode(interpolation)  # an unknown name fails here, before any work
         digest = hashlib.sha256(f"{size}|{resize}".encode() + (b"" if mode is transforms.InterpolationMode.BILINEAR
@@ -199,7 +264,7 @@ class ImageTensors:
         cached = default_cache_dir() / "decoded" / f"{root.name}-{size}-{key}.safetensors"
         if cache and cached.is_file():
             tensors = safetensors.torch.load_file(cached)
-            return cls(tensors["images"], tensors["labels"], tuple(classes))
+            return cls(tensors["images"], tensors["labels"], tuple(classes), names)
         images = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
         for index, (path, _) in enumerate(tqdm(files, desc=f"decoding {root.name}", unit="img", disable=not progress)):
             images[index] = decode_image(path, size, resize, interpolation)
@@ -208,24 +273,29 @@ class ImageTensors:
             cached.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(cached) as partial:
                 safetensors.torch.save_file({"images": images, "labels": labels}, partial)
-        return cls(images, labels, tuple(classes))
+        return cls(images, labels, tuple(classes), names)
+
+    @classmethod
+    def from_pixels(cls, pixels: np.ndarray, labels: list[int], classes: tuple[str, ...], size: int, *,
+                    resize: int | None = None, interpolation: str = "bilinear", progress: bool = True) -> ImageTensors:
+        """Images held as a uint8 ``(N, H, W, 3)`` array (torchvision's CIFAR), resized and cropped as
+        :meth:`from_folder` does when their size is not ``size`` x ``size``."""
+        images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)
+        if images.shape[-2:] != (size, size):
+            transforms.InterpolationMode(interpolation)  # an unknown name fails here, before any work
+            images = torch.stack([resize_crop(Image.fromarray(image), size, resize or size, interpolation)
+                                  for image in tqdm(pixels, desc="resizing", unit="img", disable=not progress)])
+        return cls(images.contiguous(), torch.tensor(labels, dtype=torch.int64), tuple(classes))
 
     def subset(self, indices: Tensor) -> ImageTensors:
         """The images at ``indices`` (a 1-D int64 tensor), same classes."""
-        return ImageTensors(self.images[indices], self.labels[indices], self.classes)
+        return ImageTensors(self.images[indices], self.labels[indices], self.classes, self.names)
 
     def balanced_sample(self, count: int, *, seed: int = 0) -> ImageTensors:
         """``count`` images, as evenly spread over the classes as ``count`` allows, picked with ``seed``."""
         if not 1 <= count <= len(self):
             raise ValueError(f"count={count}: choose between 1 and {len(self)} images")
-        generator = torch.Generator().manual_seed(seed)
-        per_class = [torch.nonzero(self.labels == c).flatten() for c in range(len(self.classes))]
-        per_class = [idx[torch.randperm(idx.numel(), generator=generator)] for idx in per_class if idx.numel()]
-        longest = max(idx.numel() for idx in per_class)
-        # round-robin over the classes, one image each pass, until count images
-        picked = [idx[depth : depth + 1] for depth in range(longest) for idx in per_class if depth < idx.numel()]
-        picked = picked[:count]
-        return self.subset(torch.cat(picked).sort().values)
+        return self.subset(balanced_indices(self.labels, count, seed=seed))
 
     def batches(self, batch_size: int, *, mean: tuple[float, ...] = CIFAR10_MEAN,
                 std: tuple[float, ...] = CIFAR10_STD, augment: bool = False, shuffle: bool = False,

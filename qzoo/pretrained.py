@@ -27,13 +27,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from torchvision.models import WeightsEnum
+from torchvision.models import ResNet18_Weights, WeightsEnum
 
 from . import registry
 from .registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 Mode = Literal["float", "int8"]
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGENET_CATEGORIES = tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+"""torchvision's names of the ImageNet-1k classes, by class index (the sorted WordNet ids)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Transforms:
 
 IMAGENET_TRANSFORMS = Transforms(224, 256, IMAGENET_MEAN, IMAGENET_STD)
 CIFAR10_TRANSFORMS = Transforms(32, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_TRANSFORMS = Transforms(32, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 
 
 @dataclass(frozen=True)

@@ -114,11 +114,13 @@ def refresh_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> nn.Module:
 
 
 def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, progress: bool = False,
-             desc: str = "eval") -> dict[str, float]:
-    """Top-1 and top-5 accuracy (percent) and the image count of ``model`` in eval mode over ``batches``."""
+             desc: str = "eval", num_classes: int | None = None) -> dict[str, Any]:
+    """Top-1 and top-5 accuracy (percent) and the image count of ``model`` in eval mode over ``batches``;
+    with ``num_classes``, also ``per_class``: ``[top-1 hits, images]`` for each class label."""
     was_training = model.training
     model.eval()
     correct1 = correct5 = seen = 0
+    per_class = torch.zeros(num_classes or 0, 2, dtype=torch.int64)
     try:
         with torch.inference_mode():
             for images, labels in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
@@ -128,11 +130,17 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, prog
                 correct1 += int(hits[:, 0].sum())
                 correct5 += int(hits.any(dim=1).sum())
                 seen += labels.numel()
+                if num_classes:
+                    per_class[:, 0] += torch.bincount(labels[hits[:, 0]], minlength=num_classes)
+                    per_class[:, 1] += torch.bincount(labels, minlength=num_classes)
     finally:
         model.train(was_training)
     if seen == 0:
         raise ValueError("evaluate got no batches: check the data folder")
-    return {"acc1": 100.0 * correct1 / seen, "acc5": 100.0 * correct5 / seen, "images": seen}
+    metrics: dict[str, Any] = {"acc1": 100.0 * correct1 / seen, "acc5": 100.0 * correct5 / seen, "images": seen}
+    if num_classes:
+        metrics["per_class"] = per_class.tolist()
+    return metrics
 
 
 def int8_copy(model: nn.Module) -> nn.Module:

@@ -21,14 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import hub, onnx_export, quantization, serialization, train
+from . import datasets, hub, onnx_export, quantization, serialization, train
 from ._files import write_atomic
 from ._record import record_of
 from .benchmark import interleaved_latency_ms
 from .data import ImageTensors, decode_image, image_folder_classes, synthetic_images, unpack_archive
 from ._tracing import tracing_warnings_silenced
 from .inference import optimize_for_inference
-from .pretrained import (IMAGENET_TRANSFORMS, Transforms, get_weights, list_models, list_weights, resolve_float,
+from .pretrained import (CIFAR10_TRANSFORMS, CIFAR100_TRANSFORMS, IMAGENET_CATEGORIES, IMAGENET_TRANSFORMS,
+                         Transforms, get_weights, list_models, list_weights, resolve_float,
                          resolve_source)
 from .registry import get_factory, model_spec
 
@@ -100,16 +101,41 @@ def data_root(data: str | os.PathLike[str], split: str) -> Path:
     return path
 
 
-def load_images(data: str | os.PathLike[str], split: str, transforms: Transforms,
-                categories: tuple[str, ...] = (), progress: bool = True) -> ImageTensors:
-    """Decode a split of ``data`` with ``transforms``; refuse class folders that do not match ``categories``."""
+def load_images(data: str | os.PathLike[str], split: str, transforms: Transforms, categories: tuple[str, ...] = (),
+                progress: bool = True, *, data_dir: str | os.PathLike[str] | None = None, sample: int | None = None,
+                seed: int = 0) -> ImageTensors:
+    """Decode a split of ``data`` (a folder, an archive, or a data set name such as ``torch/cifar10`` kept
+    in ``data_dir``) with ``transforms``; with ``sample``, only a seeded class-balanced pick of that many
+    images. Classes that are not the model's ``categories`` are refused (:func:`check_classes`)."""
+    if datasets.is_dataset_name(data):
+        images = datasets.load_split(str(data), split, transforms.crop_size, resize=transforms.resize_size,
+                                     interpolation=transforms.interpolation, root=data_dir, sample=sample, seed=seed,
+                                     progress=progress)
+        check_classes(images, categories, str(data))
+        return images
     root = data_root(data, split)
-    classes = tuple(image_folder_classes(root))
-    if categories and classes != tuple(categories):
-        raise ValueError(f"{root} has classes {list(classes)[:5]}... but the model predicts {list(categories)[:5]}...: "
-                         "use a data folder with the model's classes (one sub-folder each, same names)")
-    return ImageTensors.from_folder(root, transforms.crop_size, resize=transforms.resize_size,
-                                    interpolation=transforms.interpolation, progress=progress)
+    images = ImageTensors.from_folder(root, transforms.crop_size, resize=transforms.resize_size,
+                                      interpolation=transforms.interpolation, sample=sample, seed=seed,
+                                      progress=progress)
+    check_classes(images, categories, str(root))
+    return images
+
+
+def _is_imagenet_1k(classes: tuple[str, ...]) -> bool:
+    return len(classes) == 1000 and list(classes) == sorted(classes) and all(
+        len(c) == 9 and c[0] == "n" and c[1:].isdigit() for c in classes)
+
+
+def check_classes(images: ImageTensors, categories: tuple[str, ...], where: str) -> None:
+    """Refuse data whose classes are not the model's ``categories``: they must equal the data's class
+    identifiers or their names, or be torchvision's ImageNet-1k names where the data's classes are the
+    1,000 ImageNet-1k WordNet ids (torchvision's list is indexed by those ids in sorted order)."""
+    if not categories or tuple(categories) in (images.classes, images.names):
+        return
+    if tuple(categories) == IMAGENET_CATEGORIES and _is_imagenet_1k(images.classes):
+        return
+    raise ValueError(f"{where} has classes {list(images.class_names)[:5]}... but the model predicts "
+                     f"{list(categories)[:5]}...: use data with the model's classes (one sub-folder each, same names)")
 
 
 def _transforms_for(loaded: Loaded, image_size: int | None) -> Transforms:
@@ -124,12 +150,17 @@ def _batches(images: ImageTensors, transforms: Transforms, batch_size: int = 100
 
 
 def evaluate_model(loaded: Loaded, data: str, *, image_size: int | None = None, split: str = "test",
-                   progress: bool = True) -> dict[str, Any]:
-    """Top-1 / top-5 accuracy of a loaded model on a split of ``data``."""
+                   data_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Top-1 / top-5 accuracy of a loaded model on a split of ``data``, and its weakest classes by name."""
     transforms = _transforms_for(loaded, image_size)
-    images = load_images(data, split, transforms, loaded.categories, progress)
-    return {"source": loaded.source, "data": str(data_root(data, split)),
-            **train.evaluate(loaded.model, _batches(images, transforms), progress=progress, desc="eval")}
+    images = load_images(data, split, transforms, loaded.categories, progress, data_dir=data_dir)
+    metrics = train.evaluate(loaded.model, _batches(images, transforms), progress=progress, desc="eval",
+                             num_classes=len(images.classes))
+    names = loaded.categories or images.class_names
+    ranked = sorted((100.0 * correct / seen, index) for index, (correct, seen) in enumerate(metrics.pop("per_class"))
+                    if seen)
+    return {"source": loaded.source, "data": describe_data(data, split), **metrics,
+            "weakest_classes": [{"index": index, "name": names[index], "acc1": acc1} for acc1, index in ranked[:5]]}
 
 
 def _file_bytes(model: nn.Module) -> int:
@@ -138,8 +169,15 @@ def _file_bytes(model: nn.Module) -> int:
 
 
 def _dataset_name(data: str | os.PathLike[str]) -> str:
+    if datasets.is_dataset_name(data):
+        return str(data).lower()
     path = Path(data)
     return path.name.split(".")[0] if path.is_file() else path.resolve().name
+
+
+def describe_data(data: str | os.PathLike[str], split: str) -> str:
+    """Where a split was read from, for reports: the ImageFolder, or the data set name and split."""
+    return f"{str(data).lower()} ({split})" if datasets.is_dataset_name(data) else str(data_root(data, split))
 
 
 def _same_place(a: Path, b: Path) -> bool:
@@ -185,18 +223,19 @@ def check_output_file(out: str | os.PathLike[str], source: str, *, overwrite: bo
 
 def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str = quantization.DEFAULT_BACKEND,
         calib_images: int = 512, seed: int = 0, image_size: int | None = None, dataset: str | None = None,
-        recipe: str | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+        recipe: str | None = None, data_dir: str | os.PathLike[str] | None = None, overwrite: bool = False,
+        progress: bool = True) -> dict[str, Any]:
     """Calibrate on a seeded class-balanced sample of the ``train`` split, convert, evaluate float and int8
     side by side on the ``test`` split, and save the int8 model as a qzoo folder in ``out``.
 
     ``dataset`` names the data in the saved metrics (default: the folder or archive name);
     ``recipe`` is the command recorded in the model card (default: the equivalent ``qzoo ptq``);
-    ``out`` follows :func:`check_output_folder`."""
+    ``data_dir`` holds named data sets (:func:`load_images`); ``out`` follows :func:`check_output_folder`."""
     check_output_folder(out, loaded.source, overwrite=overwrite)
     transforms = _transforms_for(loaded, image_size)
-    calibration_set = load_images(data, "train", transforms, loaded.categories, progress)
-    test = load_images(data, "test", transforms, loaded.categories, progress)
-    sample = calibration_set.balanced_sample(min(calib_images, len(calibration_set)), seed=seed)
+    sample = load_images(data, "train", transforms, loaded.categories, progress, data_dir=data_dir,
+                         sample=calib_images, seed=seed)
+    test = load_images(data, "test", transforms, loaded.categories, progress, data_dir=data_dir)
     float_model = loaded.model.eval()
     int8 = quantization.quantize(float_model, _batches(sample, transforms, 32), backend=backend, progress=progress)
     float_metrics = train.evaluate(float_model, _batches(test, transforms), progress=progress, desc="eval fp32")
@@ -206,7 +245,7 @@ def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str 
               "float_file_bytes": _file_bytes(float_model), "int8_file_bytes": _file_bytes(int8)}
     metrics = {dataset or _dataset_name(data): {k: int8_metrics[k] for k in ("acc1", "acc5")}}
     hub.save_pretrained(int8, out, metrics=metrics, transforms=dataclasses.asdict(transforms),
-                        categories=list(loaded.categories or test.classes), unquantized=loaded.source,
+                        categories=list(loaded.categories or test.class_names), unquantized=loaded.source,
                         recipe=recipe or f"qzoo ptq {loaded.source} --calib-images {len(sample)} --seed {seed} "
                                          f"--backend {backend}")
     report["out"] = str(out)
@@ -275,16 +314,16 @@ def export(loaded: Loaded, out: str | os.PathLike[str], *, format: str = "torchs
 def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train.Recipe,
         backend: str = quantization.DEFAULT_BACKEND,
         image_size: int | None = None, dataset: str | None = None, command: str | None = None,
-        overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+        data_dir: str | os.PathLike[str] | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Quantization-aware fine-tuning of a float model on the ``train`` split (augmented), resumable from
     ``out/training``; evaluates float, and the converted int8 model after every epoch, on ``test``;
     saves the final int8 model as a qzoo folder in ``out``. Runs under torchrun unchanged.
-    ``dataset`` and ``command`` name the data and the reproducing command in the model card; ``out``
-    follows :func:`check_output_folder` (a ``training/`` checkpoint in it is resumed)."""
+    ``dataset`` and ``command`` name the data and the reproducing command in the model card; ``data_dir``
+    holds named data sets (:func:`load_images`); ``out`` follows :func:`check_output_folder` (a ``training/`` checkpoint in it is resumed)."""
     check_output_folder(out, loaded.source, overwrite=overwrite, resumable=True)
     transforms = _transforms_for(loaded, image_size)
-    train_set = load_images(data, "train", transforms, loaded.categories, progress)
-    test = load_images(data, "test", transforms, loaded.categories, progress)
+    train_set = load_images(data, "train", transforms, loaded.categories, progress, data_dir=data_dir)
+    test = load_images(data, "test", transforms, loaded.categories, progress, data_dir=data_dir)
     if hub.model_mode(loaded.model) != "float":
         raise ValueError(f"{loaded.source} is already {hub.model_mode(loaded.model)}; QAT starts from a float model")
     float_metrics = train.evaluate(loaded.model, _batches(test, transforms), progress=progress, desc="eval fp32")
@@ -306,7 +345,7 @@ def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train
     if rank == 0:
         metrics = {dataset or _dataset_name(data): {k: int8_metrics[k] for k in ("acc1", "acc5")}}
         hub.save_pretrained(int8, out, metrics=metrics, transforms=dataclasses.asdict(transforms),
-                            categories=list(loaded.categories or test.classes), unquantized=loaded.source,
+                            categories=list(loaded.categories or test.class_names), unquantized=loaded.source,
                             recipe=command or qat_command(loaded, recipe))
         report.update(out=str(out), float_file_bytes=_file_bytes(loaded.model), int8_file_bytes=_file_bytes(int8))
     return report
@@ -321,42 +360,54 @@ def qat_command(loaded: Loaded, recipe: train.Recipe) -> str:
 # ----------------------------------------------------------------------------- one job per CLI command
 
 
-def _load_for(source: str, data: str, weights: str | None, progress: bool) -> Loaded:
-    """``source`` loaded for ``data``: a bare model name gets one output per class folder of ``data``."""
-    classes = None
-    if source in list_models() and not weights:
-        classes = len(image_folder_classes(data_root(data, "test")))
-    return load_model(source, weights=weights, num_classes=classes, progress=progress)
+_DATASET_TRANSFORMS = {"torch/cifar10": CIFAR10_TRANSFORMS, "torch/cifar100": CIFAR100_TRANSFORMS,
+                       "torch/imagenet": IMAGENET_TRANSFORMS}
+
+
+def _load_for(source: str, data: str, weights: str | None, data_dir: str | os.PathLike[str] | None,
+              progress: bool) -> Loaded:
+    """``source`` loaded for ``data``: a bare model name gets one output per class of ``data`` (and, for a
+    named data set, that data set's usual preprocessing)."""
+    if source not in list_models() or weights:
+        return load_model(source, weights=weights, progress=progress)
+    if datasets.is_dataset_name(data):
+        loaded = load_model(source, num_classes=len(datasets.dataset_classes(data, data_dir)), progress=progress)
+        loaded.transforms = _DATASET_TRANSFORMS.get(data.lower())
+        return loaded
+    return load_model(source, num_classes=len(image_folder_classes(data_root(data, "test"))), progress=progress)
 
 
 def run_ptq(source: str, data: str, out: str | os.PathLike[str], *, weights: str | None = None,
             backend: str = quantization.DEFAULT_BACKEND, calib_images: int = 512, seed: int = 0,
-            image_size: int | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+            image_size: int | None = None, data_dir: str | os.PathLike[str] | None = None, overwrite: bool = False,
+            progress: bool = True) -> dict[str, Any]:
     """``qzoo ptq``: check ``out``, load ``source`` for ``data`` and run :func:`ptq`."""
     check_output_folder(out, source, overwrite=overwrite)
-    loaded = _load_for(source, data, weights, progress)
+    loaded = _load_for(source, data, weights, data_dir, progress)
     return ptq(loaded, data, out, backend=backend, calib_images=calib_images, seed=seed, image_size=image_size,
-               overwrite=overwrite, progress=progress)
+               data_dir=data_dir, overwrite=overwrite, progress=progress)
 
 
 def run_qat(source: str, data: str, out: str | os.PathLike[str], *, weights: str | None = None, epochs: int = 2,
             lr: float = 0.005, batch_size: int = 128, weight_decay: float = 5e-5,
-            backend: str = quantization.DEFAULT_BACKEND, image_size: int | None = None, overwrite: bool = False,
+            backend: str = quantization.DEFAULT_BACKEND, image_size: int | None = None,
+            data_dir: str | os.PathLike[str] | None = None, overwrite: bool = False,
             progress: bool = True) -> dict[str, Any]:
     """``qzoo qat``: check ``out``, join torchrun's process group (if any), load ``source`` for ``data``
     and run :func:`qat` with :meth:`train.Recipe.qat_finetune`."""
     check_output_folder(out, source, overwrite=overwrite, resumable=True)
     train.init_distributed()
     recipe = train.Recipe.qat_finetune(epochs, lr, batch_size=batch_size, weight_decay=weight_decay)
-    loaded = _load_for(source, data, weights, progress)
-    return qat(loaded, data, out, recipe=recipe, backend=backend, image_size=image_size, overwrite=overwrite,
-               progress=progress)
+    loaded = _load_for(source, data, weights, data_dir, progress)
+    return qat(loaded, data, out, recipe=recipe, backend=backend, image_size=image_size, data_dir=data_dir,
+               overwrite=overwrite, progress=progress)
 
 
 def run_eval(source: str, data: str, *, weights: str | None = None, image_size: int | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             data_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """``qzoo eval``: load ``source`` for ``data`` and run :func:`evaluate_model`."""
-    return evaluate_model(_load_for(source, data, weights, progress), data, image_size=image_size, progress=progress)
+    return evaluate_model(_load_for(source, data, weights, data_dir, progress), data, image_size=image_size,
+                          data_dir=data_dir, progress=progress)
 
 
 def run_bench(source: str, *, weights: str | None = None, image_size: int | None = None, repeats: int = 20,

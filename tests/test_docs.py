@@ -42,3 +42,13 @@ def test_the_models_table_lists_every_registered_model_and_is_current():
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "models_table.py"), "--check"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+def test_readme_docs_and_the_cifar10_tool_name_no_folder_outside_the_repository():
+    """A clone has no sibling data folders: the examples fetch data by name or take it as --data."""
+    texts = {"README.md": README, **{f"docs/{p.name}": p.read_text() for p in (ROOT / "docs").glob("*.md")}}
+    helps = {f"tools/cifar10.py {step} --help": subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "cifar10.py"), step, "mobilenet_v2", "--help"],
+        capture_output=True, text=True, timeout=120, check=True).stdout for step in ("ptq", "train")}
+    for where, text in {**texts, **helps}.items():
+        assert not re.search(r"\.\./|shared/datasets", text), where
+    assert "--data DATA" in helps["tools/cifar10.py ptq --help"] and "torch/cifar10" in helps["tools/cifar10.py ptq --help"]

@@ -6,8 +6,10 @@
     python tools/cifar10.py bench resnet18        # fp32 vs int8 latency at batch 1 and 16, side by side
     python tools/publish.py                       # weights/ folders, qzoo/weights.json, results/cifar10.json, docs/cifar10.md
 
-Runs go to ``runs/cifar10/<model>-<step>/``; rerun a step to resume it. Data:
-``../shared/datasets/cifar10/cifar10-jpeg.tar.gz``, unpacked once into qzoo's cache.
+Runs go to ``runs/cifar10/<model>-<step>/``; rerun a step to resume it. Data: CIFAR-10 as
+torchvision downloads it (``--data torch/cifar10``, the default, kept in ``--data-dir``), or any
+ImageFolder / ``.tar.gz`` of one with CIFAR-10's class folders (``--data PATH``); each report
+records which.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import torch
 
 import qzoo
 from qzoo import pretrained, train, workflow
-from qzoo.data import ImageTensors, unpack_archive
+from qzoo.data import ImageTensors
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10" / "cifar10-jpeg.tar.gz"
+DEFAULT_DATA = "torch/cifar10"
 RUNS = ROOT / "runs" / "cifar10"
 
 # 32x32 inputs: ResNet18 exactly as torchvision defines it; MobileNetV2 with a stride-1 stem
@@ -42,20 +44,26 @@ QAT_RECIPE = train.Recipe(epochs=2, lr=0.002, batch_size=128, weight_decay=5e-5,
 CALIBRATION_IMAGES = 512
 
 
-def load_split(split: str) -> ImageTensors:
-    """The decoded CIFAR-10 ``train`` or ``test`` split."""
-    return ImageTensors.from_folder(unpack_archive(ARCHIVE) / split, size=32)
+def load_split(split: str, data: str = DEFAULT_DATA, data_dir: str | None = None) -> ImageTensors:
+    """The decoded CIFAR-10 ``train`` or ``test`` split of ``data`` (a data set name or a folder/archive)."""
+    return workflow.load_images(data, split, pretrained.CIFAR10_TRANSFORMS, pretrained.CIFAR10_CLASSES,
+                                data_dir=data_dir)
+
+
+def _data_flag(data: str) -> str:
+    """How a run's data appears in its recorded command: nothing for the default, a file or folder by name."""
+    return "" if data == DEFAULT_DATA else f" --data {Path(data).name}"
 
 
 def float_folder(name: str) -> Path:
     return RUNS / f"{name}-float" / "model"
 
 
-def train_float(name: str) -> None:
+def train_float(name: str, data: str, data_dir: str | None) -> None:
     torch.manual_seed(0)
     model = qzoo.get_model(name, **ARCHITECTURES[name])
     recipe = FLOAT_RECIPES[name]
-    train_set, test = load_split("train"), load_split("test")
+    train_set, test = load_split("train", data, data_dir), load_split("test", data, data_dir)
     history = train.fit(model, lambda epoch: train_set.batches(recipe.batch_size, augment=True, shuffle=True,
                                                                seed=epoch),
                         recipe, RUNS / f"{name}-float", evaluate_fn=lambda m: train.evaluate(m, test.batches(500)))
@@ -63,22 +71,24 @@ def train_float(name: str) -> None:
     qzoo.save_pretrained(model.eval(), float_folder(name), name=f"{name}.cifar10_float",
                          metrics={"CIFAR-10": {"acc1": metrics["acc1"], "acc5": metrics["acc5"]}},
                          transforms=dataclasses.asdict(pretrained.CIFAR10_TRANSFORMS),
-                         categories=list(pretrained.CIFAR10_CLASSES), recipe=f"python tools/cifar10.py train {name}",
+                         categories=list(pretrained.CIFAR10_CLASSES),
+                         recipe=f"python tools/cifar10.py train {name}{_data_flag(data)}",
                          license="BSD-3-Clause (qzoo); CIFAR-10 images (Krizhevsky, 2009)")
     print(json.dumps(history[-1]))
 
 
-def quantize(name: str, step: str) -> None:
+def quantize(name: str, step: str, data: str, data_dir: str | None) -> None:
     loaded = workflow.load_model(str(float_folder(name)))
     out = RUNS / f"{name}-{step}"
-    command = f"python tools/cifar10.py {step} {name}"
+    command = f"python tools/cifar10.py {step} {name}{_data_flag(data)}"
     loaded.source = f"{name}.cifar10_float"
     if step == "ptq":
-        report = workflow.ptq(loaded, str(ARCHIVE), out / "model", calib_images=CALIBRATION_IMAGES, seed=0,
-                              dataset="CIFAR-10", recipe=command, overwrite=True)
+        report = workflow.ptq(loaded, data, out / "model", calib_images=CALIBRATION_IMAGES, seed=0,
+                              dataset="CIFAR-10", recipe=command, data_dir=data_dir, overwrite=True)
     else:
-        report = workflow.qat(loaded, str(ARCHIVE), out / "model", recipe=QAT_RECIPE, dataset="CIFAR-10",
-                              command=command, overwrite=True)
+        report = workflow.qat(loaded, data, out / "model", recipe=QAT_RECIPE, dataset="CIFAR-10",
+                              command=command, data_dir=data_dir, overwrite=True)
+    report["data"] = data
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("float", "int8")}))
 
@@ -105,14 +115,22 @@ def main() -> None:
     parser.add_argument("step", choices=["train", "ptq", "qat", "bench"])
     parser.add_argument("model", choices=sorted(ARCHITECTURES))
     parser.add_argument("--threads", type=int, default=1, help="torch threads for this step (default 1)")
+    add_data_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.step == "train":
-        train_float(args.model)
+        train_float(args.model, args.data, args.data_dir)
     elif args.step == "bench":
         bench(args.model)
     else:
-        quantize(args.model, args.step)
+        quantize(args.model, args.step, args.data, args.data_dir)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data`` and ``--data-dir``, as ``qzoo`` takes them (shared with tools/publish.py)."""
+    parser.add_argument("--data", default=DEFAULT_DATA, help=f"{DEFAULT_DATA} (default: torchvision downloads "
+                        "CIFAR-10 into --data-dir), or an ImageFolder / .tar.gz with train/ and test/ of CIFAR-10")
+    parser.add_argument("--data-dir", help="where torch/cifar10 is kept (default: the qzoo cache)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Build ``qzoo/sample_data/cifar10-sample.tar.gz``: the small CIFAR-10 sample the demo ships with.
 
-    python tools/make_sample.py
+    python tools/make_sample.py cifar10-jpeg.tar.gz
 
 A seeded, class-balanced pick of original JPEG files (no re-encoding) from the CIFAR-10 archive:
 500 training images for calibration and 2,000 test images for evaluation, in the ImageFolder
@@ -9,6 +9,7 @@ layout, written with fixed metadata so the same archive comes out byte for byte 
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import io
 import random
@@ -18,7 +19,6 @@ from pathlib import Path
 from qzoo.data import unpack_archive
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10" / "cifar10-jpeg.tar.gz"
 OUT = ROOT / "qzoo" / "sample_data" / "cifar10-sample.tar.gz"
 COUNTS = {"train": 500, "test": 2000}
 
@@ -35,7 +35,10 @@ def pick(split_root: Path, count: int, seed: int) -> list[Path]:
 
 
 def main() -> None:
-    source = unpack_archive(ARCHIVE)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("archive", type=Path, help="CIFAR-10 as a .tar.gz of train/ and test/ ImageFolders of "
+                        "JPEG files (the sample copies the files byte for byte)")
+    source = unpack_archive(parser.parse_args().archive)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for split, count in COUNTS.items():

@@ -2,6 +2,7 @@
 
     python tools/publish.py                  # weights/<entry>/, its qzoo/weights.json entries, results/cifar10.json, docs/cifar10.md
     python tools/publish.py --record-slices  # re-measure the committed folders' accuracy slices only
+    (--data and --data-dir as tools/cifar10.py takes them: the test images the slices are measured on)
     python tools/publish.py --push ORG       # maintainers: upload each weights/ folder to ORG/<entry> on the hub
 
 Reads ``runs/cifar10/`` as ``tools/cifar10.py`` leaves it; a step that has not run yet is
@@ -25,7 +26,7 @@ from qzoo.data import ImageTensors
 from qzoo.workflow import data_root
 
 from _catalogue import cpu_name, folder_entry, update_index  # tools/ is on sys.path when this script runs
-from cifar10 import load_split
+from cifar10 import add_data_arguments, load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "cifar10"
@@ -58,32 +59,32 @@ TEST_SLICE = {"split": "test", "count": 1000, "seed": 0}  # ImageTensors.balance
 SHIPPED_SAMPLE = {"split": "test", "archive": "qzoo/sample_data/cifar10-sample.tar.gz"}  # the demo's test images
 
 
-def _record_slices(folder: Path, test: Any) -> None:
+def _record_slices(folder: Path, test: Any, data: str) -> None:
     """Add the model's accuracy on a fixed, class-balanced slice of the test images, and on the
     test images shipped inside the package, to metrics.json: for the tests that re-check committed
-    weights without the full 10,000-image evaluation (the second needs no ../shared)."""
+    weights without the full 10,000-image evaluation (the second needs no data set at all)."""
     model = qzoo.from_pretrained(folder)
     sample = test.balanced_sample(TEST_SLICE["count"], seed=TEST_SLICE["seed"])
     shipped = ImageTensors.from_folder(data_root(ROOT / SHIPPED_SAMPLE["archive"], "test"), size=32, progress=False)
     path = folder / "metrics.json"
     path.write_text(json.dumps({
         **json.loads(path.read_text()),
-        "test_slice": {**TEST_SLICE, **train.evaluate(model, sample.batches(500), progress=False)},
+        "test_slice": {**TEST_SLICE, "data": data, **train.evaluate(model, sample.batches(500), progress=False)},
         "shipped_sample": {**SHIPPED_SAMPLE, **train.evaluate(model, shipped.batches(500), progress=False)},
     }, indent=2) + "\n")
 
 
-def record_slices() -> None:
+def record_slices(data: str, data_dir: str | None) -> None:
     """Re-measure the slices of every committed weights folder (after a change of how they are measured)."""
-    test = load_split("test")
+    test = load_split("test", data, data_dir)
     for entry in json.loads(pretrained.INDEX.read_text()):
         if ".cifar10_" not in entry["name"]:
             continue
-        _record_slices(WEIGHTS / entry["name"], test)
+        _record_slices(WEIGHTS / entry["name"], test, data)
         print(entry["name"], json.loads((WEIGHTS / entry["name"] / "metrics.json").read_text())["shipped_sample"])
 
 
-def publish() -> None:
+def publish(data: str, data_dir: str | None) -> None:
     entries, results = [], {}
     for model in MODELS:
         float_run = _json(RUNS / f"{model}-float" / "checkpoint" / "state.json")
@@ -111,9 +112,9 @@ def publish() -> None:
         if bench:
             row["speedup"] = {threads: b["speedup"] for threads, b in bench.items()}
         results[model] = row
-    test = load_split("test")
+    test = load_split("test", data, data_dir)
     for entry in entries:
-        _record_slices(WEIGHTS / entry["name"], test)
+        _record_slices(WEIGHTS / entry["name"], test, data)
     update_index(entries, owns=lambda name: ".cifar10_" in name)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
@@ -167,13 +168,14 @@ def main() -> None:
     parser.add_argument("--push", metavar="ORG", help="upload every weights/ folder to ORG/<entry> on the hub")
     parser.add_argument("--record-slices", action="store_true",
                         help="re-measure the committed folders' test slice and shipped sample only")
+    add_data_arguments(parser)
     args = parser.parse_args()
     if args.push:
         push(args.push)
     elif args.record_slices:
-        record_slices()
+        record_slices(args.data, args.data_dir)
     else:
-        publish()
+        publish(args.data, args.data_dir)
 
 
 if __name__ == "__main__":
