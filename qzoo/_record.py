@@ -35,10 +35,12 @@ class ModelRecord:
     mode: Mode = "float"
     fused: Literal["ptq", "qat"] | None = None
     """How its conv-bn(-relu) groups were fused: BatchNorm folded (``ptq``) or kept (``qat``)."""
+    float_layers: tuple[str, ...] = ()
+    """Layers kept in float inside the prepared or int8 model (``prepare_ptq(float_layers=...)``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data."""
-        return {**dataclasses.asdict(self), "kwargs": dict(self.kwargs)}
+        return {**dataclasses.asdict(self), "kwargs": dict(self.kwargs), "float_layers": list(self.float_layers)}
 
 
 def record_of(module: nn.Module) -> ModelRecord:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import datasets, quantization, train, workflow
+from . import datasets, quantization, sensitivity, train, workflow
 from ._files import IntegrityError
 from .demo import run_cifar10_demo, run_demo
 from .pretrained import list_models
@@ -23,6 +23,7 @@ _EXAMPLES = """examples:
   qzoo ptq resnet18 --weights IMAGENET1K_V1 --data ~/imagenet-val-sample --out runs/r18-int8
   qzoo qat my-float-model/ --data cifar10-jpeg.tar.gz --epochs 2 --out my-qat-model/
   qzoo eval runs/r18-int8 --data torch/imagenet --data-dir ~/imagenet    # ImageNet's devkit and val tar
+  qzoo sensitivity efficientnet_lite0 --weights DEFAULT --data ~/imagenet-sample --plot lite0.png
   qzoo bench runs/r18-int8
   qzoo export runs/r18-int8 --format torchscript --out r18-int8.pt
   qzoo export runs/r18-int8 --format onnx --out r18-int8.onnx    # pip install "qzoo[onnx]"
@@ -97,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     ptq.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
     ptq.add_argument("--out", required=True, help="new or empty folder for the int8 model (config.json, "
                      "model.safetensors, card)")
+    ptq.add_argument("--float-layers", metavar="NAMES", default="",
+                     help="comma-separated layers to keep in float (names as `qzoo sensitivity` prints them)")
     ptq.add_argument("--overwrite", action="store_true", help="replace the qzoo model already in --out")
     qat = _command(commands, "qat", "quantization-aware fine-tuning (resumable; runs under torchrun)",
                    "torchrun --nproc_per_node=2 -m qzoo qat my-float-model/ --data cifar10/ "
@@ -112,6 +115,16 @@ def _parser() -> argparse.ArgumentParser:
     qat.add_argument("--overwrite", action="store_true", help="replace the qzoo model already in --out")
     evaluate = _command(commands, "eval", "top-1/top-5 accuracy on the test split", "qzoo eval runs/r18-int8 --data d")
     _source(evaluate)
+    sens = _command(commands, "sensitivity", "which layers lose accuracy in int8: per-layer SQNR and top-1 "
+                    "agreement with float, each layer alone in int8 and alone in float (simulated int8)",
+                    "qzoo sensitivity efficientnet_lite0 --weights DEFAULT --data imagenet-sample --images 64")
+    _source(sens)
+    sens.add_argument("--images", type=_positive_int, default=64, help="test images to measure on (default 64)")
+    sens.add_argument("--calib-images", type=_positive_int, default=256)
+    sens.add_argument("--seed", type=int, default=0)
+    sens.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
+    sens.add_argument("--rows", type=_positive_int, default=15, help="layers in the printed table (default 15)")
+    sens.add_argument("--plot", metavar="PNG", help='also write a bar chart (pip install "qzoo[plot]")')
     bench = _command(commands, "bench", "fp32 vs int8 latency (qzoo's optimized int8 path and eager; batch 1 and 16, side by side) and file sizes",
                      "qzoo bench resnet18 --image-size 224")
     _source(bench, data=False)
@@ -198,17 +211,21 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | list[str]:
         return run_demo(args.model, backend=args.backend, image_size=args.image_size,
                         calibration_images=args.calibration_images, progress=progress)
     source = {"weights": args.weights, "image_size": args.image_size, "progress": progress}
-    if args.command in ("ptq", "qat", "eval"):
+    if args.command in ("ptq", "qat", "eval", "sensitivity"):
         source["data_dir"] = args.data_dir
     if args.command == "ptq":
         return workflow.run_ptq(args.source, args.data, args.out, backend=args.backend,
-                                calib_images=args.calib_images, seed=args.seed, overwrite=args.overwrite, **source)
+                                calib_images=args.calib_images, seed=args.seed, overwrite=args.overwrite,
+                                float_layers=tuple(n for n in args.float_layers.split(",") if n), **source)
     if args.command == "qat":
         return workflow.run_qat(args.source, args.data, args.out, epochs=args.epochs, lr=args.lr,
                                 batch_size=args.batch_size, weight_decay=args.weight_decay, backend=args.backend,
                                 overwrite=args.overwrite, **source)
     if args.command == "eval":
         return workflow.run_eval(args.source, args.data, **source)
+    if args.command == "sensitivity":
+        return workflow.run_sensitivity(args.source, args.data, images=args.images, calib_images=args.calib_images,
+                                        seed=args.seed, backend=args.backend, plot=args.plot, **source)
     if args.command == "bench":
         return workflow.run_bench(args.source, repeats=args.repeats, backend=args.backend, **source)
     return workflow.run_export(args.source, args.out, format=args.format, overwrite=args.overwrite, **source)
@@ -240,6 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_demo(result)
     elif args.command == "info":
         print(json.dumps(result, indent=2))
+    elif args.command == "sensitivity":
+        print(f"qzoo sensitivity: {args.source}, {result['backend']}, {result['calibration_images']} calibration "
+              f"images, {result['seconds']:.0f} s")
+        print(sensitivity.format_table(result, args.rows))
     else:
         print(f"qzoo {args.command}: {args.source}")
         _print_report(result)

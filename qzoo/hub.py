@@ -59,8 +59,9 @@ def _config(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"the model's keyword arguments {kwargs} are not JSON data; only models built "
                          "from plain arguments (numbers, strings, lists) can be saved as a folder") from None
     mode = model_mode(model)
+    kept = {"float_layers": list(record.float_layers)} if record.float_layers else {}
     return {"library": "qzoo", "qzoo_version": __version__, "architecture": architecture, "kwargs": kwargs,
-            "mode": mode, "backend": record.backend, "weights": record.weights, **metadata}
+            "mode": mode, "backend": record.backend, "weights": record.weights, **kept, **metadata}
 
 
 def _card(config: dict[str, Any]) -> str:
@@ -330,10 +331,14 @@ def _build(factory: Any, config: dict[str, Any], path: Path) -> nn.Module:
             if header.get(key) != config.get(key):
                 raise IntegrityError(f"{path} was written for {key}={header.get(key)!r} but config.json says "
                                      f"{config.get(key)!r}: the folder mixes files of two models")
-        model = quantization.int8_skeleton(factory(**kwargs), backend or quantization.DEFAULT_BACKEND)
+        model = quantization.int8_skeleton(factory(**kwargs), backend or quantization.DEFAULT_BACKEND,
+                                           float_layers=config.get("float_layers", ()))
         serialization.load_int8_state(model, state, str(path))
     else:
-        model = factory(prepare="qat", backend=backend, **kwargs) if mode == "qat" else factory(**kwargs).eval()
+        model = factory(**kwargs).eval()
+        if mode == "qat":
+            quantization.prepare_qat(model, backend or quantization.DEFAULT_BACKEND,
+                                     float_layers=config.get("float_layers", ()))
         serialization.load_state(model, path)
     if config.get("weights"):
         update_record(model, weights=config["weights"])

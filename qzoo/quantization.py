@@ -52,6 +52,8 @@ __all__ = [
     "convert",
     "quantize",
     "require_int8",
+    "FloatLayer",
+    "FloatOps",
 ]
 
 BACKENDS: tuple[str, ...] = ("x86", "fbgemm", "qnnpack", "onednn")
@@ -152,14 +154,19 @@ def get_qconfig(
     *,
     qat: bool = False,
     activation: Literal["histogram", "minmax"] | None = None,
+    weights: Literal["per_channel", "per_tensor"] = "per_channel",
 ) -> QConfig:
-    """The qzoo preset for ``backend``: per-channel symmetric int8 weights on every backend.
+    """The qzoo preset for ``backend``: per-channel symmetric int8 weights on every backend
+    (``weights="per_tensor"``: one scale per layer, what some accelerators take; for comparisons).
 
     PTQ activations use a histogram observer by default (or ``activation="minmax"``); QAT
     uses fused moving-average min-max fake-quant. x86/fbgemm activations use 7 bits
     (``quant_max=127``), as torch's defaults do, to avoid overflow on CPUs without VNNI.
     """
     check_backend(backend)
+    if weights not in ("per_channel", "per_tensor"):
+        raise ValueError(f"weights={weights!r}: choose 'per_channel' or 'per_tensor'")
+    per_channel = weights == "per_channel"
     act_max = 127 if backend in _REDUCED_RANGE_BACKENDS else 255
     if qat:
         if activation not in (None, "minmax"):
@@ -170,13 +177,15 @@ def get_qconfig(
         act = tq.FusedMovingAvgObsFakeQuantize.with_args(
             observer=tq.MovingAverageMinMaxObserver, quant_min=0, quant_max=act_max, dtype=torch.quint8
         )
-        return QConfig(activation=act, weight=tq.default_fused_per_channel_wt_fake_quant)
+        return QConfig(activation=act, weight=tq.default_fused_per_channel_wt_fake_quant if per_channel
+                       else tq.default_fused_wt_fake_quant)
     observers = {"histogram": HistogramObserver, "minmax": tq.MinMaxObserver}
     name = activation or "histogram"
     if name not in observers:
         raise ValueError(f"unknown activation observer {name!r}: choose one of {', '.join(observers)}")
     act = observers[name].with_args(dtype=torch.quint8, quant_min=0, quant_max=act_max)
-    return QConfig(activation=act, weight=tq.default_per_channel_weight_observer)
+    return QConfig(activation=act, weight=tq.default_per_channel_weight_observer if per_channel
+                   else tq.default_weight_observer)
 
 
 def model_record(model: nn.Module) -> ModelRecord:
@@ -440,7 +449,9 @@ def _require_prepared(model: nn.Module, step: str) -> str:
     return backend
 
 
-def _attach(model: nn.Module, backend: str, qconfig: QConfig, qat: bool, relu6_range: bool = True) -> None:
+def _attach(model: nn.Module, backend: str, qconfig: QConfig, qat: bool, relu6_range: bool = True,
+            float_layers: Iterable[str] = ()) -> None:
+    kept = _keep_float(model, float_layers)
     model.qconfig = qconfig
     with routine_warnings_silenced():
         (tq.prepare_qat if qat else tq.prepare)(model, inplace=True)
@@ -448,7 +459,7 @@ def _attach(model: nn.Module, backend: str, qconfig: QConfig, qat: bool, relu6_r
         _observe_fused_outputs_once(model)
     if relu6_range:
         _relu6_as_output_range(model)
-    update_record(model, backend=backend, mode="qat" if qat else "ptq", fused=fused_mode(model))
+    update_record(model, backend=backend, mode="qat" if qat else "ptq", fused=fused_mode(model), float_layers=kept)
 
 
 def _observe_fused_outputs_once(model: nn.Module) -> None:
@@ -492,11 +503,82 @@ class ReLU6AsRange(nn.Module):
         return "ReLU6 applied as the output range [0, 6] of the layer before"
 
 
-_PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm3d, nni._FusedModule)
+class FloatLayer(nn.Module):
+    """A layer kept in float inside an int8 model (``prepare_ptq(..., float_layers=[name])``).
+
+    Its int8 input is dequantized, the layer runs in float, and its output is quantized again
+    with a scale of its own, observed like any layer's. Before conversion both stubs pass
+    their input through, so the prepared model computes what the float model does.
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        layer.qconfig = None  # not observed, not converted: float in the int8 model
+        self.dequant, self.layer, self.quant = DeQuantStub(), layer, QuantStub()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.quant(self.layer(self.dequant(x)))
+
+
+class FloatOps(nn.Module):
+    """A ``FloatFunctional`` (add, mul, cat) kept in float inside an int8 model: inputs dequantized,
+    the float op, the output quantized with a scale of its own. Same methods as ``FloatFunctional``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dequant, self.quant = DeQuantStub(), QuantStub()
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise RuntimeError("FloatOps stands for a FloatFunctional: call add, add_relu, mul, cat, add_scalar or mul_scalar")
+
+    def add(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.quant(torch.add(self.dequant(x), self.dequant(y)))
+
+    def add_relu(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.quant(torch.relu(torch.add(self.dequant(x), self.dequant(y))))
+
+    def mul(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.quant(torch.mul(self.dequant(x), self.dequant(y)))
+
+    def cat(self, x: list[Tensor], dim: int = 0) -> Tensor:
+        return self.quant(torch.cat([self.dequant(t) for t in x], dim=dim))
+
+    def add_scalar(self, x: Tensor, y: float) -> Tensor:
+        return self.quant(torch.add(self.dequant(x), y))
+
+    def mul_scalar(self, x: Tensor, y: float) -> Tensor:
+        return self.quant(torch.mul(self.dequant(x), y))
+
+
+_KEEPABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nni._FusedModule, FloatFunctional)
+
+
+def _keep_float(model: nn.Module, names: Iterable[str]) -> tuple[str, ...]:
+    """Wrap each named layer of a fused model in :class:`FloatLayer` (a ``FloatFunctional`` becomes
+    :class:`FloatOps`); names as the sensitivity report gives them."""
+    kept = tuple(dict.fromkeys(names))
+    for name in kept:
+        try:
+            layer = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"float_layers: the model has no layer {name!r}; name conv, linear or add/mul/cat "
+                             "layers as qzoo.sensitivity's report does (after fusion)") from None
+        if not isinstance(layer, _KEEPABLE) or isinstance(layer, (FloatLayer, FloatOps)):
+            raise ValueError(f"float_layers: {name} is a {type(layer).__name__}; only conv, linear, fused "
+                             "conv blocks and FloatFunctional add/mul/cat layers can stay float")
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, FloatOps() if isinstance(layer, FloatFunctional) else FloatLayer(layer))
+    return kept
+
+
+_PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm3d, nni._FusedModule, FloatLayer)
 
 
 def _clamp_observed(low: float, high: float, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (args[0].clamp(low, high), *args[1:])
+    # the producer's fresh output, seen by nothing else: clamped in place unless autograd needs it
+    x = args[0]
+    return (x.clamp(low, high) if x.requires_grad else x.clamp_(low, high), *args[1:])
 
 
 def _relu6_as_output_range(model: nn.Module) -> None:
@@ -514,19 +596,22 @@ def _relu6_as_output_range(model: nn.Module) -> None:
         names = [name for name, child in container.named_children() if not isinstance(child, nn.Identity)]
         for before, name in itertools.pairwise(names):
             producer, relu6 = container._modules[before], container._modules[name]
-            observer = getattr(producer, "activation_post_process", None)
+            observer = getattr(producer.quant if isinstance(producer, FloatLayer) else producer,
+                               "activation_post_process", None)
             if type(relu6) is nn.ReLU6 and isinstance(producer, _PRODUCERS) and observer is not None:
                 observer.register_forward_pre_hook(functools.partial(_clamp_observed, 0.0, 6.0))
                 container._modules[name] = ReLU6AsRange()
 
 
 def prepare_ptq(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConfig | None = None, *,
-                relu6_range: bool = True) -> nn.Module:
+                relu6_range: bool = True, float_layers: Iterable[str] = ()) -> nn.Module:
     """Fuse (if the model has ``fuse_model``) and insert observers for post-training quantization.
 
     Returns ``model`` in eval mode, ready for :func:`calibrate`. An explicit ``qconfig``
     overrides qzoo's preset for ``backend``. ``relu6_range=False`` keeps torch's own handling of
-    a ReLU6 after a conv (see :class:`ReLU6AsRange`), for comparisons.
+    a ReLU6 after a conv (see :class:`ReLU6AsRange`), for comparisons. ``float_layers`` names
+    layers (after fusion, as :func:`qzoo.sensitivity.sensitivity` reports them) that stay float in
+    the int8 model, with their own quantize/dequantize boundaries (:class:`FloatLayer`).
     """
     check_backend(backend)
     _require_float(model, "prepare_ptq")
@@ -539,16 +624,17 @@ def prepare_ptq(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConf
         )
     if mode is None and hasattr(model, "fuse_model"):
         model.fuse_model(is_qat=False)
-    _attach(model, backend, qconfig or get_qconfig(backend), qat=False, relu6_range=relu6_range)
+    _attach(model, backend, qconfig or get_qconfig(backend), qat=False, relu6_range=relu6_range,
+            float_layers=float_layers)
     return model
 
 
 def prepare_qat(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConfig | None = None, *,
-                relu6_range: bool = True) -> nn.Module:
+                relu6_range: bool = True, float_layers: Iterable[str] = ()) -> nn.Module:
     """Fuse for QAT (if the model has ``fuse_model``) and insert fake-quant modules.
 
-    Returns ``model`` in train mode, ready to fine-tune, then :func:`convert`. ``relu6_range`` as
-    in :func:`prepare_ptq`.
+    Returns ``model`` in train mode, ready to fine-tune, then :func:`convert`. ``relu6_range`` and
+    ``float_layers`` as in :func:`prepare_ptq`.
     """
     check_backend(backend)
     _require_float(model, "prepare_qat")
@@ -561,7 +647,8 @@ def prepare_qat(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConf
     model.train()
     if mode is None and hasattr(model, "fuse_model"):
         model.fuse_model(is_qat=True)
-    _attach(model, backend, qconfig or get_qconfig(backend, qat=True), qat=True, relu6_range=relu6_range)
+    _attach(model, backend, qconfig or get_qconfig(backend, qat=True), qat=True, relu6_range=relu6_range,
+            float_layers=float_layers)
     return model
 
 
@@ -614,7 +701,9 @@ def _never_saw_data(model: nn.Module) -> bool:
 
 
 def _audit_int8(model: nn.Module) -> None:
-    leftovers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    kept = [n for n, m in model.named_modules() if isinstance(m, FloatLayer)]
+    leftovers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+                 and not any(n.startswith(f"{k}.") for k in kept)]
     if leftovers:
         raise RuntimeError(
             f"convert left float layers behind ({', '.join(leftovers[:3])}...): the model was "
@@ -656,12 +745,12 @@ def convert(model: nn.Module) -> nn.Module:
     return _convert(model, require_calibration=True)
 
 
-def int8_skeleton(model: nn.Module, backend: str = DEFAULT_BACKEND) -> nn.Module:
-    """The int8 structure of a float model with placeholder scales, to load an int8 state_dict into.
-
-    Its outputs mean nothing until a converted model's ``state_dict`` is loaded.
+def int8_skeleton(model: nn.Module, backend: str = DEFAULT_BACKEND, float_layers: Iterable[str] = ()) -> nn.Module:
+    """The int8 structure of a float model with placeholder scales, to load an int8 state_dict into
+    (``float_layers`` as the saved model kept them). Its outputs mean nothing until a converted
+    model's ``state_dict`` is loaded.
     """
-    prepare_ptq(model, backend)
+    prepare_ptq(model, backend, float_layers=float_layers)
     return _convert(model, require_calibration=False)
 
 
@@ -687,15 +776,16 @@ def int8_from_qat_state(model: nn.Module, state: dict[str, Any], backend: str, s
 
 def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = DEFAULT_BACKEND,
              num_batches: int | None = None, qconfig: QConfig | None = None, inplace: bool = False,
-             progress: bool = True, relu6_range: bool = True) -> nn.Module:
+             progress: bool = True, relu6_range: bool = True, float_layers: Iterable[str] = ()) -> nn.Module:
     """Post-training quantization in one call: prepare, calibrate on ``data``, convert to int8.
 
     ``model`` is a float model (a qzoo factory's, or any module with stubs and optionally
     ``fuse_model``); it is left as it was unless ``inplace=True``. ``data`` and ``num_batches``
     are :func:`calibrate`'s; ``qconfig`` overrides qzoo's preset for ``backend``;
-    ``relu6_range`` is :func:`prepare_ptq`'s.
+    ``relu6_range`` and ``float_layers`` are :func:`prepare_ptq`'s.
     """
-    prepared = prepare_ptq(model if inplace else copy.deepcopy(model), backend, qconfig, relu6_range=relu6_range)
+    prepared = prepare_ptq(model if inplace else copy.deepcopy(model), backend, qconfig, relu6_range=relu6_range,
+                           float_layers=float_layers)
     calibrate(prepared, data, num_batches, progress=progress)
     return convert(prepared)
 
@@ -729,3 +819,123 @@ def require_int8(model: nn.Module, caller: str) -> str:
         raise ValueError(f"{caller} takes an int8 model: run qzoo.prepare_ptq, qzoo.calibrate and "
                          "qzoo.convert first (or load one with quantize=True / qzoo.from_pretrained)")
     return backend
+
+
+# ---------------------------------------------------------------------------- int8, simulated in float
+
+def simulation_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The layers of a calibrated PTQ-prepared model that int8 quantizes, by module name: each conv,
+    linear, fused block, ``FloatFunctional`` and ``QuantStub`` whose output observer saw data."""
+    _require_prepared(model, "simulation_layers")
+    layers = {}
+    for name, module in model.named_modules():
+        observer = module._modules.get("activation_post_process")
+        if isinstance(observer, tq.ObserverBase) and not isinstance(module, tq.ObserverBase):
+            low = getattr(observer, "min_val", None)  # none: fixed qparams (hardsigmoid, sigmoid)
+            if low is None or (low.numel() > 0 and torch.isfinite(low).all()):
+                layers[name] = module
+    if not layers:
+        raise RuntimeError("simulation needs a calibrated PTQ model: run qzoo.calibrate(model, batches) first "
+                           "(a QAT model simulates int8 by itself)")
+    return layers
+
+
+def _simulated_weight(module: nn.Module) -> tuple[nn.Parameter, Tensor] | None:
+    """A layer's weight and its fake-quantized copy, quantized as ``convert`` will (the qconfig's weight observer)."""
+    inner = module[0] if isinstance(module, nni._FusedModule) else module
+    weight = getattr(inner, "weight", None)
+    if not isinstance(inner, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) or weight is None:
+        return None
+    observer = module.qconfig.weight()
+    observer(weight.detach())
+    scale, zero_point = observer.calculate_qparams()
+    if observer.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine):
+        quantized = torch.fake_quantize_per_channel_affine(weight.detach(), scale.float(), zero_point.int(),
+                                                           observer.ch_axis, observer.quant_min, observer.quant_max)
+    else:
+        quantized = torch.fake_quantize_per_tensor_affine(weight.detach(), float(scale), int(zero_point),
+                                                          observer.quant_min, observer.quant_max)
+    return weight, quantized
+
+
+_AVERAGING = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AvgPool1d, nn.AvgPool2d,
+              nn.AvgPool3d)
+
+
+class Int8Simulation:
+    """A calibrated PTQ-prepared model run as its int8 conversion computes, in float, layer by layer.
+
+    Inside :meth:`quantizing`, each chosen layer (names from :func:`simulation_layers`) rounds its
+    weight as ``convert`` will and its output to the calibrated scale over the kernel's full 8-bit
+    codes; every other layer runs in float. An average pool fed directly by a quantized layer
+    rounds its output to that layer's grid, as the int8 pool does (squeeze-excitation's pooled
+    values are small beside their scale: leaving this out hides a real int8 error). Observers
+    record nothing meanwhile and weights are put back on exit. Left out: the bias's int32
+    rounding, ties the kernels break differently. Scales are computed once, here.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.layers = simulation_layers(model)
+        self._grids: dict[str, tuple[float, int, torch.dtype]] = {}
+        self._weights: dict[str, tuple[nn.Parameter, Tensor]] = {}
+        self._latest: tuple[Tensor, tuple[float, int, torch.dtype]] | None = None
+        with torch.no_grad():
+            for name, module in self.layers.items():
+                observer = module.activation_post_process
+                scale, zero_point = observer.calculate_qparams()
+                self._grids[name] = (float(scale), int(zero_point), observer.dtype)
+                simulated = _simulated_weight(module)
+                if simulated is not None:
+                    self._weights[name] = simulated
+
+    def _round_output(self, grid: tuple[float, int, torch.dtype], x: Tensor) -> Tensor:
+        rounded = _round_to_int8(x, *grid)
+        self._latest = (rounded, grid)
+        return rounded
+
+    def _round_average(self, module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor | None:
+        if self._latest is not None and args[0] is self._latest[0]:
+            return _round_to_int8(output, *self._latest[1])
+        return None
+
+    @contextlib.contextmanager
+    def quantizing(self, quantized: Iterable[str]) -> Iterator[None]:
+        """Within the block, the layers named in ``quantized`` compute as int8, the others in float."""
+        chosen = set(quantized)
+        unknown = chosen - set(self.layers)
+        if unknown:
+            raise ValueError(f"no quantized layer named {sorted(unknown)[:3]}: choose among the simulation's layers")
+        swapped = []
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(routine_warnings_silenced())  # quint8 tensors: a routine warning from torch 2.13
+            for name, module in self.layers.items():
+                rounding = functools.partial(self._round_output, self._grids[name])
+                module.activation_post_process.forward = rounding if name in chosen else _passthrough
+                if name in chosen and name in self._weights:
+                    weight, rounded = self._weights[name]
+                    swapped.append((weight, weight.data))
+                    weight.data = rounded
+            for module in self.model.modules():
+                if isinstance(module, _AVERAGING):
+                    stack.callback(module.register_forward_hook(self._round_average).remove)
+            yield
+        finally:
+            stack.close()
+            self._latest = None
+            for module in self.layers.values():
+                module.activation_post_process.__dict__.pop("forward", None)
+            for weight, original in swapped:
+                weight.data = original
+
+
+def _passthrough(x: Tensor) -> Tensor:
+    return x
+
+
+def _round_to_int8(x: Tensor, scale: float, zero_point: int, dtype: torch.dtype) -> Tensor:
+    """``x`` on the int8 grid, every code of ``dtype`` allowed (as the kernels write them): torch's own
+    quantize and dequantize, the same values as ``fake_quantize_per_tensor_affine`` over that range
+    and about 3x faster."""
+    return torch.quantize_per_tensor(x, scale, zero_point, dtype).dequantize()

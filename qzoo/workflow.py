@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import datasets, hub, onnx_export, quantization, serialization, train
+from . import datasets, hub, onnx_export, quantization, sensitivity, serialization, train
 from ._files import write_atomic
 from ._record import record_of
 from .benchmark import interleaved_latency_ms
@@ -223,31 +223,35 @@ def check_output_file(out: str | os.PathLike[str], source: str, *, overwrite: bo
 
 def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str = quantization.DEFAULT_BACKEND,
         calib_images: int = 512, seed: int = 0, image_size: int | None = None, dataset: str | None = None,
-        recipe: str | None = None, data_dir: str | os.PathLike[str] | None = None, overwrite: bool = False,
-        progress: bool = True) -> dict[str, Any]:
+        recipe: str | None = None, data_dir: str | os.PathLike[str] | None = None,
+        float_layers: tuple[str, ...] = (), overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Calibrate on a seeded class-balanced sample of the ``train`` split, convert, evaluate float and int8
     side by side on the ``test`` split, and save the int8 model as a qzoo folder in ``out``.
 
     ``dataset`` names the data in the saved metrics (default: the folder or archive name);
     ``recipe`` is the command recorded in the model card (default: the equivalent ``qzoo ptq``);
-    ``data_dir`` holds named data sets (:func:`load_images`); ``out`` follows :func:`check_output_folder`."""
+    ``data_dir`` holds named data sets (:func:`load_images`); ``float_layers`` stay float in the int8
+    model (:func:`qzoo.prepare_ptq`); ``out`` follows :func:`check_output_folder`."""
     check_output_folder(out, loaded.source, overwrite=overwrite)
     transforms = _transforms_for(loaded, image_size)
     sample = load_images(data, "train", transforms, loaded.categories, progress, data_dir=data_dir,
                          sample=calib_images, seed=seed)
     test = load_images(data, "test", transforms, loaded.categories, progress, data_dir=data_dir)
     float_model = loaded.model.eval()
-    int8 = quantization.quantize(float_model, _batches(sample, transforms, 32), backend=backend, progress=progress)
+    int8 = quantization.quantize(float_model, _batches(sample, transforms, 32), backend=backend, progress=progress,
+                                 float_layers=float_layers)
     float_metrics = train.evaluate(float_model, _batches(test, transforms), progress=progress, desc="eval fp32")
     int8_metrics = train.evaluate(int8, _batches(test, transforms), progress=progress, desc="eval int8")
     report = {"source": loaded.source, "backend": backend, "calibration_images": len(sample), "seed": seed,
+              "float_layers": list(float_layers),
               "float": float_metrics, "int8": int8_metrics,
               "float_file_bytes": _file_bytes(float_model), "int8_file_bytes": _file_bytes(int8)}
     metrics = {dataset or _dataset_name(data): {k: int8_metrics[k] for k in ("acc1", "acc5")}}
     hub.save_pretrained(int8, out, metrics=metrics, transforms=dataclasses.asdict(transforms),
                         categories=list(loaded.categories or test.class_names), unquantized=loaded.source,
                         recipe=recipe or f"qzoo ptq {loaded.source} --calib-images {len(sample)} --seed {seed} "
-                                         f"--backend {backend}")
+                                         f"--backend {backend}"
+                                         + (f" --float-layers {','.join(float_layers)}" if float_layers else ""))
     report["out"] = str(out)
     return report
 
@@ -351,6 +355,33 @@ def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train
     return report
 
 
+def sensitivity_report(loaded: Loaded, data: str, *, images: int = 64, calib_images: int = 256, seed: int = 0,
+                       backend: str = quantization.DEFAULT_BACKEND, image_size: int | None = None,
+                       data_dir: str | os.PathLike[str] | None = None, plot: str | os.PathLike[str] | None = None,
+                       progress: bool = True) -> dict[str, Any]:
+    """PTQ-calibrate a copy of a float model on a seeded class-balanced sample of ``train``, then the
+    per-layer sensitivity (:func:`qzoo.sensitivity.sensitivity`) on ``images`` test images; with
+    ``plot``, also the PNG chart there."""
+    if hub.model_mode(loaded.model) != "float":
+        raise ValueError(f"{loaded.source} is already {hub.model_mode(loaded.model)}; the sensitivity report "
+                         "starts from a float model")
+    if plot:
+        sensitivity.check_plotting()
+    transforms = _transforms_for(loaded, image_size)
+    calibration = load_images(data, "train", transforms, loaded.categories, progress, data_dir=data_dir,
+                              sample=calib_images, seed=seed)
+    test = load_images(data, "test", transforms, loaded.categories, progress, data_dir=data_dir, sample=images,
+                       seed=seed)
+    prepared = quantization.prepare_ptq(copy.deepcopy(loaded.model), backend)
+    quantization.calibrate(prepared, _batches(calibration, transforms, 32), progress=progress)
+    report = sensitivity.sensitivity(prepared, _batches(test, transforms, 8), progress=progress)
+    report.update(source=loaded.source, backend=backend, calibration_images=len(calibration),
+                  data=describe_data(data, "test"))
+    if plot:
+        report["plot"] = str(sensitivity.plot(report, plot))
+    return report
+
+
 def qat_command(loaded: Loaded, recipe: train.Recipe) -> str:
     """The command line that reproduces a QAT run."""
     return (f"qzoo qat {loaded.source} --epochs {recipe.epochs} --lr {recipe.lr} --batch-size {recipe.batch_size} "
@@ -379,13 +410,13 @@ def _load_for(source: str, data: str, weights: str | None, data_dir: str | os.Pa
 
 def run_ptq(source: str, data: str, out: str | os.PathLike[str], *, weights: str | None = None,
             backend: str = quantization.DEFAULT_BACKEND, calib_images: int = 512, seed: int = 0,
-            image_size: int | None = None, data_dir: str | os.PathLike[str] | None = None, overwrite: bool = False,
-            progress: bool = True) -> dict[str, Any]:
+            image_size: int | None = None, data_dir: str | os.PathLike[str] | None = None,
+            float_layers: tuple[str, ...] = (), overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """``qzoo ptq``: check ``out``, load ``source`` for ``data`` and run :func:`ptq`."""
     check_output_folder(out, source, overwrite=overwrite)
     loaded = _load_for(source, data, weights, data_dir, progress)
     return ptq(loaded, data, out, backend=backend, calib_images=calib_images, seed=seed, image_size=image_size,
-               data_dir=data_dir, overwrite=overwrite, progress=progress)
+               data_dir=data_dir, float_layers=float_layers, overwrite=overwrite, progress=progress)
 
 
 def run_qat(source: str, data: str, out: str | os.PathLike[str], *, weights: str | None = None, epochs: int = 2,
@@ -408,6 +439,16 @@ def run_eval(source: str, data: str, *, weights: str | None = None, image_size: 
     """``qzoo eval``: load ``source`` for ``data`` and run :func:`evaluate_model`."""
     return evaluate_model(_load_for(source, data, weights, data_dir, progress), data, image_size=image_size,
                           data_dir=data_dir, progress=progress)
+
+
+def run_sensitivity(source: str, data: str, *, weights: str | None = None, images: int = 64,
+                    calib_images: int = 256, seed: int = 0, backend: str = quantization.DEFAULT_BACKEND,
+                    image_size: int | None = None, data_dir: str | os.PathLike[str] | None = None,
+                    plot: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """``qzoo sensitivity``: load ``source`` for ``data`` and run :func:`sensitivity_report`."""
+    return sensitivity_report(_load_for(source, data, weights, data_dir, progress), data, images=images,
+                              calib_images=calib_images, seed=seed, backend=backend, image_size=image_size,
+                              data_dir=data_dir, plot=plot, progress=progress)
 
 
 def run_bench(source: str, *, weights: str | None = None, image_size: int | None = None, repeats: int = 20,

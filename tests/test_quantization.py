@@ -399,3 +399,15 @@ def test_ptq_gives_the_int8_model_of_torchs_own_flow_bit_for_bit(name):
     outputs = run(int8, x)
     assert_varies(outputs)
     assert torch.equal(outputs, run(expected, x))
+
+
+def test_per_tensor_weights_give_one_scale_per_layer():
+    model = fresh_model("mobilenet_v2")
+    int8 = quantized_copy(model, qconfig=qzoo.get_qconfig("x86", weights="per_tensor"))
+    conv = int8.features[1].conv[0][0]
+    assert conv.weight().qscheme() == torch.per_tensor_affine
+    assert quantized_copy(model).features[1].conv[0][0].weight().qscheme() == torch.per_channel_affine
+    qat = qzoo.prepare_qat(qzoo.mobilenet_v2(num_classes=10), qconfig=qzoo.get_qconfig("x86", qat=True, weights="per_tensor"))
+    assert qat.features[1].conv[0][0].weight_fake_quant.qscheme == torch.per_tensor_symmetric
+    with pytest.raises(ValueError, match="choose 'per_channel' or 'per_tensor'"):
+        qzoo.get_qconfig("x86", weights="per_row")

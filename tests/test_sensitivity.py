@@ -1,0 +1,148 @@
+"""The per-layer sensitivity report and the int8 simulation under it: faithful to converted int8,
+exact in float, its replay shortcut equal to full passes, and a damaged layer found first."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from helpers import fresh_model, images, make_image_folder, run
+
+import qzoo
+import qzoo.cli
+from qzoo import sensitivity
+from qzoo.quantization import Int8Simulation, simulation_layers
+
+
+def _sqnr(reference: torch.Tensor, measured: torch.Tensor) -> float:
+    return 10 * math.log10(float(reference.square().sum() / (measured - reference).square().sum()))
+
+
+def _calibrated(model: torch.nn.Module, backend: str = "x86", **kw) -> torch.nn.Module:
+    prepared = qzoo.prepare_ptq(copy.deepcopy(model), backend, **kw)
+    return qzoo.calibrate(prepared, images(32, 1).split(8), progress=False)
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    """EfficientNet-Lite0 with its ImageNet weights: a trained network (96-pixel synthetic images)."""
+    return qzoo.efficientnet_lite0(weights="DEFAULT").eval()
+
+
+@pytest.mark.parametrize("backend", ["x86", "qnnpack"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_lite0"])
+def test_simulation_of_every_layer_tracks_the_converted_int8_model(name, backend, lite0):
+    model = lite0 if name == "efficientnet_lite0" else fresh_model(name)
+    prepared = _calibrated(model, backend)
+    x = images(16, 2, 96 if name == "efficientnet_lite0" else 64)
+    real = run(qzoo.convert(copy.deepcopy(prepared)), x, backend)
+    simulation = Int8Simulation(prepared)
+    with torch.no_grad(), simulation.quantizing(simulation.layers):
+        simulated = prepared(x)
+    with torch.no_grad():
+        floating = prepared(x)
+    # measured SQNR vs real int8, simulated / float: resnet18 25.9 / 15.7 (x86), 23.4 / 20.3 (qnnpack);
+    # mobilenet_v2 14.5 / 3.5, 7.7 / 5.6; Lite0 19.2 / 15.1, 22.6 / 16.9. The first layers agree to
+    # 40-75 dB (next test); deeper, random networks amplify the kernels' different tie-breaking.
+    assert _sqnr(real, simulated) > _sqnr(real, floating) + 1.0
+    assert _sqnr(real, simulated) > 7.0
+
+
+def test_simulation_rounds_first_layers_as_the_kernels_do():
+    prepared = _calibrated(fresh_model("resnet18"))
+    int8 = qzoo.convert(copy.deepcopy(prepared))
+    x = images(8, 3)
+    real = {}
+    for name in ("quant", "conv1"):
+        dict(int8.named_modules())[name].register_forward_hook(
+            lambda module, args, output, name=name: real.__setitem__(name, output.dequantize()))
+    run(int8, x)
+    simulation = Int8Simulation(prepared)
+    with torch.no_grad(), sensitivity._capturing(simulation) as simulated, simulation.quantizing(simulation.layers):
+        prepared(x)
+    assert torch.equal(simulated["quant"], real["quant"])  # the input: the same codes
+    assert _sqnr(real["conv1"], simulated["conv1"]) > 40  # the first conv: rare one-code ties apart
+
+
+def test_simulating_nothing_is_the_float_model_and_every_run_leaves_it_as_it_was(lite0):
+    prepared = _calibrated(lite0)
+    x = images(4, 5, 96)
+    with torch.no_grad():
+        floating = prepared(x)  # a plain call: observers record it
+        before = {key: value.clone() for key, value in prepared.state_dict().items()}
+        simulation = Int8Simulation(prepared)
+        with simulation.quantizing(()):
+            assert torch.equal(prepared(x), floating)
+        with simulation.quantizing(simulation.layers):
+            assert not torch.allclose(prepared(x), floating)
+        after = {key: value.clone() for key, value in prepared.state_dict().items()}  # nothing observed, weights back
+        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+        assert torch.equal(prepared(x), floating)
+    with pytest.raises(ValueError, match="no quantized layer named \\['nope'\\]"):
+        with simulation.quantizing(["nope"]):
+            pass
+
+
+def test_the_replayed_passes_equal_full_passes(lite0):
+    """The report starts each per-layer pass at its layer; doing every pass in full gives the same numbers."""
+    prepared = _calibrated(lite0)
+    x = images(8, 6, 96)
+    report = sensitivity.sensitivity(prepared, [x], progress=False)
+    simulation = Int8Simulation(prepared)
+    names = list(simulation.layers)
+    assert [layer["name"] for layer in report["layers"]][:3] == ["quant", "features.0.conv", "features.1.0.depthwise.conv"]
+    with torch.no_grad(), sensitivity._out_of_place(prepared):
+        floating = prepared(x)
+        for layer in (report["layers"][1], report["layers"][30], report["layers"][-1]):
+            with simulation.quantizing([layer["name"]]):
+                alone = prepared(x)
+            with simulation.quantizing(set(names) - {layer["name"]}):
+                kept = prepared(x)
+            for measured, key in ((alone, "only_quantized"), (kept, "only_float")):
+                assert layer[key]["sqnr_db"] == pytest.approx(_sqnr(floating, measured), abs=1e-3)
+                agreement = 100.0 * float((measured.argmax(1) == floating.argmax(1)).float().mean())
+                assert layer[key]["agreement"] == pytest.approx(agreement)
+
+
+def test_a_layer_given_a_bad_range_tops_the_report():
+    prepared = _calibrated(fresh_model("mobilenet_v2"), qconfig=qzoo.get_qconfig("x86", activation="minmax"))
+    damaged = "features.5.conv.1.0"  # a depthwise conv in the middle: its range widened 50 times
+    observer = dict(prepared.named_modules())[damaged].activation_post_process
+    observer.max_val *= 50
+    report = sensitivity.sensitivity(prepared, images(16, 7).split(8), progress=False)
+    assert sensitivity.most_sensitive(report, 1) == [damaged]
+    by_name = {layer["name"]: layer for layer in report["layers"]}
+    alone = {name: layer["only_quantized"]["sqnr_db"] for name, layer in by_name.items()}
+    assert min(alone, key=lambda name: alone[name] if alone[name] is not None else math.inf) == damaged
+    assert by_name[damaged]["only_float"]["sqnr_db"] > report["model"]["sqnr_db"] + 1.5  # float there: 3.3 -> 5.2 dB
+    table = sensitivity.format_table(report, rows=3)
+    assert table.splitlines()[4].startswith(f"| {damaged} | ConvReLU2d |") and len(table.splitlines()) == 7
+
+
+def test_simulation_needs_a_calibrated_ptq_model():
+    model = qzoo.mobilenet_v2(num_classes=10)
+    with pytest.raises(RuntimeError, match="needs a prepared model"):
+        simulation_layers(model)
+    with pytest.raises(RuntimeError, match="run qzoo.calibrate"):
+        simulation_layers(qzoo.prepare_ptq(model))
+
+
+def test_cli_sensitivity_writes_json_and_a_chart(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the chart is the optional qzoo[plot] extra")
+    data = make_image_folder(tmp_path / "data")
+    chart = tmp_path / "chart.png"
+    status = qzoo.cli.main(["sensitivity", "resnet18", "--data", str(data), "--image-size", "32", "--images", "6",
+                            "--calib-images", "12", "--plot", str(chart), "--json"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["images"] == 6 and report["calibration_images"] == 12 and len(report["layers"]) == 30
+    assert {"output_sqnr_db", "only_quantized", "only_float"} <= set(report["layers"][0])
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert qzoo.cli.main(["sensitivity", "resnet18", "--data", str(data), "--image-size", "32", "--images", "6",
+                          "--calib-images", "12"]) == 0
+    printed = capsys.readouterr().out
+    assert "| layer | type |" in printed and "all layers int8: output SQNR" in printed
