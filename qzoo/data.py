@@ -293,8 +293,6 @@ class ImageTensors:
 
     def balanced_sample(self, count: int, *, seed: int = 0) -> ImageTensors:
         """``count`` images, as evenly spread over the classes as ``count`` allows, picked with ``seed``."""
-        if not 1 <= count <= len(self):
-            raise ValueError(f"count={count}: choose between 1 and {len(self)} images")
         return self.subset(balanced_indices(self.labels, count, seed=seed))
 
     def batches(self, batch_size: int, *, mean: tuple[float, ...] = CIFAR10_MEAN,

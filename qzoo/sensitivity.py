@@ -151,11 +151,12 @@ def _db(value: float | None) -> float:
     return math.inf if value is None else value
 
 
-def most_sensitive(report: dict[str, Any], count: int | None = None) -> list[str]:
+def most_sensitive(report: dict[str, Any], count: int | None = None, *, can_stay_float: bool = False) -> list[str]:
     """Layer names, the one whose staying in float helps the model output most first (``only_float``
-    SQNR, then agreement)."""
-    ranked = sorted(report["layers"], key=lambda layer: (-_db(layer["only_float"]["sqnr_db"]),
-                                                         -layer["only_float"]["agreement"]))
+    SQNR, then agreement); with ``can_stay_float``, only layers ``float_layers=`` accepts (not the
+    input stub, whose rounding is the input's)."""
+    layers = [layer for layer in report["layers"] if not (can_stay_float and layer["type"] == "QuantStub")]
+    ranked = sorted(layers, key=lambda layer: (-_db(layer["only_float"]["sqnr_db"]), -layer["only_float"]["agreement"]))
     return [layer["name"] for layer in ranked[:count]]
 
 

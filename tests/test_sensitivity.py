@@ -114,6 +114,8 @@ def test_a_layer_given_a_bad_range_tops_the_report():
     observer.max_val *= 50
     report = sensitivity.sensitivity(prepared, images(16, 7).split(8), progress=False)
     assert sensitivity.most_sensitive(report, 1) == [damaged]
+    assert "quant" in sensitivity.most_sensitive(report)  # the input stub is ranked, but cannot stay float
+    assert "quant" not in sensitivity.most_sensitive(report, can_stay_float=True)
     by_name = {layer["name"]: layer for layer in report["layers"]}
     alone = {name: layer["only_quantized"]["sqnr_db"] for name, layer in by_name.items()}
     assert min(alone, key=lambda name: alone[name] if alone[name] is not None else math.inf) == damaged

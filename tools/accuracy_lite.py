@@ -10,7 +10,9 @@ class indices, evaluation on the 500 of odd ones):
 1. PTQ baselines (x86): per-channel and per-tensor weights, held-out top-1 of float and int8 and
    top-1 agreement with float;
 2. the sensitivity report (``qzoo.sensitivity``) of the per-channel model on 64 held-out images
-   (batches of 8, 2 threads), timed, with its chart in docs/images/.
+   (batches of 8, 2 threads), timed, with its chart in docs/images/;
+3. the curve: held-out top-1 and agreement of real int8 models keeping the report's k most
+   sensitive layers float (``float_layers=``), k in 0, 1, 2, 4, 8.
 
 Writes results/accuracy-lite.json and the tables between the markers in docs/accuracy-toolkit.md.
 """
@@ -43,9 +45,13 @@ BASELINE_MARKERS = ("<!-- toolkit-baselines:start -->", "<!-- toolkit-baselines:
 SENSITIVITY_MARKERS = ("<!-- toolkit-sensitivity:start -->", "<!-- toolkit-sensitivity:end -->")
 WEIGHTS = ("per_channel", "per_tensor")
 SENSITIVITY_IMAGES, SENSITIVITY_BATCH = 64, 8
+CURVE = (0, 1, 2, 4, 8)
+CURVE_MARKERS = ("<!-- toolkit-curve:start -->", "<!-- toolkit-curve:end -->")
 
 
-def measure(name: str, data: str, calib_images: int) -> dict[str, Any]:
+def measure(name: str, data: str, calib_images: int, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One model's row; with ``recorded`` (its row from results/), only the curve is measured again,
+    from the recorded sensitivity report."""
     transforms = transforms_of(name)
     images = ImageTensors.from_folder(data_root(data, "val"), transforms.crop_size, resize=transforms.resize_size,
                                       interpolation=transforms.interpolation)
@@ -54,14 +60,18 @@ def measure(name: str, data: str, calib_images: int) -> dict[str, Any]:
     calibration = even.balanced_sample(min(calib_images, len(even)), seed=0)
     float_model = qzoo.get_model(name, weights="DEFAULT").eval()
     reference = logits(float_model, odd, transforms)
-    row: dict[str, Any] = {"calibration_images": len(calibration), "held_out_images": len(odd),
-                           "float_top1": train.evaluate(float_model, batches(odd, transforms))["acc1"]}
-    for weights in WEIGHTS:
-        qconfig = qzoo.get_qconfig("x86", weights=weights)
-        int8 = qzoo.quantize(float_model, batches(calibration, transforms, 25), qconfig=qconfig, progress=False)
+    row: dict[str, Any] = recorded or {"calibration_images": len(calibration), "held_out_images": len(odd),
+                                       "float_top1": train.evaluate(float_model, batches(odd, transforms))["acc1"]}
+    def held_out(**kwargs: Any) -> dict[str, float]:
+        int8 = qzoo.quantize(float_model, batches(calibration, transforms, 25), progress=False, **kwargs)
         outputs = logits(int8, odd, transforms)
-        row[weights] = {"int8_top1": float((outputs.argmax(1) == odd.labels).float().mean()) * 100,
-                        "agreement": float((outputs.argmax(1) == reference.argmax(1)).float().mean()) * 100}
+        return {"int8_top1": float((outputs.argmax(1) == odd.labels).float().mean()) * 100,
+                "agreement": float((outputs.argmax(1) == reference.argmax(1)).float().mean()) * 100}
+
+    if recorded is not None:
+        return {**row, "curve": _curve(row, held_out)}
+    for weights in WEIGHTS:
+        row[weights] = held_out(qconfig=qzoo.get_qconfig("x86", weights=weights))
     prepared = qzoo.calibrate(qzoo.prepare_ptq(qzoo.get_model(name, weights="DEFAULT").eval(), "x86"),
                               batches(calibration, transforms, 25), progress=False)
     sample = odd.balanced_sample(SENSITIVITY_IMAGES, seed=0)
@@ -72,7 +82,17 @@ def measure(name: str, data: str, calib_images: int) -> dict[str, Any]:
                           "crop": transforms.crop_size}
     CHARTS.mkdir(parents=True, exist_ok=True)
     sensitivity.plot(report, CHARTS / f"{name}-sensitivity.png")
+    row["curve"] = _curve(row, held_out)
     return row
+
+
+def _curve(row: dict[str, Any], held_out: Any) -> list[dict[str, Any]]:
+    """Held-out top-1 and agreement keeping the report's k most sensitive layers float, k in :data:`CURVE`."""
+    points = []
+    for k in CURVE:
+        kept = sensitivity.most_sensitive(row["sensitivity"], k, can_stay_float=True)
+        points.append({"float_layers": kept, **(row["per_channel"] if k == 0 else held_out(float_layers=kept))})
+    return points
 
 
 def _replace(text: str, markers: tuple[str, str], body: str) -> str:
@@ -96,8 +116,15 @@ def write_doc(rows: dict[str, dict[str, Any]], command: str) -> None:
                     f"{len(report['layers'])} layers, {report['wall_seconds']:.0f} s with {report['threads']} "
                     f"threads; [chart](images/{name}-sensitivity.png)):", "",
                     sensitivity.format_table(report, 10), ""]
+    curve = [stamp, "", "| model | float layers kept (most sensitive first) | held-out int8 top-1 (float) | "
+             "agreement with float |", "|---|---|---|---|"]
+    for name, row in rows.items():
+        curve += [f"| {name} | {len(point['float_layers'])}: {', '.join(point['float_layers']) or 'none'} | "
+                  f"{point['int8_top1']:.1f} % ({row['float_top1']:.1f} %) | {point['agreement']:.1f} % |"
+                  for point in row["curve"]]
     text = _replace(DOC.read_text(), BASELINE_MARKERS, "\n".join(baselines))
-    DOC.write_text(_replace(text, SENSITIVITY_MARKERS, "\n".join(reports).rstrip()))
+    text = _replace(text, SENSITIVITY_MARKERS, "\n".join(reports).rstrip())
+    DOC.write_text(_replace(text, CURVE_MARKERS, "\n".join(curve)))
 
 
 def main() -> None:
@@ -105,10 +132,13 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="ImageFolder by WordNet id (or a .tar.gz of one)")
     parser.add_argument("--models", default="efficientnet_lite0", help="comma-separated EfficientNet-Lite names")
     parser.add_argument("--calib-images", type=int, default=500)
+    parser.add_argument("--curve-only", action="store_true",
+                        help="measure only the curve again, from the sensitivity reports in results/")
     args = parser.parse_args()
     command = "python tools/accuracy_lite.py --data imagenet-sample-1k.tar.gz" + (
         f" --models {args.models}" if args.models != "efficientnet_lite0" else "")
-    rows = {name: measure(name, args.data, args.calib_images) for name in args.models.split(",")}
+    recorded = json.loads(RESULTS.read_text())["models"] if args.curve_only else {}
+    rows = {name: measure(name, args.data, args.calib_images, recorded.get(name)) for name in args.models.split(",")}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"date": datetime.date.today().isoformat(), "machine": cpu_name(),
                                    "torch": torch.__version__, "command": command, "models": rows}, indent=1) + "\n")
