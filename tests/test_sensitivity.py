@@ -148,3 +148,18 @@ def test_cli_sensitivity_writes_json_and_a_chart(tmp_path, capsys):
                           "--calib-images", "12"]) == 0
     printed = capsys.readouterr().out
     assert "| layer | type |" in printed and "all layers int8: output SQNR" in printed
+
+
+def test_replay_survives_in_place_activations():
+    """MobileNetV3's Hardswish(inplace=True) would overwrite recorded outputs; the report must equal full passes."""
+    prepared = _calibrated(fresh_model("mobilenet_v3_small"))
+    x = images(8, 6)
+    report = sensitivity.sensitivity(prepared, [x], progress=False)
+    assert any(getattr(m, "inplace", False) for m in prepared.modules())  # still in place after the report
+    simulation = Int8Simulation(prepared)
+    with torch.no_grad():
+        floating = prepared(x)
+        for layer in report["layers"][2:12:3]:
+            with simulation.quantizing([layer["name"]]):
+                alone = prepared(x)
+            assert layer["only_quantized"]["sqnr_db"] == pytest.approx(_sqnr(floating, alone), abs=1e-3), layer["name"]
