@@ -33,7 +33,7 @@ from .quantization import (
 )
 from .registry import get_model
 from .train import refresh_batchnorm
-from . import datasets, sensitivity, workflow  # noqa: E402, F401 (public modules: qzoo.sensitivity.sensitivity(...))
+from . import bias_correction, datasets, equalization, sensitivity, workflow  # noqa: E402, F401 (public modules)
 
 globals().update(FAMILY_EXPORTS)  # every family's Quantizable* classes and registered factories
 

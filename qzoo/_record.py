@@ -37,10 +37,14 @@ class ModelRecord:
     """How its conv-bn(-relu) groups were fused: BatchNorm folded (``ptq``) or kept (``qat``)."""
     float_layers: tuple[str, ...] = ()
     """Layers kept in float inside the prepared or int8 model (``prepare_ptq(float_layers=...)``)."""
+    ptq_methods: tuple[str, ...] = ()
+    """Accuracy methods applied on the way to int8, in order (``equalization``, ``high_bias_absorption``,
+    ``bias_correction``): their effect is in the weights; recorded so the model card can say so."""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data."""
-        return {**dataclasses.asdict(self), "kwargs": dict(self.kwargs), "float_layers": list(self.float_layers)}
+        return {**dataclasses.asdict(self), "kwargs": dict(self.kwargs), "float_layers": list(self.float_layers),
+                "ptq_methods": list(self.ptq_methods)}
 
 
 def record_of(module: nn.Module) -> ModelRecord:
@@ -55,3 +59,10 @@ def update_record(module: nn.Module, **changes: Any) -> ModelRecord:
     record = dataclasses.replace(record_of(module), **changes)
     setattr(module, _ATTR, record)
     return record
+
+
+def note_ptq_method(module: nn.Module, method: str) -> None:
+    """Add ``method`` to the PTQ accuracy methods ``module``'s record lists (once, in order)."""
+    methods = record_of(module).ptq_methods
+    if method not in methods:
+        update_record(module, ptq_methods=(*methods, method))

@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
                      "model.safetensors, card)")
     ptq.add_argument("--float-layers", metavar="NAMES", default="",
                      help="comma-separated layers to keep in float (names as `qzoo sensitivity` prints them)")
+    ptq.add_argument("--per-tensor", action="store_true", help="one weight scale per layer instead of per channel")
+    ptq.add_argument("--equalize", action="store_true",
+                     help="cross-layer equalization and high-bias absorption before quantizing (exact in float)")
+    ptq.add_argument("--bias-correction", action="store_true",
+                     help="correct each layer's bias for its int8 error, on 64 calibration images")
     ptq.add_argument("--overwrite", action="store_true", help="replace the qzoo model already in --out")
     qat = _command(commands, "qat", "quantization-aware fine-tuning (resumable; runs under torchrun)",
                    "torchrun --nproc_per_node=2 -m qzoo qat my-float-model/ --data cifar10/ "
@@ -125,6 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     sens.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
     sens.add_argument("--rows", type=_positive_int, default=15, help="layers in the printed table (default 15)")
     sens.add_argument("--plot", metavar="PNG", help='also write a bar chart (pip install "qzoo[plot]")')
+    sens.add_argument("--max-drop", metavar="POINTS", type=_non_negative_float,
+                      help="also find the fewest layers to keep float for at most this top-1 drop")
+    sens.add_argument("--validation-images", type=_positive_int, default=500,
+                      help="test images the --max-drop search measures top-1 on (default 500)")
     bench = _command(commands, "bench", "fp32 vs int8 latency (qzoo's optimized int8 path and eager; batch 1 and 16, side by side) and file sizes",
                      "qzoo bench resnet18 --image-size 224")
     _source(bench, data=False)
@@ -169,6 +178,17 @@ def _print_demo(report: dict) -> None:
     for batch, times in report["latency_ms"].items():
         print(f"  batch {batch:>2} median fp32 / int8     {times['fp32']:.2f} ms / {times['int8']:.2f} ms "
               f"(int8 speed-up {report['speedup'][batch]:.2f}x)")
+
+
+def _print_target(source: str, target: dict[str, Any]) -> None:
+    """The target mode's answer and the ``qzoo ptq`` flags that apply it."""
+    kept = ",".join(target["float_layers"])
+    verdict = "meets" if target["met"] else "still misses"
+    print(f"\nfewest float layers for a top-1 drop of at most {target['max_drop']:g} points ({target['images']} "
+          f"images): {len(target['float_layers'])} ({kept or 'none'}); int8 {target['int8_top1']:.2f} % vs float "
+          f"{target['float_top1']:.2f} %, {verdict} the bound")
+    if kept:
+        print(f"  apply: qzoo ptq {source} ... --float-layers {kept}")
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -216,7 +236,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | list[str]:
     if args.command == "ptq":
         return workflow.run_ptq(args.source, args.data, args.out, backend=args.backend,
                                 calib_images=args.calib_images, seed=args.seed, overwrite=args.overwrite,
-                                float_layers=tuple(n for n in args.float_layers.split(",") if n), **source)
+                                options=workflow.PtqOptions(
+                                    float_layers=tuple(n for n in args.float_layers.split(",") if n),
+                                    weight_scheme="per_tensor" if args.per_tensor else "per_channel",
+                                    equalize=args.equalize, bias_correction=args.bias_correction), **source)
     if args.command == "qat":
         return workflow.run_qat(args.source, args.data, args.out, epochs=args.epochs, lr=args.lr,
                                 batch_size=args.batch_size, weight_decay=args.weight_decay, backend=args.backend,
@@ -225,7 +248,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | list[str]:
         return workflow.run_eval(args.source, args.data, **source)
     if args.command == "sensitivity":
         return workflow.run_sensitivity(args.source, args.data, images=args.images, calib_images=args.calib_images,
-                                        seed=args.seed, backend=args.backend, plot=args.plot, **source)
+                                        seed=args.seed, backend=args.backend, plot=args.plot, max_drop=args.max_drop,
+                                        validation_images=args.validation_images, **source)
     if args.command == "bench":
         return workflow.run_bench(args.source, repeats=args.repeats, backend=args.backend, **source)
     return workflow.run_export(args.source, args.out, format=args.format, overwrite=args.overwrite, **source)
@@ -261,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qzoo sensitivity: {args.source}, {result['backend']}, {result['calibration_images']} calibration "
               f"images, {result['seconds']:.0f} s")
         print(sensitivity.format_table(result, args.rows))
+        if "target" in result:
+            _print_target(args.source, result["target"])
     else:
         print(f"qzoo {args.command}: {args.source}")
         _print_report(result)

@@ -60,6 +60,8 @@ def _config(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
                          "from plain arguments (numbers, strings, lists) can be saved as a folder") from None
     mode = model_mode(model)
     kept = {"float_layers": list(record.float_layers)} if record.float_layers else {}
+    if record.ptq_methods:
+        kept["ptq_methods"] = list(record.ptq_methods)
     return {"library": "qzoo", "qzoo_version": __version__, "architecture": architecture, "kwargs": kwargs,
             "mode": mode, "backend": record.backend, "weights": record.weights, **kept, **metadata}
 
@@ -93,6 +95,8 @@ model = {load}
 - architecture arguments: `{json.dumps(config['kwargs'])}`
 - preprocessing: `{json.dumps(config.get('transforms'))}`
 - recipe: {config.get('recipe') or 'not recorded'}
+- PTQ accuracy methods: {', '.join(config.get('ptq_methods') or ()) or 'none'}; layers kept float: {
+    ', '.join(config.get('float_layers') or ()) or 'none'}
 - made from: {config.get('unquantized') or config.get('weights') or 'not recorded'}
 - written by qzoo {config['qzoo_version']}; `model.safetensors` sha256 `{config['sha256']}`
 """
@@ -342,6 +346,8 @@ def _build(factory: Any, config: dict[str, Any], path: Path) -> nn.Module:
         serialization.load_state(model, path)
     if config.get("weights"):
         update_record(model, weights=config["weights"])
+    if config.get("ptq_methods"):
+        update_record(model, ptq_methods=tuple(config["ptq_methods"]))
     return model
 
 

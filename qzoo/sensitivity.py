@@ -160,6 +160,63 @@ def most_sensitive(report: dict[str, Any], count: int | None = None, *, can_stay
     return [layer["name"] for layer in ranked[:count]]
 
 
+def _top1(model: nn.Module, simulation: Int8Simulation, quantized: set[str], batches: list[Any]) -> float:
+    correct = total = 0
+    with torch.no_grad(), simulation.quantizing(quantized):
+        for images, labels in batches:
+            correct += int((model(images).argmax(1) == labels).sum())
+            total += labels.shape[0]
+    return 100.0 * correct / total
+
+
+def fewest_float_layers(model: nn.Module, report: dict[str, Any], batches: Iterable[Any], *, max_drop: float,
+                        progress: bool = True) -> dict[str, Any]:
+    """The target mode: the fewest of ``report``'s most sensitive layers to keep float so that the top-1 of
+    a calibrated PTQ-prepared ``model`` on ``batches`` (``(images, labels)`` pairs, held out from
+    calibration) is at most ``max_drop`` points below float.
+
+    int8 is simulated (:class:`qzoo.quantization.Int8Simulation`), one pass over ``batches`` per try:
+    k = 0, 1, 2, 4, 8... layers until the bound holds, then halving between the last miss and the
+    first hit (a ranking, not an exhaustive search: it assumes more float layers never hurt).
+    Returns ``{"float_layers", "float_top1", "int8_top1", "met", "tries"}``; ``met`` is false when even
+    every rankable layer float misses the bound (``float_layers`` then names them all). Pass the
+    layers to ``prepare_ptq(float_layers=...)`` / ``qzoo ptq --float-layers``.
+    """
+    if max_drop < 0:
+        raise ValueError(f"max_drop is in points of top-1 and cannot be negative, got {max_drop}")
+    batches = [(batch[0], batch[1]) for batch in batches]
+    if not batches:
+        raise ValueError("fewest_float_layers needs labelled batches of held-out images")
+    simulation = Int8Simulation(model)
+    ranked = most_sensitive(report, can_stay_float=True)
+    unknown = set(ranked) - set(simulation.layers)
+    if unknown:
+        raise ValueError(f"the report names layers this model lacks ({sorted(unknown)[:3]}): make the report "
+                         "from the same model")
+    model.eval()
+    float_top1 = _top1(model, simulation, set(), batches)
+    tries: dict[int, float] = {}
+    bar = tqdm(desc="float layers", unit="try", disable=not progress)
+
+    def meets(count: int) -> bool:
+        if count not in tries:
+            tries[count] = _top1(model, simulation, set(simulation.layers) - set(ranked[:count]), batches)
+            bar.update()
+        return float_top1 - tries[count] <= max_drop
+
+    low, high = -1, 0  # low: the most layers known to miss; high: the count tried next
+    while not meets(high) and high < len(ranked):
+        low, high = high, min(len(ranked), max(1, 2 * high))
+    if meets(high):
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if meets(middle) else (middle, high)
+    bar.close()
+    return {"float_layers": ranked[:high], "float_top1": float_top1, "int8_top1": tries[high],
+            "met": meets(high), "max_drop": max_drop, "images": sum(len(labels) for _, labels in batches),
+            "tries": [{"float_layers": count, "int8_top1": top1} for count, top1 in sorted(tries.items())]}
+
+
 def _cell(value: float | None) -> str:
     return "exact" if value is None else f"{value:.1f}"
 

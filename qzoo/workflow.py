@@ -221,17 +221,42 @@ def check_output_file(out: str | os.PathLike[str], source: str, *, overwrite: bo
     return path
 
 
+@dataclass(frozen=True)
+class PtqOptions:
+    """How ``qzoo ptq`` quantizes beyond the backend: :func:`qzoo.quantize`'s accuracy options."""
+
+    float_layers: tuple[str, ...] = ()
+    """Layers kept float in the int8 model (names as ``qzoo sensitivity`` prints them)."""
+    weight_scheme: str = "per_channel"
+    """``per_channel`` or ``per_tensor`` weight scales (:func:`qzoo.get_qconfig`)."""
+    equalize: bool = False
+    """Cross-layer equalization and high-bias absorption first (:mod:`qzoo.equalization`)."""
+    bias_correction: bool = False
+    """Empirical bias correction after calibration (:mod:`qzoo.bias_correction`)."""
+
+    def quantize_kwargs(self, backend: str) -> dict[str, Any]:
+        """The matching keyword arguments of :func:`qzoo.quantize`."""
+        return {"float_layers": self.float_layers, "equalize": self.equalize, "bias_correction": self.bias_correction,
+                "qconfig": quantization.get_qconfig(backend, weights=self.weight_scheme)}
+
+    def flags(self) -> str:
+        """The ``qzoo ptq`` flags that ask for these options (empty for the defaults)."""
+        return "".join([f" --float-layers {','.join(self.float_layers)}" if self.float_layers else "",
+                        " --per-tensor" if self.weight_scheme == "per_tensor" else "",
+                        " --equalize" if self.equalize else "", " --bias-correction" if self.bias_correction else ""])
+
+
 def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str = quantization.DEFAULT_BACKEND,
         calib_images: int = 512, seed: int = 0, image_size: int | None = None, dataset: str | None = None,
         recipe: str | None = None, data_dir: str | os.PathLike[str] | None = None,
-        float_layers: tuple[str, ...] = (), overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+        options: PtqOptions = PtqOptions(), overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Calibrate on a seeded class-balanced sample of the ``train`` split, convert, evaluate float and int8
     side by side on the ``test`` split, and save the int8 model as a qzoo folder in ``out``.
 
     ``dataset`` names the data in the saved metrics (default: the folder or archive name);
     ``recipe`` is the command recorded in the model card (default: the equivalent ``qzoo ptq``);
-    ``data_dir`` holds named data sets (:func:`load_images`); ``float_layers`` stay float in the int8
-    model (:func:`qzoo.prepare_ptq`); ``out`` follows :func:`check_output_folder`."""
+    ``data_dir`` holds named data sets (:func:`load_images`); ``options`` are the accuracy options
+    (:class:`PtqOptions`); ``out`` follows :func:`check_output_folder`."""
     check_output_folder(out, loaded.source, overwrite=overwrite)
     transforms = _transforms_for(loaded, image_size)
     sample = load_images(data, "train", transforms, loaded.categories, progress, data_dir=data_dir,
@@ -239,19 +264,18 @@ def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str 
     test = load_images(data, "test", transforms, loaded.categories, progress, data_dir=data_dir)
     float_model = loaded.model.eval()
     int8 = quantization.quantize(float_model, _batches(sample, transforms, 32), backend=backend, progress=progress,
-                                 float_layers=float_layers)
+                                 **options.quantize_kwargs(backend))
     float_metrics = train.evaluate(float_model, _batches(test, transforms), progress=progress, desc="eval fp32")
     int8_metrics = train.evaluate(int8, _batches(test, transforms), progress=progress, desc="eval int8")
     report = {"source": loaded.source, "backend": backend, "calibration_images": len(sample), "seed": seed,
-              "float_layers": list(float_layers),
-              "float": float_metrics, "int8": int8_metrics,
+              "float_layers": list(options.float_layers), "weight_scheme": options.weight_scheme,
+              "ptq_methods": list(record_of(int8).ptq_methods), "float": float_metrics, "int8": int8_metrics,
               "float_file_bytes": _file_bytes(float_model), "int8_file_bytes": _file_bytes(int8)}
     metrics = {dataset or _dataset_name(data): {k: int8_metrics[k] for k in ("acc1", "acc5")}}
     hub.save_pretrained(int8, out, metrics=metrics, transforms=dataclasses.asdict(transforms),
                         categories=list(loaded.categories or test.class_names), unquantized=loaded.source,
                         recipe=recipe or f"qzoo ptq {loaded.source} --calib-images {len(sample)} --seed {seed} "
-                                         f"--backend {backend}"
-                                         + (f" --float-layers {','.join(float_layers)}" if float_layers else ""))
+                                         f"--backend {backend}{options.flags()}")
     report["out"] = str(out)
     return report
 
@@ -358,10 +382,13 @@ def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train
 def sensitivity_report(loaded: Loaded, data: str, *, images: int = 64, calib_images: int = 256, seed: int = 0,
                        backend: str = quantization.DEFAULT_BACKEND, image_size: int | None = None,
                        data_dir: str | os.PathLike[str] | None = None, plot: str | os.PathLike[str] | None = None,
+                       max_drop: float | None = None, validation_images: int = 500,
                        progress: bool = True) -> dict[str, Any]:
     """PTQ-calibrate a copy of a float model on a seeded class-balanced sample of ``train``, then the
     per-layer sensitivity (:func:`qzoo.sensitivity.sensitivity`) on ``images`` test images; with
-    ``plot``, also the PNG chart there."""
+    ``plot``, also the PNG chart there. With ``max_drop`` (points of top-1), also the fewest layers to
+    keep float for that drop on ``validation_images`` test images
+    (:func:`qzoo.sensitivity.fewest_float_layers`), as ``report["target"]``."""
     if hub.model_mode(loaded.model) != "float":
         raise ValueError(f"{loaded.source} is already {hub.model_mode(loaded.model)}; the sensitivity report "
                          "starts from a float model")
@@ -377,6 +404,11 @@ def sensitivity_report(loaded: Loaded, data: str, *, images: int = 64, calib_ima
     report = sensitivity.sensitivity(prepared, _batches(test, transforms, 8), progress=progress)
     report.update(source=loaded.source, backend=backend, calibration_images=len(calibration),
                   data=describe_data(data, "test"))
+    if max_drop is not None:
+        validation = load_images(data, "test", transforms, loaded.categories, progress, data_dir=data_dir,
+                                 sample=validation_images, seed=seed)
+        report["target"] = sensitivity.fewest_float_layers(prepared, report, _batches(validation, transforms, 50),
+                                                           max_drop=max_drop, progress=progress)
     if plot:
         report["plot"] = str(sensitivity.plot(report, plot))
     return report
@@ -411,12 +443,12 @@ def _load_for(source: str, data: str, weights: str | None, data_dir: str | os.Pa
 def run_ptq(source: str, data: str, out: str | os.PathLike[str], *, weights: str | None = None,
             backend: str = quantization.DEFAULT_BACKEND, calib_images: int = 512, seed: int = 0,
             image_size: int | None = None, data_dir: str | os.PathLike[str] | None = None,
-            float_layers: tuple[str, ...] = (), overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+            options: PtqOptions = PtqOptions(), overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """``qzoo ptq``: check ``out``, load ``source`` for ``data`` and run :func:`ptq`."""
     check_output_folder(out, source, overwrite=overwrite)
     loaded = _load_for(source, data, weights, data_dir, progress)
     return ptq(loaded, data, out, backend=backend, calib_images=calib_images, seed=seed, image_size=image_size,
-               data_dir=data_dir, float_layers=float_layers, overwrite=overwrite, progress=progress)
+               data_dir=data_dir, options=options, overwrite=overwrite, progress=progress)
 
 
 def run_qat(source: str, data: str, out: str | os.PathLike[str], *, weights: str | None = None, epochs: int = 2,
@@ -444,11 +476,13 @@ def run_eval(source: str, data: str, *, weights: str | None = None, image_size: 
 def run_sensitivity(source: str, data: str, *, weights: str | None = None, images: int = 64,
                     calib_images: int = 256, seed: int = 0, backend: str = quantization.DEFAULT_BACKEND,
                     image_size: int | None = None, data_dir: str | os.PathLike[str] | None = None,
-                    plot: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, Any]:
+                    plot: str | os.PathLike[str] | None = None, max_drop: float | None = None,
+                    validation_images: int = 500, progress: bool = True) -> dict[str, Any]:
     """``qzoo sensitivity``: load ``source`` for ``data`` and run :func:`sensitivity_report`."""
     return sensitivity_report(_load_for(source, data, weights, data_dir, progress), data, images=images,
                               calib_images=calib_images, seed=seed, backend=backend, image_size=image_size,
-                              data_dir=data_dir, plot=plot, progress=progress)
+                              data_dir=data_dir, plot=plot, max_drop=max_drop, validation_images=validation_images,
+                              progress=progress)
 
 
 def run_bench(source: str, *, weights: str | None = None, image_size: int | None = None, repeats: int = 20,

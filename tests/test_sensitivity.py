@@ -13,7 +13,8 @@ from helpers import fresh_model, images, make_image_folder, run
 
 import qzoo
 import qzoo.cli
-from qzoo import sensitivity
+from qzoo import sensitivity, workflow
+from qzoo.demo import SAMPLE_ARCHIVE
 from qzoo.quantization import Int8Simulation, simulation_layers
 
 
@@ -163,3 +164,58 @@ def test_replay_survives_in_place_activations():
             with simulation.quantizing([layer["name"]]):
                 alone = prepared(x)
             assert layer["only_quantized"]["sqnr_db"] == pytest.approx(_sqnr(floating, alone), abs=1e-3), layer["name"]
+
+
+def test_target_mode_keeps_float_only_what_the_bound_needs():
+    """The shipped CIFAR-10 MobileNetV2 with one depthwise layer's int8 range widened 500 times: the
+    search keeps exactly that layer float, and its simulated top-1 is what the converted model scores."""
+    loaded = workflow.load_model("mobilenet_v2.cifar10_float", progress=False)
+    transforms = loaded.transforms
+    split = {name: list(workflow.load_images(str(SAMPLE_ARCHIVE), name, transforms, loaded.categories,
+                                             progress=False).batches(100, mean=transforms.mean, std=transforms.std))[:5]
+             for name in ("train", "test")}
+    prepared = qzoo.calibrate(qzoo.prepare_ptq(copy.deepcopy(loaded.model).eval()), split["train"], progress=False)
+    damaged = "features.5.conv.1.0"
+    dict(prepared.named_modules())[damaged].activation_post_process.max_val *= 500
+    report = sensitivity.sensitivity(prepared, [split["test"][0][0][:64]], progress=False)
+    target = sensitivity.fewest_float_layers(prepared, report, split["test"], max_drop=1.0, progress=False)
+    tries = {entry["float_layers"]: entry["int8_top1"] for entry in target["tries"]}
+    assert target["float_top1"] - tries[0] > 3.0  # the damage costs points
+    assert target["met"] and target["float_layers"] == [damaged], target
+    assert target["float_top1"] - target["int8_top1"] <= 1.0 and target["images"] == 500
+    x = torch.cat([batch for batch, _ in split["test"]])
+    labels = torch.cat([batch for _, batch in split["test"]])
+    converted = 100.0 * float((run(qzoo.convert(copy.deepcopy(prepared)), x).argmax(1) == labels).float().mean())
+    assert converted == pytest.approx(tries[0], abs=1.0)  # the simulation is what int8 computes
+
+
+def test_target_search_doubles_then_halves_to_the_fewest_layers(monkeypatch):
+    prepared = _calibrated(fresh_model("resnet18"))
+    report = sensitivity.sensitivity(prepared, [images(4, 8)], progress=False)
+    total = len(simulation_layers(prepared))
+
+    def top1(model, simulation, quantized, batches):  # each float layer is worth 2 points, up to 5 of them;
+        return 80.0 + 2 * min(total - len(quantized), 5) + (1.0 if not quantized else 0.0)  # float: 91 %
+
+    monkeypatch.setattr(sensitivity, "_top1", top1)
+    labelled = [(images(4, 9), torch.zeros(4, dtype=torch.long))]
+    target = sensitivity.fewest_float_layers(prepared, report, labelled, max_drop=1.0, progress=False)
+    assert target["float_layers"] == sensitivity.most_sensitive(report, 5, can_stay_float=True) and target["met"]
+    assert [entry["float_layers"] for entry in target["tries"]] == [0, 1, 2, 4, 5, 6, 8]
+    unreachable = sensitivity.fewest_float_layers(prepared, report, labelled, max_drop=-0.0, progress=False)
+    assert not unreachable["met"] and len(unreachable["float_layers"]) == len(report["layers"]) - 1  # all but the stub
+    with pytest.raises(ValueError, match="cannot be negative"):
+        sensitivity.fewest_float_layers(prepared, report, labelled, max_drop=-1, progress=False)
+
+
+def test_cli_sensitivity_target_mode(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "data")
+    args = ["sensitivity", "resnet18", "--data", str(data), "--image-size", "32", "--images", "6",
+            "--calib-images", "12", "--validation-images", "18"]
+    assert qzoo.cli.main([*args, "--max-drop", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "fewest float layers for a top-1 drop of at most 100 points (18 images): 0 (none)" in printed
+    assert "meets the bound" in printed
+    with pytest.raises(SystemExit):
+        qzoo.cli.main([*args, "--max-drop", "-1"])
+    assert "-1 is not a finite number >= 0" in capsys.readouterr().err

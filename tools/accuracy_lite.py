@@ -12,7 +12,9 @@ class indices, evaluation on the 500 of odd ones):
 2. the sensitivity report (``qzoo.sensitivity``) of the per-channel model on 64 held-out images
    (batches of 8, 2 threads), timed, with its chart in docs/images/;
 3. the curve: held-out top-1 and agreement of real int8 models keeping the report's k most
-   sensitive layers float (``float_layers=``), k in 0, 1, 2, 4, 8.
+   sensitive layers float (``float_layers=``), k in 0, 1, 2, 4, 8;
+4. the PTQ methods: each weight scheme with bias correction (64 calibration images), and with
+   cross-layer equalization and high-bias absorption before it.
 
 Writes results/accuracy-lite.json and the tables between the markers in docs/accuracy-toolkit.md.
 """
@@ -47,11 +49,15 @@ WEIGHTS = ("per_channel", "per_tensor")
 SENSITIVITY_IMAGES, SENSITIVITY_BATCH = 64, 8
 CURVE = (0, 1, 2, 4, 8)
 CURVE_MARKERS = ("<!-- toolkit-curve:start -->", "<!-- toolkit-curve:end -->")
+METHODS_MARKERS = ("<!-- toolkit-methods:start -->", "<!-- toolkit-methods:end -->")
+METHODS = {"bias correction": {"bias_correction": True},
+           "equalization + bias correction": {"equalize": True, "bias_correction": True}}
 
 
-def measure(name: str, data: str, calib_images: int, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One model's row; with ``recorded`` (its row from results/), only the curve is measured again,
-    from the recorded sensitivity report."""
+def measure(name: str, data: str, calib_images: int, recorded: dict[str, Any] | None = None,
+            only: str | None = None) -> dict[str, Any]:
+    """One model's row; with ``recorded`` (its row from results/), only the part ``only`` names
+    (``curve``: from the recorded sensitivity report, or ``methods``) is measured again."""
     transforms = transforms_of(name)
     images = ImageTensors.from_folder(data_root(data, "val"), transforms.crop_size, resize=transforms.resize_size,
                                       interpolation=transforms.interpolation)
@@ -69,7 +75,7 @@ def measure(name: str, data: str, calib_images: int, recorded: dict[str, Any] | 
                 "agreement": float((outputs.argmax(1) == reference.argmax(1)).float().mean()) * 100}
 
     if recorded is not None:
-        return {**row, "curve": _curve(row, held_out)}
+        return {**row, only: _curve(row, held_out) if only == "curve" else _methods(held_out)}
     for weights in WEIGHTS:
         row[weights] = held_out(qconfig=qzoo.get_qconfig("x86", weights=weights))
     prepared = qzoo.calibrate(qzoo.prepare_ptq(qzoo.get_model(name, weights="DEFAULT").eval(), "x86"),
@@ -83,7 +89,20 @@ def measure(name: str, data: str, calib_images: int, recorded: dict[str, Any] | 
     CHARTS.mkdir(parents=True, exist_ok=True)
     sensitivity.plot(report, CHARTS / f"{name}-sensitivity.png")
     row["curve"] = _curve(row, held_out)
+    row["methods"] = _methods(held_out)
     return row
+
+
+def _methods(held_out: Any) -> dict[str, dict[str, Any]]:
+    """Held-out top-1 and agreement per weight scheme and PTQ method (:data:`METHODS`), with the wall time
+    of the whole quantization (calibration included)."""
+    measured: dict[str, dict[str, Any]] = {}
+    for weights in WEIGHTS:
+        for method, options in METHODS.items():
+            started = time.perf_counter()
+            result = held_out(qconfig=qzoo.get_qconfig("x86", weights=weights), **options)
+            measured.setdefault(weights, {})[method] = {**result, "seconds": time.perf_counter() - started}
+    return measured
 
 
 def _curve(row: dict[str, Any], held_out: Any) -> list[dict[str, Any]]:
@@ -122,7 +141,19 @@ def write_doc(rows: dict[str, dict[str, Any]], command: str) -> None:
         curve += [f"| {name} | {len(point['float_layers'])}: {', '.join(point['float_layers']) or 'none'} | "
                   f"{point['int8_top1']:.1f} % ({row['float_top1']:.1f} %) | {point['agreement']:.1f} % |"
                   for point in row["curve"]]
+    methods = [stamp, "", "| model | weights | plain PTQ top-1 / agreement | "
+               + " | ".join(f"{method} top-1 / agreement" for method in METHODS) + " |",
+               "|---|---|---|" + "---|" * len(METHODS)]
+    for name, row in rows.items():
+        if "methods" not in row:
+            continue
+        for weights in WEIGHTS:
+            cells = [row[weights], *(row["methods"][weights][method] for method in METHODS)]
+            methods.append(f"| {name} | {weights.replace('_', '-')} | " + " | ".join(
+                f"{cell['int8_top1']:.1f} % ({cell['int8_top1'] - row['float_top1']:+.1f}) / {cell['agreement']:.1f} %"
+                for cell in cells) + " |")
     text = _replace(DOC.read_text(), BASELINE_MARKERS, "\n".join(baselines))
+    text = _replace(text, METHODS_MARKERS, "\n".join(methods))
     text = _replace(text, SENSITIVITY_MARKERS, "\n".join(reports).rstrip())
     DOC.write_text(_replace(text, CURVE_MARKERS, "\n".join(curve)))
 
@@ -132,13 +163,15 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="ImageFolder by WordNet id (or a .tar.gz of one)")
     parser.add_argument("--models", default="efficientnet_lite0", help="comma-separated EfficientNet-Lite names")
     parser.add_argument("--calib-images", type=int, default=500)
-    parser.add_argument("--curve-only", action="store_true",
-                        help="measure only the curve again, from the sensitivity reports in results/")
+    parser.add_argument("--only", choices=("curve", "methods"),
+                        help="measure only the float-layers curve (from the sensitivity reports in results/) or "
+                             "the PTQ methods again, keeping the rest of results/")
     args = parser.parse_args()
     command = "python tools/accuracy_lite.py --data imagenet-sample-1k.tar.gz" + (
         f" --models {args.models}" if args.models != "efficientnet_lite0" else "")
-    recorded = json.loads(RESULTS.read_text())["models"] if args.curve_only else {}
-    rows = {name: measure(name, args.data, args.calib_images, recorded.get(name)) for name in args.models.split(",")}
+    recorded = json.loads(RESULTS.read_text())["models"] if args.only else {}
+    rows = {name: measure(name, args.data, args.calib_images, recorded.get(name), args.only)
+            for name in args.models.split(",")}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"date": datetime.date.today().isoformat(), "machine": cpu_name(),
                                    "torch": torch.__version__, "command": command, "models": rows}, indent=1) + "\n")
