@@ -4,6 +4,7 @@ from .requirements import check_torch_version
 
 check_torch_version()
 
+from . import bias_correction, datasets, equalization, sensitivity, workflow  # noqa: E402, F401 (public modules)
 from ._files import IntegrityError
 from ._record import ModelRecord
 from ._version import __version__
@@ -13,6 +14,7 @@ from .inference import OptimizedModel, optimize_for_inference
 from .models import FAMILY_EXPORTS, register_model
 from .onnx_export import OnnxRuntimeModel, export_onnx
 from .pretrained import get_weights, list_models, list_weights
+from .ptq import quantize
 from .quantization import (
     ACTIVATION_OBSERVERS,
     BACKENDS,
@@ -28,12 +30,10 @@ from .quantization import (
     model_record,
     prepare_ptq,
     prepare_qat,
-    quantize,
     quantized_engine,
 )
 from .registry import get_model
 from .train import refresh_batchnorm
-from . import bias_correction, datasets, equalization, sensitivity, workflow  # noqa: E402, F401 (public modules)
 
 globals().update(FAMILY_EXPORTS)  # every family's Quantizable* classes and registered factories
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from . import quantization
 from .benchmark import interleaved_latency_ms, state_dict_bytes
 from .data import synthetic_images
+from .ptq import quantize
 from .registry import get_model
 from .train import refresh_batchnorm
 from .workflow import bench, load_model, ptq
@@ -41,8 +42,8 @@ def run_demo(
     refresh_batchnorm(float_model, synthetic_images(64, image_size, seed=0).split(16))
     float_model.eval()
 
-    int8_model = quantization.quantize(float_model, synthetic_images(calibration_images, image_size, seed=1).split(16),
-                                       backend=backend, progress=progress)
+    int8_model = quantize(float_model, synthetic_images(calibration_images, image_size, seed=1).split(16),
+                          backend=backend, progress=progress)
 
     held_out = synthetic_images(64, image_size, seed=2)
     with torch.inference_mode(), quantization.quantized_engine(backend):

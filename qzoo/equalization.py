@@ -55,6 +55,12 @@ def _module(modules: dict[str, nn.Module], node: fx.Node) -> nn.Module | None:
     return modules.get(str(node.target)) if node.op == "call_module" else None
 
 
+def _norm(modules: dict[str, nn.Module], node: fx.Node | None) -> str | None:
+    """The name of the affine BatchNorm ``node`` calls, if it calls one (its gain and bias take the scales)."""
+    module = _module(modules, node) if node is not None else None
+    return str(node.target) if isinstance(module, nn.BatchNorm2d) and module.affine else None
+
+
 def _only_user(node: fx.Node) -> fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
 
@@ -85,8 +91,8 @@ def equalization_pairs(model: nn.Module) -> tuple[list[Pair], list[Pair]]:
             continue
         first, norm, activation, homogeneous = str(node.target), None, None, True
         link = _only_user(node)
-        if link is not None and isinstance(_module(modules, link), nn.BatchNorm2d):
-            norm, link = str(link.target), _only_user(link)
+        if _norm(modules, link) is not None:
+            norm, link = _norm(modules, link), _only_user(link)
         found = _activation(modules, link) if link is not None else None
         if found is not None:
             (activation, homogeneous), link = found, _only_user(link)
@@ -94,9 +100,8 @@ def equalization_pairs(model: nn.Module) -> tuple[list[Pair], list[Pair]]:
             continue
         if (norm is not None and uses[norm] > 1) or (activation in uses and uses[activation] > 1):
             continue  # a shared module: rescaling it would touch another use
-        after = _only_user(link)
-        second_norm = str(after.target) if after is not None and isinstance(_module(modules, after), nn.BatchNorm2d) \
-            and uses[str(after.target)] == 1 else None
+        second_norm = _norm(modules, _only_user(link))
+        second_norm = second_norm if second_norm is not None and uses[second_norm] == 1 else None
         (pairs if homogeneous else passed_over).append(Pair(first, norm, activation, str(link.target), second_norm))
     return pairs, passed_over
 

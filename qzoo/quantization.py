@@ -8,7 +8,6 @@ checks the state it is given and says what to do instead of producing a silently
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import functools
 import importlib
@@ -50,7 +49,6 @@ __all__ = [
     "prepare_qat",
     "calibrate",
     "convert",
-    "quantize",
     "require_int8",
     "FloatLayer",
     "FloatOps",
@@ -772,34 +770,6 @@ def int8_from_qat_state(model: nn.Module, state: dict[str, Any], backend: str, s
         detail = " ".join(str(error).split())
         raise ValueError(f"{source} does not fit this model as a QAT state ({detail[:300]})") from None
     return convert(model)
-
-
-def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = DEFAULT_BACKEND,
-             num_batches: int | None = None, qconfig: QConfig | None = None, inplace: bool = False,
-             progress: bool = True, relu6_range: bool = True, float_layers: Iterable[str] = (),
-             equalize: bool = False, bias_correction: bool = False, correction_images: int = 64) -> nn.Module:
-    """Post-training quantization in one call: prepare, calibrate on ``data``, convert to int8.
-
-    ``model`` is a float model (a qzoo factory's, or any module with stubs and optionally
-    ``fuse_model``); it is left as it was unless ``inplace=True``. ``data`` and ``num_batches``
-    are :func:`calibrate`'s; ``qconfig`` overrides qzoo's preset for ``backend``;
-    ``relu6_range`` and ``float_layers`` are :func:`prepare_ptq`'s. ``equalize`` first runs
-    cross-layer equalization and high-bias absorption on the float model
-    (:mod:`qzoo.equalization`); ``bias_correction`` corrects each layer's bias after calibration on
-    the first ``correction_images`` calibration images (:mod:`qzoo.bias_correction`).
-    """
-    from . import bias_correction as correction, equalization  # both build on this module
-    float_model = model if inplace else copy.deepcopy(model)
-    if equalize:
-        pairs = equalization.equalize(float_model)
-        equalization.absorb_high_bias(float_model, pairs)
-    prepared = prepare_ptq(float_model, backend, qconfig, relu6_range=relu6_range, float_layers=float_layers)
-    if bias_correction:
-        data = list(itertools.islice(data, num_batches))  # read twice: calibration, then correction
-    calibrate(prepared, data, num_batches, progress=progress)
-    if bias_correction:
-        correction.correct_bias(prepared, data, max_images=correction_images, progress=progress)
-    return convert(prepared)
 
 
 def freeze_observers(model: nn.Module) -> nn.Module:

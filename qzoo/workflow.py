@@ -31,6 +31,7 @@ from .inference import optimize_for_inference
 from .pretrained import (CIFAR10_TRANSFORMS, CIFAR100_TRANSFORMS, IMAGENET_CATEGORIES, IMAGENET_TRANSFORMS,
                          Transforms, get_weights, list_models, list_weights, resolve_float,
                          resolve_source)
+from .ptq import quantize
 from .registry import get_factory, model_spec
 
 
@@ -263,8 +264,8 @@ def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str 
                          sample=calib_images, seed=seed)
     test = load_images(data, "test", transforms, loaded.categories, progress, data_dir=data_dir)
     float_model = loaded.model.eval()
-    int8 = quantization.quantize(float_model, _batches(sample, transforms, 32), backend=backend, progress=progress,
-                                 **options.quantize_kwargs(backend))
+    int8 = quantize(float_model, _batches(sample, transforms, 32), backend=backend, progress=progress,
+                    **options.quantize_kwargs(backend))
     float_metrics = train.evaluate(float_model, _batches(test, transforms), progress=progress, desc="eval fp32")
     int8_metrics = train.evaluate(int8, _batches(test, transforms), progress=progress, desc="eval int8")
     report = {"source": loaded.source, "backend": backend, "calibration_images": len(sample), "seed": seed,
@@ -299,8 +300,8 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
         float_model = get_factory(record.architecture)(**record.kwargs).eval()
     else:
         float_model = model
-        int8 = quantization.quantize(model, synthetic_images(8, image_size).split(4),
-                                     backend=backend or quantization.DEFAULT_BACKEND, progress=False)
+        int8 = quantize(model, synthetic_images(8, image_size).split(4),
+                        backend=backend or quantization.DEFAULT_BACKEND, progress=False)
     x = synthetic_images(max(batches), image_size, seed=5)
     optimized = optimize_for_inference(int8, x[:2])
     runners = {"fp32": float_model, "int8": optimized, "int8 eager": int8}

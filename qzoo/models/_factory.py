@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum
 
-from .. import _files, quantization, registry, serialization
+from .. import _files, ptq, quantization, registry, serialization
 from .._record import update_record
 from ..pretrained import Weights, index_entries, resolve_float, resolve_int8
 from ..registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
@@ -221,4 +221,4 @@ def _random_int8(model: nn.Module, spec: ModelSpec, backend: str) -> nn.Module:
     """
     crop = spec.input_size[1]
     images = torch.randn(2, 3, crop, crop, generator=torch.Generator().manual_seed(0))
-    return quantization.quantize(model, [images], backend=backend, inplace=True, progress=False)
+    return ptq.quantize(model, [images], backend=backend, inplace=True, progress=False)

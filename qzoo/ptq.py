@@ -1,0 +1,47 @@
+"""Post-training quantization in one call, with the accuracy methods: :func:`quantize`.
+
+It sits above :mod:`qzoo.quantization` (prepare, calibrate, convert), :mod:`qzoo.equalization` and
+:mod:`qzoo.bias_correction`, which build on that module, so the one-call form lives here.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterable
+from typing import Any
+
+from torch import nn
+
+from . import equalization, quantization
+from .bias_correction import correct_bias
+
+__all__ = ["quantize"]
+
+
+def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = quantization.DEFAULT_BACKEND,
+             num_batches: int | None = None, qconfig: quantization.QConfig | None = None, inplace: bool = False,
+             progress: bool = True, relu6_range: bool = True, float_layers: Iterable[str] = (),
+             equalize: bool = False, bias_correction: bool = False, correction_images: int = 64) -> nn.Module:
+    """Post-training quantization in one call: prepare, calibrate on ``data``, convert to int8.
+
+    ``model`` is a float model (a qzoo factory's, or any module with stubs and optionally
+    ``fuse_model``); it is left as it was unless ``inplace=True``. ``data`` and ``num_batches``
+    are :func:`qzoo.calibrate`'s; ``qconfig`` overrides qzoo's preset for ``backend``;
+    ``relu6_range`` and ``float_layers`` are :func:`qzoo.prepare_ptq`'s. ``equalize`` first runs
+    cross-layer equalization and high-bias absorption on the float model
+    (:mod:`qzoo.equalization`); ``bias_correction`` corrects each layer's bias after calibration on
+    the first ``correction_images`` calibration images (:mod:`qzoo.bias_correction`).
+    """
+    float_model = model if inplace else copy.deepcopy(model)
+    if equalize:
+        pairs = equalization.equalize(float_model)
+        equalization.absorb_high_bias(float_model, pairs)
+    prepared = quantization.prepare_ptq(float_model, backend, qconfig, relu6_range=relu6_range,
+                                        float_layers=float_layers)
+    if bias_correction:
+        data = list(itertools.islice(data, num_batches))  # read twice: calibration, then correction
+    quantization.calibrate(prepared, data, num_batches, progress=progress)
+    if bias_correction:
+        correct_bias(prepared, data, max_images=correction_images, progress=progress)
+    return quantization.convert(prepared)
