@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ._record import note_ptq_method, record_of
-from .quantization import Int8Simulation
+from .quantization import Int8Simulation, _batch_images
 
 __all__ = ["correct_bias"]
 
@@ -43,8 +43,8 @@ def _first_images(batches: Iterable[Any], count: int | None) -> list[Tensor]:
         raise ValueError(f"max_images must be a positive number of images, got {count}")
     images: list[Tensor] = []
     taken = 0
-    for batch in batches:
-        batch = batch[0] if isinstance(batch, (tuple, list)) else batch
+    for index, batch in enumerate(batches):
+        batch = _batch_images(batch, index)
         if count is not None:
             batch = batch[:count - taken]
         images.append(batch)

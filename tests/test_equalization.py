@@ -93,6 +93,13 @@ class _Chain(nn.Module):
         return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
 
 
+def test_a_batchnorm_without_gain_and_bias_stops_a_pair():
+    model = _Chain(1).eval()
+    model.bn1 = nn.BatchNorm2d(8, affine=False).eval()  # nothing to carry the scales: rescaling would change it
+    assert equalization_pairs(model) == ([], [])
+    assert equalization_pairs(_Chain(1))[0][0].norm == "bn1"
+
+
 def test_high_bias_absorption_is_exact_where_the_relu_never_clips_and_shrinks_the_range():
     torch.manual_seed(0)
     model = _Chain(1).eval().double()

@@ -1,5 +1,5 @@
 """qzoo/weights.json and the weights/ folders, shared by the tools that publish entries (and the
-machine name they record with their measurements).
+machine name they record with their measurements, and the generated tables they write into docs).
 
 Each tool owns a set of entries (``tools/publish.py`` the CIFAR-10 ones, ``tools/imagenet_lite.py``
 the EfficientNet-Lite ones) and rewrites only those, keeping the others as they are.
@@ -54,3 +54,9 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def replace_between(text: str, markers: tuple[str, str], body: str) -> str:
+    """``text`` with what lies between the two marker lines replaced by ``body`` (a generated table)."""
+    head, rest = text.split(markers[0], 1)
+    return head + markers[0] + "\n" + body + "\n" + markers[1] + rest.split(markers[1], 1)[1]

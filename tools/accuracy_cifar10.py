@@ -24,7 +24,7 @@ from qzoo import train, workflow
 from qzoo.demo import SAMPLE_ARCHIVE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _catalogue import ROOT, cpu_name
+from _catalogue import ROOT, cpu_name, replace_between
 
 DOC = ROOT / "docs" / "accuracy-toolkit.md"
 MARKERS = ("<!-- toolkit-cifar10:start -->", "<!-- toolkit-cifar10:end -->")
@@ -65,8 +65,7 @@ def main() -> None:
              "|---|---|" + "---|" * len(METHODS)]
     lines += [f"| {backend} | {weights.replace('_', '-')} | " + " | ".join(
         f"{top1:.2f} % ({top1 - float_top1:+.2f})" for top1 in cells) + " |" for backend, weights, cells in rows]
-    head, rest = DOC.read_text().split(MARKERS[0], 1)
-    DOC.write_text(head + MARKERS[0] + "\n" + "\n".join(lines) + "\n" + MARKERS[1] + rest.split(MARKERS[1], 1)[1])
+    DOC.write_text(replace_between(DOC.read_text(), MARKERS, "\n".join(lines)))
     print("\n".join(lines))
 
 

@@ -37,7 +37,7 @@ from qzoo.data import ImageTensors
 from qzoo.workflow import data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _catalogue import ROOT, cpu_name
+from _catalogue import ROOT, cpu_name, replace_between
 from imagenet_lite import batches, logits, transforms_of
 
 RESULTS = ROOT / "results" / "accuracy-lite.json"
@@ -114,11 +114,6 @@ def _curve(row: dict[str, Any], held_out: Any) -> list[dict[str, Any]]:
     return points
 
 
-def _replace(text: str, markers: tuple[str, str], body: str) -> str:
-    head, rest = text.split(markers[0], 1)
-    return head + markers[0] + "\n" + body + "\n" + markers[1] + rest.split(markers[1], 1)[1]
-
-
 def write_doc(rows: dict[str, dict[str, Any]], command: str) -> None:
     stamp = (f"Measured {datetime.date.today().isoformat()} on {cpu_name()}, torch {torch.__version__}: "
              f"`{command}`")
@@ -152,10 +147,10 @@ def write_doc(rows: dict[str, dict[str, Any]], command: str) -> None:
             methods.append(f"| {name} | {weights.replace('_', '-')} | " + " | ".join(
                 f"{cell['int8_top1']:.1f} % ({cell['int8_top1'] - row['float_top1']:+.1f}) / {cell['agreement']:.1f} %"
                 for cell in cells) + " |")
-    text = _replace(DOC.read_text(), BASELINE_MARKERS, "\n".join(baselines))
-    text = _replace(text, METHODS_MARKERS, "\n".join(methods))
-    text = _replace(text, SENSITIVITY_MARKERS, "\n".join(reports).rstrip())
-    DOC.write_text(_replace(text, CURVE_MARKERS, "\n".join(curve)))
+    text = replace_between(DOC.read_text(), BASELINE_MARKERS, "\n".join(baselines))
+    text = replace_between(text, METHODS_MARKERS, "\n".join(methods))
+    text = replace_between(text, SENSITIVITY_MARKERS, "\n".join(reports).rstrip())
+    DOC.write_text(replace_between(text, CURVE_MARKERS, "\n".join(curve)))
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from qzoo import pretrained, train
 from qzoo.data import ImageTensors
 from qzoo.workflow import data_root
 
-from _catalogue import cpu_name, folder_entry, update_index  # tools/ is on sys.path when this script runs
+from _catalogue import cpu_name, folder_entry, replace_between, update_index  # tools/ is on sys.path when this script runs
 from cifar10 import add_data_arguments, load_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,11 +146,9 @@ def _write_table(results: dict[str, Any]) -> None:
         lines.append(f"| {model} | {row['float_epochs']} | {float_acc} | {_cell(row, 'ptq')} | {_cell(row, 'qat')} "
                      f"| {sizes} | {speed.get('1', '')} | {speed.get('2', '')} |")
     text = DOC.read_text()
-    start, end = "<!-- cifar10-table:start -->", "<!-- cifar10-table:end -->"
-    if start in text:
-        head, rest = text.split(start, 1)
-        text = head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1]
-        DOC.write_text(text)
+    markers = ("<!-- cifar10-table:start -->", "<!-- cifar10-table:end -->")
+    if markers[0] in text:
+        DOC.write_text(replace_between(text, markers, "\n".join(lines)))
 
 
 def push(org: str) -> None:
