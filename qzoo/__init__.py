@@ -12,7 +12,7 @@ from .data import synthetic_images
 from .hub import from_pretrained, push_to_hub, save_pretrained
 from .inference import OptimizedModel, optimize_for_inference
 from .models import FAMILY_EXPORTS, register_model
-from .onnx_export import OnnxRuntimeModel, export_onnx
+from .onnx_export import OnnxRuntimeModel, export_onnx, onnx_from_pretrained
 from .pretrained import get_weights, list_models, list_weights
 from .ptq import quantize
 from .quantization import (
@@ -50,6 +50,7 @@ __all__ = [
     "calibrate",
     "convert",
     "export_onnx",
+    "onnx_from_pretrained",
     "from_pretrained",
     "fused_mode",
     "get_model",

@@ -1,4 +1,4 @@
-"""The warnings torch raises on every trace or TorchScript-based ONNX export, hidden around qzoo's own calls."""
+"""The warnings torch raises on every TorchScript trace, hidden around qzoo's own calls."""
 
 from __future__ import annotations
 
@@ -11,16 +11,13 @@ import torch
 
 @contextlib.contextmanager
 def tracing_warnings_silenced() -> Iterator[None]:
-    """Hide the warnings torch raises on every trace or legacy ONNX export of an int8 model.
+    """Hide the warnings torch raises on every trace of an int8 model.
 
-    torch marks TorchScript and the TorchScript-based ONNX exporter deprecated on every call, and
+    torch marks TorchScript deprecated on every call (2.15: ``torch.jit.trace``, ``freeze``, ``save``), and
     the tracer warns that quantization parameters become constants, which freezing wants. The
     checks against the eager model after each trace are the guard these warnings stand for.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-        warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export",
-                                category=DeprecationWarning)
         yield

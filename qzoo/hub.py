@@ -22,12 +22,12 @@ import huggingface_hub
 import huggingface_hub.errors
 from huggingface_hub.errors import LocalEntryNotFoundError
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import quantization, registry, serialization
 from ._files import IntegrityError, atomic_path, file_sha256, verify_file, write_atomic
-from ._record import record_of, update_record
+from ._record import ModelRecord, record_of, update_record
 from ._version import __version__
 from .pretrained import HubRepo, LocalFolder, Source, Weights, resolve_source
 
@@ -271,6 +271,36 @@ def from_pretrained(source: str | os.PathLike[str] | Source, *, revision: str | 
     if isinstance(resolved, Weights):
         factory = registry.get_factory(resolved.architecture)
         return factory(quantize=resolved.mode == "int8", weights=resolved, progress=progress).eval()
+    factory, config, weights_path = _verified_folder(resolved, source, progress)
+    return _build(factory, config, weights_path)
+
+
+def int8_parts(source: str | os.PathLike[str] | Source, *, revision: str | None = None,
+               progress: bool = True) -> tuple[ModelRecord, dict[str, Tensor], dict[str, Any]]:
+    """What an int8 qzoo folder (local, entry name or hub repo) holds, verified, as plain tensors: its
+    record, the tensors and their entries (:func:`qzoo.serialization.read_int8_tensors`). Builds no
+    model and makes no quantized tensor: for runtimes that take int8 as numbers (``qzoo.onnx_from_pretrained``)."""
+    resolved = resolve_source(source, revision)
+    if isinstance(resolved, Weights):
+        raise ValueError(f"{source} is torchvision's file (a torch checkpoint of quantized tensors), not a qzoo folder: "
+                         f"load it with qzoo.from_pretrained({str(source)!r}) and use qzoo.export_onnx(model)")
+    _, config, weights_path = _verified_folder(resolved, source, progress)
+    if config["mode"] != "int8":
+        raise ValueError(f"{source} holds a {config['mode']} model, not int8: quantize it first (qzoo ptq)")
+    header, tensors, entries = serialization.read_int8_tensors(weights_path)
+    for key in ("architecture", "kwargs", "backend"):
+        if header.get(key) != config.get(key):
+            raise IntegrityError(f"{weights_path} was written for {key}={header.get(key)!r} but config.json says "
+                                 f"{config.get(key)!r}: the folder mixes files of two models")
+    record = ModelRecord(architecture=config["architecture"], kwargs=config["kwargs"], weights=config.get("weights"),
+                         backend=config.get("backend"), mode="int8",
+                         float_layers=tuple(config.get("float_layers", ())),
+                         ptq_methods=tuple(config.get("ptq_methods", ())))
+    return record, tensors, entries
+
+
+def _verified_folder(resolved: LocalFolder | HubRepo, source: Any, progress: bool) -> tuple[Any, dict[str, Any], Path]:
+    """A folder's factory, config and weights file, after every check ``from_pretrained`` makes before reading it."""
     config_path, weights_path, expected = _locate(resolved, progress)
     if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(f"{Path(config_path).parent} needs {CONFIG_NAME} and {WEIGHTS_NAME}; "
@@ -285,7 +315,7 @@ def from_pretrained(source: str | os.PathLike[str] | Source, *, revision: str | 
             _discard_from_cache(weights_path)
             _discard_from_cache(config_path)
         raise
-    return _build(factory, config, weights_path)
+    return factory, config, weights_path
 
 
 def _checked_factory(config: dict[str, Any], path: Path) -> Any:

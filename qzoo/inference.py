@@ -61,7 +61,7 @@ def optimize_for_inference(model: nn.Module, example: Tensor | None = None, *, i
     model.eval()
     example = synthetic_images(2, image_size, seed=11) if example is None else example
     if runtime == "onnxruntime":
-        optimized: nn.Module = OnnxRuntimeModel(export_onnx(model, example=example), threads=threads)
+        optimized: nn.Module = OnnxRuntimeModel(export_onnx(model), threads=threads)
     else:
         with torch.inference_mode(), quantization.backend_engine(backend), tracing_warnings_silenced():
             optimized = OptimizedModel(torch.jit.freeze(torch.jit.trace(model, example)), backend)

@@ -1,33 +1,30 @@
 """qzoo int8 models as ONNX, and ONNX Runtime as their execution path (``pip install "qzoo[onnx]"``).
 
-torch's TorchScript-based ONNX exporter writes a converted eager int8 model as QuantizeLinear /
-DequantizeLinear pairs around float ops, with the model's own int8 weights, per-channel scales
-and zero points (the bias as int32 at input scale x weight scale). ONNX Runtime's graph optimizer
+:mod:`qzoo.onnx_writer` writes a converted int8 model as QuantizeLinear / DequantizeLinear pairs
+around float ops, with the model's own int8 weights, per-channel scales and zero points (the bias
+as int32 at input scale x weight scale), without ``torch.onnx``. ONNX Runtime's graph optimizer
 fuses those pairs into its integer kernels (QLinearConv, QLinearAdd, QGemm), so the file runs at
-ORT's int8 speed with qzoo's quantization. The newer torch.export-based exporter does not take
-eager int8 models.
+ORT's int8 speed with qzoo's quantization. Every family exports, ShuffleNetV2 included (torch's
+TorchScript-based exporter fails on its split); the newer torch.export-based exporter does not
+take eager int8 models.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from . import quantization
+from . import hub, onnx_writer, quantization, registry, serialization
 from ._files import write_atomic
-from ._tracing import tracing_warnings_silenced
-from .data import synthetic_images
+from ._record import ModelRecord, record_of
+from .onnx_writer import OPSET
 
-OPSET = 17
-"""ONNX opset of the exported graph (per-channel QDQ needs 13 or later)."""
+__all__ = ["OPSET", "ORT_BACKENDS", "OnnxRuntimeModel", "available", "export_onnx", "int8_onnx", "onnx_from_pretrained"]
 
 ORT_BACKENDS: tuple[str, ...] = ("x86", "fbgemm")
 """Backends whose int8 models ONNX Runtime runs as they were calibrated: their 7-bit activations
@@ -49,46 +46,44 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
-@contextlib.contextmanager
-def _int8_pad_and_slice_exportable() -> Iterator[None]:
-    """torch's ONNX symbolics for ``aten::pad`` and ``aten::slice``, made to accept int8 inputs while
-    exporting: Dequantize, the float op, Quantize with the input's own scale and zero point (a pad
-    with 0.0 is then the zero point, as in torch's int8 pad). torch's exporter has neither for int8;
-    EfficientNet-Lite's TensorFlow padding needs both."""
-    from torch.onnx import symbolic_helper, symbolic_opset10, symbolic_opset11
-
-    ops = {"aten::pad": symbolic_opset11.pad, "aten::slice": symbolic_opset10.slice}
-    for name, symbolic in ops.items():
-        torch.onnx.register_custom_op_symbolic(name, symbolic_helper.quantized_args(True)(symbolic), OPSET)
-    try:
-        yield
-    finally:
-        for name in ops:
-            torch.onnx.unregister_custom_op_symbolic(name, OPSET)
+def int8_onnx(record: ModelRecord, tensors: dict[str, Tensor], entries: dict[str, Any]) -> bytes:
+    """The ONNX (QDQ) file of the int8 model ``record`` describes, from its int8 state as plain tensors
+    (:func:`qzoo.serialization.int8_tensors`): no quantized tensor is made on the way."""
+    if record.backend not in ORT_BACKENDS:
+        raise ValueError(f"this model was quantized for {record.backend!r}, whose 8-bit activations can overflow "
+                         "ONNX Runtime's int8 kernels on CPUs without VNNI; quantize it with backend='x86'")
+    if record.architecture is None:
+        raise ValueError("export_onnx writes models built by qzoo's factories (qzoo.list_models()); this one has "
+                         "no architecture in qzoo.model_record(model): build it with qzoo.get_model(name) or a factory")
+    if importlib.util.find_spec("onnx") is None:
+        raise ImportError(f"ONNX export needs the onnx package: {_INSTALL}")
+    skeleton = registry.get_model(record.architecture, **record.kwargs)
+    quantization.prepare_ptq(skeleton, record.backend, float_layers=record.float_layers)
+    return onnx_writer.write_onnx(skeleton, tensors, entries)
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike[str] | None = None, *, example: Tensor | None = None,
-                image_size: int = 224) -> bytes:
+def export_onnx(model: nn.Module, path: str | os.PathLike[str] | None = None) -> bytes:
     """The ONNX (QDQ) file of an int8 ``model`` made for x86/fbgemm; also written to ``path``, atomically.
 
     Input ``images`` (float32, any batch, height and width the model takes), output ``logits``.
-    ``example`` (default: two synthetic images of ``image_size``) is the tracing input.
+    Written by :mod:`qzoo.onnx_writer`; the file runs bit for bit as torch's TorchScript-based exporter's did.
     """
-    backend = quantization.require_int8(model, "export_onnx")
-    if backend not in ORT_BACKENDS:
-        raise ValueError(f"this model was quantized for {backend!r}, whose 8-bit activations can overflow "
-                         "ONNX Runtime's int8 kernels on CPUs without VNNI; quantize it with backend='x86'")
-    if importlib.util.find_spec("onnx") is None:  # torch's exporter needs it
-        raise ImportError(f"ONNX export needs the onnx package: {_INSTALL}")
-    model.eval()
-    example = synthetic_images(2, image_size, seed=11) if example is None else example
-    buffer = io.BytesIO()
-    with (torch.no_grad(), quantization.backend_engine(backend), tracing_warnings_silenced(),
-          _int8_pad_and_slice_exportable()):
-        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET,
-                          input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}})
-    data = buffer.getvalue()
+    quantization.require_int8(model, "export_onnx")
+    tensors, entries = serialization.int8_tensors(model.state_dict())
+    data = int8_onnx(record_of(model), tensors, entries)
+    if path is not None:
+        write_atomic(path, data)
+    return data
+
+
+def onnx_from_pretrained(source: str | os.PathLike[str], path: str | os.PathLike[str] | None = None, *,
+                         revision: str | None = None, progress: bool = True) -> bytes:
+    """The ONNX file of an int8 qzoo folder (local, weights entry name or hub repo id), read as plain
+    tensors: no int8 model is built and no quantized tensor made, so it runs with a torch that has no
+    quantized types (the same file as ``export_onnx(qzoo.from_pretrained(source))``). Also written to
+    ``path``, atomically."""
+    record, tensors, entries = hub.int8_parts(source, revision=revision, progress=progress)
+    data = int8_onnx(record, tensors, entries)
     if path is not None:
         write_atomic(path, data)
     return data

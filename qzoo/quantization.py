@@ -789,6 +789,35 @@ def freeze_batchnorm_stats(model: nn.Module) -> nn.Module:
     return model
 
 
+def is_observer(module: nn.Module) -> bool:
+    """Whether ``module`` is an observer ``prepare`` inserted (its owner's output grid is recorded there)."""
+    return isinstance(module, tq.ObserverBase)
+
+
+def is_fused_block(module: nn.Module) -> bool:
+    """Whether ``module`` is a fused conv/linear block (``ConvReLU2d``...), float or prepared."""
+    return isinstance(module, nni._FusedModule)
+
+
+def is_quant_stub(module: nn.Module) -> bool:
+    return isinstance(module, QuantStub)
+
+
+def is_dequant_stub(module: nn.Module) -> bool:
+    return isinstance(module, DeQuantStub)
+
+
+def fixed_output_grid(module: nn.Module) -> tuple[float, int] | None:
+    """``(scale, zero_point)`` of a prepared layer whose int8 output grid is fixed (sigmoid, hardsigmoid), else
+    ``None``: its fixed-qparams observer's, or, unobserved, the grid torch's quint8 kernels give ([0, 1] in 256 steps)."""
+    observer = module._modules.get("activation_post_process")
+    if isinstance(observer, tq.FixedQParamsObserver):
+        return float(observer.scale), int(observer.zero_point)
+    if observer is None and isinstance(module, (nn.Sigmoid, nn.Hardsigmoid)):
+        return 1.0 / 256, 0
+    return None
+
+
 def is_int8(model: nn.Module) -> bool:
     """Whether ``model`` was converted to int8 by qzoo (``convert`` or ``int8_skeleton``)."""
     return record_of(model).mode == "int8"

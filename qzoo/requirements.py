@@ -7,6 +7,8 @@ from torch.torch_version import TorchVersion
 
 MINIMUM_TORCH = (2, 10)
 """Earlier releases have known code-execution and memory-corruption flaws in ``weights_only`` loading."""
+SUPPORTED_TORCH = ">=2.10,<2.16"
+"""The range pyproject.toml pins and CI tests at both ends (tests/legs)."""
 
 
 def check_torch_version(version: str = torch.__version__) -> None:
@@ -15,5 +17,5 @@ def check_torch_version(version: str = torch.__version__) -> None:
         wanted = ".".join(map(str, MINIMUM_TORCH))
         raise ImportError(
             f"qzoo needs torch>={wanted}, found torch {version}: earlier releases have known flaws in "
-            f"torch.load(weights_only=True), which qzoo relies on; pip install 'torch>={wanted},<2.15'"
+            f"torch.load(weights_only=True), which qzoo relies on; pip install 'torch{SUPPORTED_TORCH}'"
         )

@@ -44,6 +44,7 @@ from ._record import record_of
 from ._version import __version__
 
 __all__ = ["IntegrityError", "write_atomic", "save_state", "load_state", "read_header", "save_int8", "read_int8",
+           "read_int8_tensors", "int8_tensors",
            "load_int8_state", "state_digest", "stored_values", "read_torch_checkpoint"]
 
 FORMAT = "qzoo.state"
@@ -224,8 +225,9 @@ def save_int8(model: nn.Module, path: str | os.PathLike[str], *, architecture: s
     return path
 
 
-def read_int8(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read and verify an int8 file: its header and the rebuilt ``state_dict`` (quantized tensors).
+def read_int8_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, Any]]:
+    """Read and verify an int8 file as plain tensors: its header, the tensors, and their ``entries``
+    (the layout in the module docstring). Makes no quantized tensor, so it runs where torch has none.
 
     Raises :class:`IntegrityError` for a truncated or changed file, or one that is not qzoo int8.
     """
@@ -243,6 +245,15 @@ def read_int8(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, A
     entries = header.get("entries")
     if not isinstance(entries, dict):
         raise IntegrityError(f"{path}: header has no entries table")
+    return header, tensors, entries
+
+
+def read_int8(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read and verify an int8 file: its header and the rebuilt ``state_dict`` (quantized tensors).
+
+    Raises :class:`IntegrityError` for a truncated or changed file, or one that is not qzoo int8.
+    """
+    header, tensors, entries = read_int8_tensors(path)
     state: dict[str, Any] = {}
     key = None
     try:

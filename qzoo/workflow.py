@@ -326,7 +326,7 @@ def export(loaded: Loaded, out: str | os.PathLike[str], *, format: str = "torchs
                          "or `qzoo qat` first and export the folder they write")
     backend = quantization.model_backend(model)
     if format == "onnx":
-        onnx_export.export_onnx(model, out, image_size=image_size)
+        onnx_export.export_onnx(model, out)
         note = "run it with onnxruntime.InferenceSession or qzoo.OnnxRuntimeModel; input 'images'"
     elif format == "torchscript":
         buffer = io.BytesIO()

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 
 import huggingface_hub.constants
 import pytest
+import torch
 
 from qzoo import pretrained, registry
 from qzoo.pretrained import Weights
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n 2 on 2 cores: one thread per worker, for torch here and the processes tests start
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

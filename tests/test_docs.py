@@ -16,7 +16,10 @@ README = (ROOT / "README.md").read_text()
 def test_readme_is_short_and_keeps_the_ci_test_command():
     assert len(README.splitlines()) <= 200
     command = README.split("<!-- test-command:start -->", 1)[1].split("<!-- test-command:end -->", 1)[0]
-    assert "python -m pytest" in command and "pip install -e" in command
+    assert "bash tests/run-legs.sh" in command
+    script = (ROOT / "tests" / "run-legs.sh").read_text()
+    assert '-e ".[test]"' in script and "-m pytest" in script and "python3 -m venv --clear" in script
+    assert sorted(p.stem for p in (ROOT / "tests" / "legs").glob("*.txt")) == ["newest", "oldest"]
 
 
 def test_every_link_into_docs_exists():

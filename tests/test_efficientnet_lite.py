@@ -177,15 +177,15 @@ INT8_BOUNDS = {INT8_ENTRIES[0]: (0.3, 97.0), INT8_ENTRIES[1]: (1.5, 95.0), INT8_
 @pytest.mark.parametrize("name", INT8_ENTRIES)
 def test_int8_entries_keep_their_recorded_accuracy_on_the_held_out_photographs(name):
     """tools/imagenet_lite.py records each int8 model's top-1 on the 500 odd-class photographs (never
-    used for calibration); loaded by entry name it gives it again (within one image, for another CPU's
-    rounding), and the recorded drop and agreement stay within the bounds above."""
+    used for calibration); loaded by entry name it gives it again (within one image, for another CPU's or
+    torch release's rounding: Lite2 gives one image less on torch 2.10), and the recorded drop and agreement stay within the bounds above."""
     entry = qzoo.get_weights(name)
     images, transforms = held_out(entry)
     model = qzoo.from_pretrained(name)
     measured = train.evaluate(model, images.batches(100, mean=transforms.mean, std=transforms.std), progress=False)
     recorded = json.loads((WEIGHTS / name / "metrics.json").read_text())
     assert recorded["int8"] == dict(entry.metrics["ImageNet sample (500 odd-class images)"])
-    assert measured["images"] == 500 and abs(measured["acc1"] - recorded["int8"]["acc1"]) <= 0.2
+    assert measured["images"] == 500 and round(abs(measured["acc1"] - recorded["int8"]["acc1"]) * 5) <= 1  # images
     drop, agreement = INT8_BOUNDS[name]
     assert recorded["float"]["acc1"] - recorded["int8"]["acc1"] <= drop and recorded["agreement_all"] >= agreement
 

@@ -32,12 +32,15 @@ def test_torchvision_float_state_dict_loads_strictly_and_outputs_match(name):
     model = qzoo.get_model(name, **arguments(name)).eval()
     model.load_state_dict(reference.state_dict(), strict=True)
     x = images(4, seed=3, size=size)
-    if qzoo.registry.model_spec(name).family.endswith(FLOAT64_FAMILIES):
+    in_float64 = qzoo.registry.model_spec(name).family.endswith(FLOAT64_FAMILIES)
+    if in_float64:
         reference, model, x = reference.double(), model.double(), x.double()
     with torch.no_grad():
         expected, actual = reference(x), model(x)
     assert_varies(expected)
-    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+    # float64 logits of the deepest nets reach 10^4: 1e-5 alone would ask for 1e-9 relative (b6 misses it
+    # by 1.2e-5 on one thread)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-8 if in_float64 else 0)
 
 
 def meta_model(build, name: str, monkeypatch) -> nn.Module:

@@ -76,8 +76,9 @@ def test_ptq_of_every_family_follows_float_on_held_out_images(name):
     """Calibrated on one set of images, compared on another. Measured on trained-like networks
     (branch scale 0.1; x86, 2026-11-28): int8 cosine 0.95 (mobilenet_v2) to 0.995, while 4-bit
     activations (a broken observer) reach 0.57 to 0.83: the 0.94 floor catches that regression.
-    Top-1 agreement among 10 near-equal random logits is noisy (0.75 to 1.0 at 8 bits), so its floor
-    is loose; the trained CIFAR-10 models carry the agreement claims (test_onnx_export, test_weights_folder)."""
+    Top-1 agreement among 10 near-equal random logits is noise (0.56 to 1.0 at 8 bits across torch
+    2.10 to 2.15 and one or two threads), so its floor only catches a model that ignores its input;
+    the trained CIFAR-10 models carry the agreement claims (test_onnx_export, test_weights_folder)."""
     model = trained_like(name, 0.1)
     held_out = images(16, seed=2, size=input_size(name))
     with torch.no_grad():
@@ -87,7 +88,7 @@ def test_ptq_of_every_family_follows_float_on_held_out_images(name):
     int8 = quantized_copy(model, backend, calibration=images(16, seed=1, size=input_size(name)))
     output = run(int8, held_out, backend)
     assert cosine(reference, output) > 0.94
-    assert (reference.argmax(1) == output.argmax(1)).float().mean() >= 0.7
+    assert (reference.argmax(1) == output.argmax(1)).float().mean() >= 0.5
 
 
 def test_an_uncalibrated_int8_structure_is_far_below_the_floor():

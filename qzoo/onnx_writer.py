@@ -1,0 +1,466 @@
+"""qzoo's own ONNX writer: an int8 model's QDQ graph built from its modules with ``onnx.helper``.
+
+No ``torch.onnx`` and no quantized tensor types: the graph comes from tracing (``torch.fx``) the
+model's PTQ-prepared float skeleton, whose modules are named as the int8 model's, and every number
+from the int8 state as plain tensors (int8 weights, per-channel scales, activation scales), as
+:func:`qzoo.serialization.int8_tensors` splits a live model or an int8 file stores them.
+
+Each value that int8 holds as a quantized tensor appears as ``QuantizeLinear -> DequantizeLinear``
+with its own scale and zero point; weights as int8 initializers behind ``DequantizeLinear`` (axis 0,
+per channel or per tensor), biases as int32 at input scale x weight scale. ONNX Runtime fuses these
+patterns into QLinearConv, QGemm, QLinearAdd... Ops that keep their input's scale (pools, pads,
+ReLU6) re-quantize with it, so averages round to the grid as torch's int8 kernels do; reshapes,
+transposes and splits move codes unchanged and carry none. Height, width and batch stay dynamic.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+from . import quantization
+from .models.efficientnet_lite import SamePad2d, SameSubsample2d, _same_total
+
+OPSET = 17
+"""ONNX opset of the written graph (per-channel QDQ needs 13 or later)."""
+
+__all__ = ["OPSET", "write_onnx"]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An activation's int8 grid: the initializer names of its scale and zero point, and their values."""
+
+    scale: str
+    zero_point: str
+    scale_value: float
+    zero_point_value: int
+
+
+@dataclass(frozen=True)
+class Value:
+    """An fx value in the graph: the ONNX name of its float tensor and its int8 grid (None: float)."""
+
+    name: str
+    grid: Grid | None = None
+    rank: int = 4
+
+
+class _Tracer(fx.Tracer):
+    """Stops at observers, fused blocks and EfficientNet-Lite's SAME padding modules, which the writer emits whole."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        if quantization.is_observer(module) or quantization.is_fused_block(module):
+            return True
+        if quantization.is_quant_stub(module) or quantization.is_dequant_stub(module):
+            return True
+        if isinstance(module, (SamePad2d, SameSubsample2d, quantization.ReLU6AsRange)):
+            return True
+        return super().is_leaf_module(module, qualified_name)
+
+
+class _Writer:
+    """Builds nodes and initializers for one graph; one method per kind of fx node."""
+
+    def __init__(self, skeleton: nn.Module, tensors: dict[str, Tensor], entries: dict[str, Any]) -> None:
+        from onnx import TensorProto, helper, numpy_helper
+
+        self.helper, self.numpy_helper, self.proto = helper, numpy_helper, TensorProto
+        self.skeleton, self.tensors, self.entries = skeleton, tensors, entries
+        self.modules = dict(skeleton.named_modules())
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self.values: dict[fx.Node, Any] = {}
+        self._count = 0
+
+    # --------------------------------------------------------------------------------- building blocks
+
+    def _name(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint.replace('.', '/')}_{self._count}"
+
+    def constant(self, hint: str, array: np.ndarray) -> str:
+        name = self._name(hint)
+        self.initializers.append(self.numpy_helper.from_array(np.array(array, order="C"), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], hint: str, outputs: int = 1, **attributes: Any) -> list[str]:
+        names = [self._name(f"{hint}/{op}") for _ in range(outputs)]
+        self.nodes.append(self.helper.make_node(op, inputs, names, name=self._name(hint), **attributes))
+        return names
+
+    def grid_of(self, owner: str) -> Grid:
+        """The output grid a converted module ``owner`` stores (``owner.scale``, ``owner.zero_point``),
+        or the fixed grid of its observer (sigmoid, hardsigmoid)."""
+        scale, zero_point = self.tensors.get(f"{owner}.scale"), self.tensors.get(f"{owner}.zero_point")
+        if scale is None or zero_point is None:
+            fixed = quantization.fixed_output_grid(self.modules[owner])
+            if fixed is None:
+                raise ValueError(f"the int8 state has no output scale for {owner!r}: is it this model's state?")
+            scale_value, zero_point_value = fixed
+        else:
+            scale_value, zero_point_value = float(scale.reshape(())), int(zero_point.reshape(()))
+        if not (math.isfinite(scale_value) and scale_value > 0 and 0 <= zero_point_value <= 255):
+            raise ValueError(f"{owner}: output scale {scale_value} / zero point {zero_point_value} is no quint8 grid")
+        return Grid(self.constant(f"{owner}.scale", np.array(scale_value, dtype=np.float32)),
+                    self.constant(f"{owner}.zero_point", np.array(zero_point_value, dtype=np.uint8)),
+                    scale_value, zero_point_value)
+
+    def requantize(self, name: str, grid: Grid, hint: str, rank: int = 4) -> Value:
+        """``name`` rounded to ``grid`` and read back: where int8 stores a tensor."""
+        (quantized,) = self.node("QuantizeLinear", [name, grid.scale, grid.zero_point], hint)
+        (restored,) = self.node("DequantizeLinear", [quantized, grid.scale, grid.zero_point], hint)
+        return Value(restored, grid, rank)
+
+    def int8_weight(self, key: str, spec: dict[str, Any], hint: str) -> tuple[str, np.ndarray]:
+        """``DequantizeLinear`` of a stored int8 weight (``spec``: its entry); returns its output and float32 scales."""
+        values = self.tensors[key].numpy()
+        if values.dtype != np.int8:
+            raise ValueError(f"{key}: int8 weights stored as {values.dtype}")
+        scale = self.tensors[f"{key}:scale"].to(torch.float32).numpy().reshape(-1)
+        if not (np.isfinite(scale).all() and (scale > 0).all()):
+            raise ValueError(f"{key}: a weight scale is not a finite positive number")
+        zero_point = self.tensors[f"{key}:zero_point"].numpy().astype(values.dtype).reshape(-1)
+        per_channel = spec.get("qscheme") == "per_channel_affine"
+        scale_name = self.constant(f"{hint}.weight_scale", scale if per_channel else scale.reshape(()))
+        zero_name = self.constant(f"{hint}.weight_zero_point", zero_point if per_channel else zero_point.reshape(()))
+        (weight,) = self.node("DequantizeLinear", [self.constant(f"{hint}.weight", values), scale_name, zero_name],
+                              hint, **({"axis": int(spec.get("axis", 0))} if per_channel else {}))
+        return weight, scale
+
+    def int32_bias(self, bias: Tensor, input_grid: Grid, weight_scale: np.ndarray, hint: str) -> str:
+        """The bias as int32 at ``input scale x weight scale`` (float32) behind ``DequantizeLinear``, as ORT's
+        integer kernels take it; rounded toward zero as torch's TorchScript-based exporter wrote it, so files
+        run as before bit for bit (rounding to nearest measured no better: issue 17's closing note)."""
+        scale = (np.float32(input_grid.scale_value) * weight_scale).astype(np.float32)
+        scale = np.broadcast_to(scale, bias.shape).copy()
+        codes = np.trunc(bias.detach().to(torch.float32).numpy() / scale).astype(np.int32)
+        (restored,) = self.node("DequantizeLinear", [self.constant(f"{hint}.bias", codes),
+                                                     self.constant(f"{hint}.bias_scale", scale),
+                                                     self.constant(f"{hint}.bias_zero_point",
+                                                                   np.zeros(bias.shape, np.int32))],
+                                hint, axis=0)
+        return restored
+
+    def ints(self, values: Iterable[int], hint: str) -> str:
+        return self.constant(hint, np.array(list(values), dtype=np.int64))
+
+    # ------------------------------------------------------------------------------------ modules
+
+    def conv_or_linear(self, name: str, module: nn.Module, x: Value) -> Value:
+        inner = module[0] if quantization.is_fused_block(module) else module
+        relu = quantization.is_fused_block(module) and len(module) > 1 and isinstance(module[1], nn.ReLU)
+        packed = f"{name}._packed_params._packed_params"
+        if packed in self.entries:  # int8 Linear: packed (weight, bias)
+            weight_key, spec, bias = f"{packed}:weight", self.entries[packed]["weight"], self.tensors.get(f"{packed}:bias")
+        else:
+            weight_key, spec, bias = f"{name}.weight", self.entries.get(f"{name}.weight", {}), self.tensors.get(f"{name}.bias")
+        int8 = spec.get("kind") == "quantized"
+        if int8:
+            if x.grid is None:
+                raise ValueError(f"{name}: an int8 layer fed by a float value (a missing QuantStub?)")
+            weight, weight_scale = self.int8_weight(weight_key, spec, name)
+            bias_name = [self.int32_bias(bias, x.grid, weight_scale, name)] if bias is not None else []
+        else:  # kept float (FloatLayer): its own float weights, fused BatchNorm folded in
+            prefix = f"{name}.0" if quantization.is_fused_block(module) else name
+            weight = self.constant(f"{prefix}.weight", self.tensors[f"{prefix}.weight"].to(torch.float32).numpy())
+            float_bias = self.tensors.get(f"{prefix}.bias")
+            bias_name = [self.constant(f"{prefix}.bias", float_bias.to(torch.float32).numpy())] if float_bias is not None else []
+        if isinstance(inner, nn.Conv2d):
+            (out,) = self.node("Conv", [x.name, weight, *bias_name], name, **_conv_attributes(inner))
+        elif isinstance(inner, nn.Linear):
+            if x.rank != 2:
+                raise NotImplementedError(f"{name}: a linear layer on a rank-{x.rank} input")
+            (out,) = self.node("Gemm", [x.name, weight, *bias_name], name, transB=1)
+        else:
+            raise NotImplementedError(f"{name}: no ONNX form for a {type(inner).__name__} yet")
+        if relu:
+            (out,) = self.node("Relu", [out], name)
+        return self.requantize(out, self.grid_of(name), name, x.rank) if int8 else Value(out, None, x.rank)
+
+    def call_module(self, node: fx.Node, module: nn.Module, args: list[Any]) -> Any:
+        name = str(node.target)
+        x = args[0]
+        if quantization.is_observer(module):  # a FloatFunctional's output: int8 stores it on its owner's grid
+            owner = name.rpartition(".")[0]
+            return self.requantize(x.name, self.grid_of(owner), owner, x.rank)
+        if quantization.is_quant_stub(module):
+            return self.requantize(x.name, self.grid_of(name), name, x.rank)
+        if quantization.is_dequant_stub(module):
+            return Value(x.name, None, x.rank)
+        if quantization.is_fused_block(module) or isinstance(module, (nn.Conv2d, nn.Linear)):
+            return self.conv_or_linear(name, module, x)
+        if isinstance(module, (nn.Identity, nn.Dropout)):
+            return x
+        if isinstance(module, nn.ReLU):
+            (out,) = self.node("Relu", [x.name], name)
+            return Value(out, x.grid, x.rank)
+        if isinstance(module, quantization.ReLU6AsRange):
+            return self.relu6_as_range(x, name)
+        if isinstance(module, nn.ReLU6):
+            return self.keep_grid("Clip", x, name, extra=[self._float(0.0, name), self._float(6.0, name)])
+        if isinstance(module, nn.MaxPool2d):
+            return self.keep_grid("MaxPool", x, name, **_pool_attributes(module))
+        if isinstance(module, nn.AvgPool2d):
+            return self.keep_grid("AveragePool", x, name, **_pool_attributes(module),
+                                  count_include_pad=int(module.count_include_pad))
+        if isinstance(module, nn.AdaptiveAvgPool2d):
+            _require_global(module.output_size, name)
+            return self.keep_grid("GlobalAveragePool", x, name)
+        if isinstance(module, (nn.Hardswish, nn.Sigmoid, nn.Hardsigmoid)):
+            op = {nn.Hardswish: "HardSwish", nn.Sigmoid: "Sigmoid", nn.Hardsigmoid: "HardSigmoid"}[type(module)]
+            attributes = {"alpha": 1 / 6, "beta": 0.5} if op == "HardSigmoid" else {}
+            (out,) = self.node(op, [x.name], name, **attributes)
+            return self.requantize(out, self.grid_of(name), name, x.rank) if x.grid is not None else Value(out, None, x.rank)
+        if isinstance(module, SamePad2d):
+            return self.same_pad(x, module, name)
+        if isinstance(module, SameSubsample2d):
+            return self.same_subsample(x, module, name)
+        raise NotImplementedError(f"{name}: qzoo's ONNX writer has no form for a {type(module).__name__}")
+
+    def keep_grid(self, op: str, x: Value, hint: str, extra: list[str] | None = None, rank: int | None = None,
+                  **attributes: Any) -> Value:
+        """An op whose int8 form keeps its input's scale: the float op, rounded back to that grid."""
+        (out,) = self.node(op, [x.name, *(extra or [])], hint, **attributes)
+        rank = x.rank if rank is None else rank
+        return self.requantize(out, x.grid, hint, rank) if x.grid is not None else Value(out, None, rank)
+
+    def _float(self, value: float, hint: str) -> str:
+        return self.constant(f"{hint}.bound", np.array(value, dtype=np.float32))
+
+    def relu6_as_range(self, x: Value, hint: str) -> Value:
+        """:class:`qzoo.quantization.ReLU6AsRange` as int8 runs it: a clamp only where the grid can hold
+        values outside [0, 6]."""
+        grid = x.grid
+        if grid is None or not (grid.zero_point_value > 0 or (255 - grid.zero_point_value) * grid.scale_value > 6.0):
+            return x
+        return self.keep_grid("Clip", x, hint, extra=[self._float(0.0, hint), self._float(6.0, hint)])
+
+    # ------------------------------------------------------------------------ sizes, SAME padding
+
+    def _side(self, x: Value, axis: int, hint: str) -> str:
+        (shape,) = self.node("Shape", [x.name], hint)
+        (side,) = self.node("Gather", [shape, self.ints([axis], f"{hint}.axis")], hint, axis=0)
+        return side
+
+    def _same_total(self, side: str, kernel: int, stride: int, hint: str) -> str:
+        """``(ceil(side / stride) - 1) * stride + kernel - side`` on int64 tensors (see ``_same_total``)."""
+        assert _same_total(stride, kernel, stride) == kernel - stride  # the formula this mirrors
+        (up,) = self.node("Add", [side, self.ints([stride - 1], hint)], hint)
+        (blocks,) = self.node("Div", [up, self.ints([stride], hint)], hint)
+        (span,) = self.node("Mul", [blocks, self.ints([stride], hint)], hint)
+        (total,) = self.node("Add", [span, self.ints([kernel - stride], hint)], hint)
+        (total,) = self.node("Sub", [total, side], hint)
+        return total
+
+    def same_pad(self, x: Value, module: SamePad2d, hint: str) -> Value:
+        halves = []
+        for axis in (2, 3):
+            total = self._same_total(self._side(x, axis, hint), module.kernel_size, module.stride, hint)
+            (before,) = self.node("Div", [total, self.ints([2], hint)], hint)
+            (after,) = self.node("Sub", [total, before], hint)
+            halves.append((before, after))
+        zeros = self.ints([0, 0], hint)
+        (pads,) = self.node("Concat", [zeros, halves[0][0], halves[1][0], zeros, halves[0][1], halves[1][1]],
+                            hint, axis=0)
+        return self.keep_grid("Pad", x, hint, extra=[pads])
+
+    def same_subsample(self, x: Value, module: SameSubsample2d, hint: str) -> Value:
+        starts = []
+        for axis in (2, 3):
+            total = self._same_total(self._side(x, axis, hint), module.kernel_size, module.stride, hint)
+            (half,) = self.node("Div", [total, self.ints([2], hint)], hint)
+            (start,) = self.node("Sub", [self.ints([module.kernel_size // 2], hint), half], hint)
+            starts.append(start)
+        (begin,) = self.node("Concat", starts, hint, axis=0)
+        big = self.ints([2**62, 2**62], hint)
+        (out,) = self.node("Slice", [x.name, begin, big, self.ints([2, 3], hint),
+                                     self.ints([module.stride, module.stride], hint)], hint)
+        return Value(out, x.grid, x.rank)
+
+    # --------------------------------------------------------------------------------- functions
+
+    def call_function(self, node: fx.Node, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        target, hint = node.target, node.name
+        if target is operator.getitem:
+            return args[0][args[1]] if isinstance(args[0], (list, tuple)) else self.shape_item(args[0], args[1], hint)
+        if target is operator.floordiv:
+            return self.int_op("Div", args, hint)
+        if target in (operator.mul, operator.add, operator.sub) and _is_size(args):
+            op = {operator.mul: "Mul", operator.add: "Add", operator.sub: "Sub"}[target]
+            return self.int_op(op, args, hint)
+        if target in (torch.add, operator.add, torch.mul, operator.mul):
+            op = "Add" if target in (torch.add, operator.add) else "Mul"
+            (out,) = self.node(op, [self.operand(args[0], hint), self.operand(args[1], hint)], hint)
+            return Value(out, None, max(arg.rank for arg in args if isinstance(arg, Value)))
+        if target in (torch.relu, torch.nn.functional.relu):
+            (out,) = self.node("Relu", [args[0].name], hint)
+            return Value(out, args[0].grid, args[0].rank)
+        if target is torch.cat:
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+            (out,) = self.node("Concat", [value.name for value in args[0]], hint, axis=dim)
+            return Value(out, None, args[0][0].rank)
+        if target is torch.flatten:
+            return self.flatten(args[0], kwargs.get("start_dim", args[1] if len(args) > 1 else 0), hint)
+        if target is torch.transpose:
+            return self.transpose(args[0], args[1], args[2], hint)
+        if target is torch.nn.functional.adaptive_avg_pool2d:
+            _require_global(args[1] if len(args) > 1 else kwargs["output_size"], hint)
+            return self.keep_grid("GlobalAveragePool", args[0], hint)
+        if target in (torch.nn.functional.avg_pool2d, torch.nn.functional.max_pool2d):
+            return self.functional_pool(target, node, args, kwargs, hint)
+        if getattr(target, "__name__", "") == "stochastic_depth":  # identity in eval mode
+            return args[0]
+        raise NotImplementedError(f"{node.name}: qzoo's ONNX writer has no form for {target}")
+
+    def operand(self, value: Any, hint: str) -> str:
+        return value.name if isinstance(value, Value) else self._float(float(value), hint)
+
+    def functional_pool(self, target: Any, node: fx.Node, args: list[Any], kwargs: dict[str, Any], hint: str) -> Value:
+        signature = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad") \
+            if target is torch.nn.functional.avg_pool2d else ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+        options = dict(zip(signature, args[1:], strict=False)) | kwargs
+        pool = (nn.AvgPool2d if target is torch.nn.functional.avg_pool2d else nn.MaxPool2d)(**options)
+        if isinstance(pool, nn.AvgPool2d):
+            return self.keep_grid("AveragePool", args[0], hint, **_pool_attributes(pool),
+                                  count_include_pad=int(pool.count_include_pad))
+        return self.keep_grid("MaxPool", args[0], hint, **_pool_attributes(pool))
+
+    def flatten(self, x: Value, start_dim: int, hint: str) -> Value:
+        if start_dim != 1:
+            raise NotImplementedError(f"{hint}: flatten from dim {start_dim}")
+        (out,) = self.node("Flatten", [x.name], hint, axis=1)
+        return Value(out, x.grid, 2)
+
+    def transpose(self, x: Value, first: int, second: int, hint: str) -> Value:
+        order = list(range(x.rank))
+        order[first], order[second] = order[second], order[first]
+        (out,) = self.node("Transpose", [x.name], hint, perm=order)
+        return Value(out, x.grid, x.rank)
+
+    # ------------------------------------------------------------------- sizes as int64 tensors
+
+    def shape_item(self, shape: Any, index: int, hint: str) -> Any:
+        (item,) = self.node("Gather", [shape.name, self.ints([index], hint)], hint, axis=0)
+        return _Size(item)
+
+    def int_op(self, op: str, args: list[Any], hint: str) -> Any:
+        operands = [value.name if isinstance(value, _Size) else self.ints([int(value)], hint) for value in args]
+        (out,) = self.node(op, operands, hint)
+        return _Size(out)
+
+    def call_method(self, node: fx.Node, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        method, x, hint = str(node.target), args[0], node.name
+        if method == "size":
+            (shape,) = self.node("Shape", [x.name], hint)
+            return _Size(shape) if len(args) == 1 else self.shape_item(_Size(shape), args[1], hint)
+        if method in ("contiguous", "clone"):
+            return x
+        if method in ("view", "reshape"):
+            sizes = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+            pieces = [size.name if isinstance(size, _Size) else self.ints([int(size)], hint) for size in sizes]
+            (shape,) = self.node("Concat", pieces, hint, axis=0)
+            (out,) = self.node("Reshape", [x.name, shape], hint)
+            return Value(out, x.grid, len(pieces))
+        if method == "transpose":
+            return self.transpose(x, args[1], args[2], hint)
+        if method == "flatten":
+            return self.flatten(x, kwargs.get("start_dim", args[1] if len(args) > 1 else 0), hint)
+        if method == "chunk":
+            chunks, dim = args[1], kwargs.get("dim", args[2] if len(args) > 2 else 0)
+            outs = self.node("Split", [x.name], hint, outputs=chunks, axis=dim)
+            return [Value(out, x.grid, x.rank) for out in outs]
+        if method == "mean":
+            dims = list(args[1] if len(args) > 1 else kwargs["dim"])
+            keep = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
+            return self.keep_grid("ReduceMean", x, hint, rank=x.rank if keep else x.rank - len(dims), axes=dims,
+                                  keepdims=int(keep))
+        raise NotImplementedError(f"{node.name}: qzoo's ONNX writer has no form for the method {method!r}")
+
+
+@dataclass(frozen=True)
+class _Size:
+    """A size (or a shape) computed in the graph, as a 1-D int64 tensor."""
+
+    name: str
+
+
+def _is_size(args: Iterable[Any]) -> bool:
+    return any(isinstance(arg, _Size) for arg in args) and not any(isinstance(arg, Value) for arg in args)
+
+
+def _pair(value: int | tuple[int, ...]) -> list[int]:
+    return list(value) if isinstance(value, (tuple, list)) else [value, value]
+
+
+def _conv_attributes(conv: nn.Conv2d) -> dict[str, Any]:
+    if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+        raise NotImplementedError(f"conv padding {conv.padding!r} ({conv.padding_mode})")
+    top, left = conv.padding
+    return {"kernel_shape": list(conv.kernel_size), "strides": list(conv.stride), "dilations": list(conv.dilation),
+            "pads": [top, left, top, left], "group": conv.groups}
+
+
+def _pool_attributes(pool: nn.MaxPool2d | nn.AvgPool2d) -> dict[str, Any]:
+    kernel = _pair(pool.kernel_size)
+    stride = _pair(pool.stride if pool.stride else pool.kernel_size)
+    top, left = _pair(pool.padding)
+    attributes = {"kernel_shape": kernel, "strides": stride, "pads": [top, left, top, left],
+                  "ceil_mode": int(pool.ceil_mode)}
+    if isinstance(pool, nn.MaxPool2d) and _pair(pool.dilation) != [1, 1]:
+        attributes["dilations"] = _pair(pool.dilation)
+    return attributes
+
+
+def _require_global(output_size: Any, hint: str) -> None:
+    if _pair(output_size) != [1, 1]:
+        raise NotImplementedError(f"{hint}: adaptive average pooling to {output_size} (only to 1x1)")
+
+
+def write_onnx(skeleton: nn.Module, tensors: dict[str, Tensor], entries: dict[str, Any], *,
+               producer: str = "qzoo") -> bytes:
+    """The ONNX (QDQ) file of an int8 model: ``skeleton`` is the model's PTQ-prepared float structure
+    (:func:`qzoo.quantization.prepare_ptq` of its architecture, float layers as saved), ``tensors`` and
+    ``entries`` its int8 state as :func:`qzoo.serialization.int8_tensors` gives them. Input ``images``
+    (float32, any batch, height and width), output ``logits``."""
+    import onnx
+
+    skeleton.eval()
+    graph = _Tracer().trace(skeleton)
+    writer = _Writer(skeleton, tensors, entries)
+    output = None
+    for node in graph.nodes:
+        args = fx.node.map_arg(node.args, lambda n: writer.values[n])
+        kwargs = fx.node.map_arg(node.kwargs, lambda n: writer.values[n])
+        if node.op == "placeholder":
+            writer.values[node] = Value("images")
+        elif node.op == "call_module":
+            writer.values[node] = writer.call_module(node, writer.modules[str(node.target)], list(args))
+        elif node.op == "call_function":
+            writer.values[node] = writer.call_function(node, list(args), dict(kwargs))
+        elif node.op == "call_method":
+            writer.values[node] = writer.call_method(node, list(args), dict(kwargs))
+        elif node.op == "output":
+            output = args[0]
+        else:
+            raise NotImplementedError(f"{node.name}: fx node kind {node.op!r}")
+    if not isinstance(output, Value) or output.grid is not None:
+        raise ValueError("the model's output is not a float tensor after a DeQuantStub")
+    helper, proto = writer.helper, writer.proto
+    writer.nodes.append(helper.make_node("Identity", [output.name], ["logits"], name="logits"))
+    model = helper.make_model(
+        helper.make_graph(writer.nodes, "qzoo_int8",
+                          [helper.make_tensor_value_info("images", proto.FLOAT, ["batch", 3, "height", "width"])],
+                          [helper.make_tensor_value_info("logits", proto.FLOAT, ["batch", None])],
+                          writer.initializers),
+        opset_imports=[helper.make_opsetid("", OPSET)], producer_name=producer)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
