@@ -18,6 +18,7 @@ def tracing_warnings_silenced() -> Iterator[None]:
     checks against the eager model after each trace are the guard these warnings stand for.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        for category in (FutureWarning, DeprecationWarning):  # which one depends on the torch release
+            warnings.filterwarnings("ignore", category=category, module=r"torch\.jit")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,24 @@ def test_the_optimized_graph_is_bit_identical_to_the_eager_int8_model(name, back
         with torch.inference_mode():  # under the default engine: the graph takes its own backend's
             assert torch.equal(optimized(x), expected)
     assert_varies(run(eager, images(5, seed=2), backend))
+
+
+def test_qzoos_own_calls_raise_no_warning_on_this_torch(tmp_path):
+    """torch deprecates TorchScript, eager quantization and quantized dtypes with warnings that differ by
+    release (2.10: DeprecationWarning from torch.jit; 2.15: others); none reaches a user of qzoo's own
+    calls: PTQ, QAT conversion, both fast paths, ONNX export, saving and loading (both CI legs run this)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        int8 = qzoo.quantize(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)), images(8, seed=1).split(4),
+                             progress=False)
+        for runtime in ("torch", "onnxruntime"):
+            run(qzoo.optimize_for_inference(int8, images(2, seed=3), runtime=runtime), images(2, seed=4))
+        qzoo.export_onnx(int8, tmp_path / "model.onnx")
+        run(qzoo.from_pretrained(qzoo.save_pretrained(int8, tmp_path / "saved")), images(2, seed=4))
+        qat = qzoo.prepare_qat(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)))
+        qat(images(4, seed=5))
+        qzoo.convert(qat.eval())
+    assert [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught] == []
 
 
 def test_optimize_for_inference_takes_int8_models_and_float32_images_only():

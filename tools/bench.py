@@ -192,8 +192,6 @@ def bench_model(name: str, batches: list[int], threads_list: list[int], repeats:
             sizes[QZOO_ORT] = len(on_ort.onnx_model)
         except ImportError:
             report["onnxruntime"] = "not installed: pip install -e '.[bench]'"
-        except Exception as error:  # noqa: BLE001 - torch's ONNX exporter cannot export this family's int8 model
-            report["onnx_export"] = f"{type(error).__name__}: {' '.join(str(error).split())[:2000]}"
         for batch in batches:
             images = synthetic_images(batch, image_size, seed=5)
             timings = benchmark.interleaved_timings(variants, images, repeats=repeats,
@@ -308,11 +306,6 @@ def markdown(report: dict[str, Any]) -> str:
               "ORT int8 is ORT's own static QDQ quantization (per-channel) of the float model, calibrated on the same "
               "64 images; qzoo int8 on ORT is qzoo's x86 int8 model exported to ONNX and run by ORT. "
               "Min times give the GOPS."]
-    failed = {name: model["onnx_export"] for name, model in report["models"].items() if "onnx_export" in model}
-    if failed:
-        lines += ["", "No qzoo-on-ORT column where torch's ONNX exporter fails on the int8 model: "
-                  + "; ".join(f"{name} ({reason.split(':', 1)[0]}, in bench.json)" for name, reason in failed.items())
-                  + "."]
     return "\n".join(lines) + "\n"
 
 
