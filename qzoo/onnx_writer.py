@@ -27,7 +27,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from . import quantization
-from .models.efficientnet_lite import SamePad2d, SameSubsample2d, _same_total
+from .models.efficientnet_lite import SamePad2d, SameSubsample2d
 
 OPSET = 17
 """ONNX opset of the written graph (per-channel QDQ needs 13 or later)."""
@@ -74,7 +74,7 @@ class _Writer:
         from onnx import TensorProto, helper, numpy_helper
 
         self.helper, self.numpy_helper, self.proto = helper, numpy_helper, TensorProto
-        self.skeleton, self.tensors, self.entries = skeleton, tensors, entries
+        self.tensors, self.entries = tensors, entries
         self.modules = dict(skeleton.named_modules())
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
@@ -252,8 +252,8 @@ class _Writer:
         return side
 
     def _same_total(self, side: str, kernel: int, stride: int, hint: str) -> str:
-        """``(ceil(side / stride) - 1) * stride + kernel - side`` on int64 tensors (see ``_same_total``)."""
-        assert _same_total(stride, kernel, stride) == kernel - stride  # the formula this mirrors
+        """TensorFlow's SAME padding total, ``(ceil(side / stride) - 1) * stride + kernel - side``, on int64
+        tensors (``qzoo.models.efficientnet_lite._same_total`` in the graph)."""
         (up,) = self.node("Add", [side, self.ints([stride - 1], hint)], hint)
         (blocks,) = self.node("Div", [up, self.ints([stride], hint)], hint)
         (span,) = self.node("Mul", [blocks, self.ints([stride], hint)], hint)

@@ -7,7 +7,7 @@ The networks are the test suite's trained-like random networks (``tests/test_qua
 small residual branches, refilled BatchNorm statistics, damped squeeze-excitation gates; plain
 chains get BatchNorm shifts of 1), calibrated on 16 synthetic images and compared with float on
 16 others: the cosine of the logits, and for the x86 model also ONNX Runtime's logits (qzoo's
-export), where torch's exporter can export the model. No ImageNet weights are involved: this
+export, docs/onnx.md). No ImageNet weights are involved: this
 measures the quantization path of each architecture, not an accuracy.
 """
 
