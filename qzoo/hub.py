@@ -288,10 +288,7 @@ def int8_parts(source: str | os.PathLike[str] | Source, *, revision: str | None 
     if config["mode"] != "int8":
         raise ValueError(f"{source} holds a {config['mode']} model, not int8: quantize it first (qzoo ptq)")
     header, tensors, entries = serialization.read_int8_tensors(weights_path)
-    for key in ("architecture", "kwargs", "backend"):
-        if header.get(key) != config.get(key):
-            raise IntegrityError(f"{weights_path} was written for {key}={header.get(key)!r} but config.json says "
-                                 f"{config.get(key)!r}: the folder mixes files of two models")
+    _check_same_model(header, config, weights_path)
     record = ModelRecord(architecture=config["architecture"], kwargs=config["kwargs"], weights=config.get("weights"),
                          backend=config.get("backend"), mode="int8",
                          float_layers=tuple(config.get("float_layers", ())),
@@ -357,14 +354,19 @@ def _checked_factory(config: dict[str, Any], path: Path) -> Any:
     return factory
 
 
+def _check_same_model(header: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    """The int8 file's own header must name the model config.json names."""
+    for key in ("architecture", "kwargs", "backend"):
+        if header.get(key) != config.get(key):
+            raise IntegrityError(f"{path} was written for {key}={header.get(key)!r} but config.json says "
+                                 f"{config.get(key)!r}: the folder mixes files of two models")
+
+
 def _build(factory: Any, config: dict[str, Any], path: Path) -> nn.Module:
     kwargs, mode, backend = dict(config["kwargs"]), config["mode"], config.get("backend")
     if mode == "int8":
         header, state = serialization.read_int8(path)
-        for key in ("architecture", "kwargs", "backend"):
-            if header.get(key) != config.get(key):
-                raise IntegrityError(f"{path} was written for {key}={header.get(key)!r} but config.json says "
-                                     f"{config.get(key)!r}: the folder mixes files of two models")
+        _check_same_model(header, config, path)
         model = quantization.int8_skeleton(factory(**kwargs), backend or quantization.DEFAULT_BACKEND,
                                            float_layers=config.get("float_layers", ()))
         serialization.load_int8_state(model, state, str(path))
