@@ -199,3 +199,17 @@ def test_an_int8_folder_runs_on_onnxruntime_without_torchs_quantized_tensors(mon
     assert torch.equal(OnnxRuntimeModel(data, threads=1)(x), expected)
     with pytest.raises(ValueError, match="not int8"):
         qzoo.onnx_from_pretrained(str(WEIGHTS / "mobilenet_v2.cifar10_float"))
+
+
+def test_a_folder_whose_config_names_another_model_than_its_int8_file_is_refused(tmp_path):
+    """config.json carries no hash of its own: its architecture, arguments and backend must be the ones
+    the verified int8 file's header records, for loading and for the ONNX path alike."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(WEIGHTS / "resnet18.cifar10_int8_ptq", tmp_path / "edited")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "backend": "fbgemm"}))
+    for load in (qzoo.from_pretrained, qzoo.onnx_from_pretrained):
+        with pytest.raises(qzoo.IntegrityError, match="backend='x86' but config.json says 'fbgemm'.*mixes files"):
+            load(str(folder))
