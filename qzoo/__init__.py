@@ -9,6 +9,7 @@ from ._files import IntegrityError
 from ._record import ModelRecord
 from ._version import __version__
 from .data import synthetic_images
+from .flows import convert, prepare_qat
 from .hub import from_pretrained, push_to_hub, save_pretrained
 from .inference import OptimizedModel, optimize_for_inference
 from .models import FAMILY_EXPORTS, register_model
@@ -21,7 +22,6 @@ from .quantization import (
     DEFAULT_BACKEND,
     backend_engine,
     calibrate,
-    convert,
     fused_mode,
     get_qconfig,
     int8_skeleton,
@@ -29,7 +29,6 @@ from .quantization import (
     model_backend,
     model_record,
     prepare_ptq,
-    prepare_qat,
     quantized_engine,
 )
 from .registry import get_model

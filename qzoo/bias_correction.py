@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ._record import note_ptq_method, record_of
-from .quantization import Int8Simulation, _batch_images
+from .data import batch_images
+from .quantization import Int8Simulation
 
 __all__ = ["correct_bias"]
 
@@ -44,7 +45,7 @@ def _first_images(batches: Iterable[Any], count: int | None) -> list[Tensor]:
     images: list[Tensor] = []
     taken = 0
     for index, batch in enumerate(batches):
-        batch = _batch_images(batch, index)
+        batch = batch_images(batch, index)
         if count is not None:
             batch = batch[:count - taken]
         images.append(batch)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import math
 import os
 import shutil
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import safetensors.torch
@@ -47,6 +49,44 @@ def synthetic_images(count: int, size: int = 64, *, seed: int = 0) -> Tensor:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def batch_images(batch: Any, index: int) -> Tensor:
+    """The float32 images of calibration batch ``index`` (a tensor or a ``(tensor, target)`` pair), checked."""
+    images = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if not isinstance(images, Tensor):
+        raise TypeError(
+            f"calibration batch {index} is a {type(images).__name__}; give tensors or (tensor, target) pairs"
+        )
+    if not images.is_floating_point():
+        raise TypeError(
+            f"calibration batch {index} has dtype {images.dtype}; give float32 images after the "
+            "model's preprocessing transform (e.g. ToTensor + Normalize)"
+        )
+    if not torch.isfinite(images).all():
+        raise ValueError(f"calibration batch {index} contains NaN or Inf values; clean or drop that batch")
+    return images
+
+
+def calibration_batches(data: Iterable[Any], num_batches: int | None = None, *,
+                        progress: bool = True) -> Iterator[Tensor]:
+    """The checked images of the first ``num_batches`` batches of ``data``, under a progress bar.
+
+    Raises when ``data`` yields nothing (a model calibrated on nothing would hold placeholder scales).
+    """
+    if num_batches is not None and num_batches < 1:
+        raise ValueError(f"num_batches must be a positive integer, got {num_batches}")
+    total = num_batches
+    if total is None and hasattr(data, "__len__"):
+        total = len(data)  # type: ignore[arg-type]
+    seen = 0
+    with tqdm(total=total, desc="calibrate", unit="batch", disable=not progress) as bar:
+        for index, batch in enumerate(itertools.islice(data, num_batches)):
+            yield batch_images(batch, index)
+            seen += 1
+            bar.update()
+    if seen == 0:
+        raise ValueError("calibrate got no batches: the data iterable was empty; pass a non-empty loader")
 
 
 def default_cache_dir() -> Path:

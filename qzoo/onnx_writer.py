@@ -35,6 +35,18 @@ OPSET = 17
 __all__ = ["OPSET", "write_onnx"]
 
 
+def bias_codes(bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """int32 codes of float32 ``bias / scale`` rounded toward zero, saturated at int32's range.
+
+    A channel whose weights are nearly all zero has a tiny weight scale, and its bias can exceed
+    what int32 holds at ``input scale x weight scale`` (EfficientNet-Lite0's ImageNet weights do):
+    the nearest code is the range's end, where a plain cast would wrap to a number of either sign.
+    """
+    info = np.iinfo(np.int32)
+    quotient = np.trunc(bias.astype(np.float32) / scale.astype(np.float32)).astype(np.float64)
+    return np.clip(np.nan_to_num(quotient, nan=0.0), info.min, info.max).astype(np.int32)
+
+
 @dataclass(frozen=True)
 class Grid:
     """An activation's int8 grid: the initializer names of its scale and zero point, and their values."""
@@ -142,7 +154,7 @@ class _Writer:
         run as before bit for bit (rounding to nearest measured no better: issue 17's closing note)."""
         scale = (np.float32(input_grid.scale_value) * weight_scale).astype(np.float32)
         scale = np.broadcast_to(scale, bias.shape).copy()
-        codes = np.trunc(bias.detach().to(torch.float32).numpy() / scale).astype(np.int32)
+        codes = bias_codes(bias.detach().to(torch.float32).numpy(), scale)
         (restored,) = self.node("DequantizeLinear", [self.constant(f"{hint}.bias", codes),
                                                      self.constant(f"{hint}.bias_scale", scale),
                                                      self.constant(f"{hint}.bias_zero_point",

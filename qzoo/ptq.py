@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from . import equalization, quantization
+from . import equalization, pt2e, quantization
 from .bias_correction import correct_bias
 
 __all__ = ["quantize"]
@@ -22,7 +22,8 @@ __all__ = ["quantize"]
 def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = quantization.DEFAULT_BACKEND,
              num_batches: int | None = None, qconfig: quantization.QConfig | None = None, inplace: bool = False,
              progress: bool = True, relu6_range: bool = True, float_layers: Iterable[str] = (),
-             equalize: bool = False, bias_correction: bool = False, correction_images: int = 64) -> nn.Module:
+             equalize: bool = False, bias_correction: bool = False, correction_images: int = 64,
+             flow: str = "eager") -> nn.Module:
     """Post-training quantization in one call: prepare, calibrate on ``data``, convert to int8.
 
     ``model`` is a float model (a qzoo factory's, or any module with stubs and optionally
@@ -32,11 +33,21 @@ def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = quantizati
     cross-layer equalization and high-bias absorption on the float model
     (:mod:`qzoo.equalization`); ``bias_correction`` corrects each layer's bias after calibration on
     the first ``correction_images`` calibration images (:mod:`qzoo.bias_correction`).
+
+    ``flow="pt2e"`` (experimental, ``pip install "qzoo[pt2e]"``) quantizes the same float model
+    through ``torch.export`` and torchao instead, and returns a :class:`qzoo.pt2e.Pt2eModel`
+    compiled by inductor (docs/pt2e.md); it takes ``equalize``, ``num_batches`` and ``progress``.
     """
+    float_layers = tuple(float_layers)
+    use_pt2e = pt2e.check_flow(flow, "quantize", backend, qconfig=qconfig is not None, inplace=inplace,
+                               relu6_range=not relu6_range, float_layers=bool(float_layers),
+                               bias_correction=bias_correction)
     float_model = model if inplace else copy.deepcopy(model)
     if equalize:
         pairs = equalization.equalize(float_model)
         equalization.absorb_high_bias(float_model, pairs)
+    if use_pt2e:
+        return pt2e.quantize(float_model, data, num_batches=num_batches, progress=progress)
     prepared = quantization.prepare_ptq(float_model, backend, qconfig, relu6_range=relu6_range,
                                         float_layers=float_layers)
     if bias_correction:

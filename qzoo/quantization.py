@@ -24,9 +24,9 @@ import torch.ao.quantization as tq
 from torch import Tensor, nn
 from torch.ao.nn.quantized import FloatFunctional
 from torch.ao.quantization import DeQuantStub, QConfig, QuantStub
-from tqdm.auto import tqdm
 
 from ._record import ModelRecord, record_of, update_record
+from .data import calibration_batches
 
 __all__ = [
     "BACKENDS",
@@ -650,22 +650,6 @@ def prepare_qat(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConf
     return model
 
 
-def _batch_images(batch: Any, index: int) -> Tensor:
-    images = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if not isinstance(images, Tensor):
-        raise TypeError(
-            f"calibration batch {index} is a {type(images).__name__}; give tensors or (tensor, target) pairs"
-        )
-    if not images.is_floating_point():
-        raise TypeError(
-            f"calibration batch {index} has dtype {images.dtype}; give float32 images after the "
-            "model's preprocessing transform (e.g. ToTensor + Normalize)"
-        )
-    if not torch.isfinite(images).all():
-        raise ValueError(f"calibration batch {index} contains NaN or Inf values; clean or drop that batch")
-    return images
-
-
 def calibrate(
     model: nn.Module, data: Iterable[Any], num_batches: int | None = None, *, progress: bool = True
 ) -> nn.Module:
@@ -675,20 +659,10 @@ def calibrate(
     Raises on an empty iterable and names any batch that holds NaN or Inf.
     """
     _require_prepared(model, "calibrate")
-    if num_batches is not None and num_batches < 1:
-        raise ValueError(f"num_batches must be a positive integer, got {num_batches}")
-    total = num_batches
-    if total is None and hasattr(data, "__len__"):
-        total = len(data)  # type: ignore[arg-type]
     model.eval()
-    seen = 0
-    with torch.no_grad(), tqdm(total=total, desc="calibrate", unit="batch", disable=not progress) as bar:
-        for index, batch in enumerate(itertools.islice(data, num_batches)):
-            model(_batch_images(batch, index))
-            seen += 1
-            bar.update()
-    if seen == 0:
-        raise ValueError("calibrate got no batches: the data iterable was empty; pass a non-empty loader")
+    with torch.no_grad():
+        for images in calibration_batches(data, num_batches, progress=progress):
+            model(images)
     return model
 
 

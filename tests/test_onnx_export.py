@@ -15,7 +15,7 @@ from helpers import HEAVY, NUM_CLASSES, cosine, images, input_size, quantized_co
 from onnx import numpy_helper
 
 import qzoo
-from qzoo import workflow
+from qzoo import onnx_writer, workflow
 from qzoo._record import update_record
 from qzoo.demo import SAMPLE_ARCHIVE
 from qzoo.onnx_export import OnnxRuntimeModel, export_onnx
@@ -213,3 +213,21 @@ def test_a_folder_whose_config_names_another_model_than_its_int8_file_is_refused
     for load in (qzoo.from_pretrained, qzoo.onnx_from_pretrained):
         with pytest.raises(qzoo.IntegrityError, match="backend='x86' but config.json says 'fbgemm'.*mixes files"):
             load(str(folder))
+
+
+def test_a_bias_beyond_int32_at_its_scale_saturates_instead_of_wrapping():
+    """A channel with near-zero weights has a tiny weight scale, and its bias / (input scale x weight scale)
+    can pass int32's range: EfficientNet-Lite0's ImageNet int8 model has one (-3.1e9 at scale 1.9e-9).
+    Its code is the range's end, with the sign of the bias; a plain cast wrapped positive ones negative
+    and warned "invalid value encountered in cast" at the user."""
+    info = np.iinfo(np.int32)
+    scale = np.full(5, 1e-9, np.float32)
+    codes = onnx_writer.bias_codes(np.array([5.0, -5.0, 0.5, -0.5, 0.0], np.float32), scale)
+    inside = int(np.trunc(np.float32(0.5) / np.float32(1e-9)))  # in range: the float32 quotient, truncated
+    np.testing.assert_array_equal(codes, [info.max, info.min, inside, -inside, 0])
+    loaded = workflow.load_model(str(WEIGHTS / "efficientnet_lite0.imagenet1k_int8_ptq"), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        constants, _ = graph_constants(export_onnx(loaded.model))
+    saturated = [name for name, v in constants.items() if v.dtype == np.int32 and (v == info.min).any()]
+    assert saturated  # the channel above, at the end of int32's range, not wrapped
