@@ -303,7 +303,15 @@ class _Writer:
     def call_function(self, node: fx.Node, args: list[Any], kwargs: dict[str, Any]) -> Any:
         target, hint = node.target, node.name
         if target is operator.getitem:
-            return args[0][args[1]] if isinstance(args[0], (list, tuple)) else self.shape_item(args[0], args[1], hint)
+            if isinstance(args[0], (list, tuple)):
+                return args[0][args[1]]
+            if isinstance(args[0], Value):
+                return self.select(args[0], args[1], hint)
+            return self.shape_item(args[0], args[1], hint)
+        if target is torch.unsqueeze:
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+            (out,) = self.node("Unsqueeze", [args[0].name, self.ints([dim], hint)], hint)
+            return Value(out, args[0].grid, args[0].rank + 1)
         if target is operator.floordiv:
             return self.int_op("Div", args, hint)
         if target in (operator.mul, operator.add, operator.sub) and _is_size(args):
@@ -332,6 +340,17 @@ class _Writer:
         if getattr(target, "__name__", "") == "stochastic_depth":  # identity in eval mode
             return args[0]
         raise NotImplementedError(f"{node.name}: qzoo's ONNX writer has no form for {target}")
+
+    def select(self, x: Value, index: Any, hint: str) -> Value:
+        """``x[:, ..., i]``: one index along an axis after full slices (GoogLeNet's and Inception v3's
+        ``transform_input`` picks channels this way, in float before the quant stub)."""
+        index = index if isinstance(index, tuple) else (index,)
+        *full, position = index
+        if not isinstance(position, int) or any(item != slice(None) for item in full):
+            raise NotImplementedError(f"{hint}: qzoo's ONNX writer indexes tensors only as x[:, ..., i], not {index}")
+        (out,) = self.node("Gather", [x.name, self.constant(f"{hint}.index", np.array(position, np.int64))], hint,
+                           axis=len(full))
+        return Value(out, x.grid, x.rank - 1)
 
     def operand(self, value: Any, hint: str) -> str:
         return value.name if isinstance(value, Value) else self._float(float(value), hint)

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers import HEAVY, NUM_CLASSES, cosine, images, input_size, quantized_copy, refreshed, relative_error, run
+from helpers import HEAVY, NUM_CLASSES, assert_varies, cosine, images, input_size, quantized_copy, refreshed, relative_error, run
 from onnx import numpy_helper
 
 import qzoo
@@ -231,3 +231,20 @@ def test_a_bias_beyond_int32_at_its_scale_saturates_instead_of_wrapping():
         constants, _ = graph_constants(export_onnx(loaded.model))
     saturated = [name for name, v in constants.items() if v.dtype == np.int32 and (v == info.min).any()]
     assert saturated  # the channel above, at the end of int32's range, not wrapped
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_the_published_input_transform_exports_and_runs_as_torchs_exporter_did(name):
+    """GoogLeNet and Inception v3 as their published weights build them (``transform_input=True``: channels
+    picked with ``x[:, i]``, scaled and concatenated in float before the quant stub) export, and the file
+    runs bit for bit as torch's exporter's file does; ``qzoo.googlenet(quantize=True)`` is built so."""
+    torch.manual_seed(0)
+    size = input_size(name)
+    model = refreshed(qzoo.get_model(name, num_classes=NUM_CLASSES, transform_input=True, aux_logits=False), size=size)
+    int8 = quantized_copy(model, "x86", calibration=images(16, seed=1, size=size))
+    x = images(4, seed=2, size=size)
+    ort = OnnxRuntimeModel(export_onnx(int8), threads=1)(x)
+    from torch_onnx import torch_export
+
+    assert torch.equal(ort, OnnxRuntimeModel(torch_export(int8, x[:2]), threads=1)(x))
+    assert_varies(ort)  # the equality compares real outputs, not constants

@@ -162,14 +162,19 @@ def gemm_ceiling(threads: int, repeats: int) -> dict[str, float]:
     return gops
 
 
+def bench_float_model(name: str, image_size: int) -> nn.Module:
+    """``name`` with seeded random weights, BatchNorm statistics refilled from synthetic images, in eval
+    mode, as the published weights build it (no auxiliary heads: GoogLeNet, Inception v3)."""
+    torch.manual_seed(0)
+    float_model = qzoo.get_model(name, **qzoo.registry.model_spec(name).published_with).eval()
+    qzoo.refresh_batchnorm(float_model, synthetic_images(32, image_size, seed=0).split(16))
+    return float_model.eval()
+
+
 def bench_model(name: str, batches: list[int], threads_list: list[int], repeats: int, backends: list[str],
                 folder: Path, image_size: int | None) -> dict[str, Any]:
     image_size = image_size or qzoo.registry.model_spec(name).input_size[1]
-    torch.manual_seed(0)
-    # as the published weights build it: no auxiliary heads (GoogLeNet, Inception v3)
-    float_model = qzoo.get_model(name, **qzoo.registry.model_spec(name).published_with).eval()
-    qzoo.refresh_batchnorm(float_model, synthetic_images(32, image_size, seed=0).split(16))
-    float_model.eval()
+    float_model = bench_float_model(name, image_size)
     int8 = {backend: int8_of(float_model, backend, image_size) for backend in backends}
     optimized = optimize_for_inference(int8["x86"], calibration(image_size)[0][:2])
     runners: dict[str, Callable] = {"torch fp32": float_model}
