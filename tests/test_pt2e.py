@@ -93,6 +93,10 @@ def test_a_module_used_twice_is_named_as_the_reason_and_eager_models_are_refused
         qzoo.quantize(qzoo.resnet18(num_classes=NUM_CLASSES), [], flow="pt2e", progress=False)
     with pytest.raises(ValueError, match="needs example=a float32 batch"):
         qzoo.prepare_qat(qzoo.resnet18(num_classes=NUM_CLASSES), flow="pt2e")
+    # nothing the quantizer annotates: the "int8" model would be the float one
+    with pytest.raises(RuntimeError, match="annotated nothing in this model"):
+        qzoo.quantize(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Flatten()).eval(), images(4, seed=0).split(2),
+                      flow="pt2e", progress=False)
 
 
 @needs_flow
@@ -141,6 +145,7 @@ def test_ptq_on_cifar10_matches_eager_int8_accuracy_at_any_batch_size_without_wa
         rows = torch.cat([int8(x[i:i + 1]) for i in range(3)])
         together = int8(x)
     assert [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught] == []
+    assert torch._inductor.config.freezing is False  # set around each call only, then restored
     assert all(torch.equal(before[k], v) for k, v in loaded.model.state_dict().items())  # the float model is untouched
     assert isinstance(int8, pt2e.Pt2eModel) and not int8.training
     assert torch.allclose(rows, together, atol=1e-4 * together.abs().max().item())
