@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -119,12 +120,13 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, prog
     with ``num_classes``, also ``per_class``: ``[top-1 hits, images]`` for each class label."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     correct1 = correct5 = seen = 0
     per_class = torch.zeros(num_classes or 0, 2, dtype=torch.int64)
     try:
         with torch.inference_mode():
             for images, labels in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
-                logits = model(images)
+                logits = model(images.to(device)).float().cpu()
                 top = logits.topk(min(5, logits.shape[1]), dim=1).indices
                 hits = top == labels.view(-1, 1)
                 correct1 += int(hits[:, 0].sum())
@@ -144,8 +146,16 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, prog
 
 
 def int8_copy(model: nn.Module) -> nn.Module:
-    """A converted int8 copy of a prepared (QAT or PTQ) model; the original keeps training."""
-    return quantization.convert(copy.deepcopy(model))
+    """A converted int8 copy (on the CPU, where int8 kernels run) of a prepared (QAT or PTQ) model;
+    the original keeps training where it is."""
+    return quantization.convert(copy.deepcopy(model).cpu())
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer; the CPU for a model without any (int8)."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -196,7 +206,7 @@ def load_checkpoint(out_dir: str | os.PathLike[str], model: nn.Module,
         return None
     serialization.load_state(model, found / "model.safetensors")
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
+        optimizer.load_state_dict(torch.load(found / "optimizer.pt", map_location="cpu", weights_only=True))
     return json.loads((found / "state.json").read_text())
 
 
@@ -220,7 +230,8 @@ def _apply_freezes(model: nn.Module, recipe: Recipe, epoch: int) -> None:
 
 def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.PathLike[str], *,
         evaluate_fn: Callable[[nn.Module], dict[str, float]] | None = None,
-        identity: dict[str, Any] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+        identity: dict[str, Any] | None = None, progress: bool = True, device: str | torch.device | None = None,
+        bf16: bool = False) -> list[dict[str, Any]]:
     """Train ``model`` (float or QAT-prepared) for ``recipe.epochs``, resuming from ``out_dir``.
 
     After every epoch rank 0 evaluates (``evaluate_fn`` on the model, and on an int8 copy
@@ -228,11 +239,18 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
     ``out_dir`` continues after the last complete epoch with nothing lost. A checkpoint of
     another recipe or another ``identity`` (JSON data naming what is trained, e.g. the source
     model's digest) is refused rather than continued. Each epoch's random draws come from
-    ``recipe.seed`` and the epoch number. Returns the per-epoch history (loss, lr, seconds, metrics).
+    ``recipe.seed`` and the epoch number. ``device`` moves the model there (it stays there) and each
+    batch with it; ``bf16`` runs the forward pass under CUDA's bfloat16 autocast (float models on a GPU).
+    Returns the per-epoch history (loss, lr, seconds, metrics).
     """
     out = Path(out_dir)
     rank, world = rank_and_world()
     qat = quantization.model_backend(model) is not None
+    if bf16 and (qat or torch.device(device or "cpu").type != "cuda"):
+        raise ValueError("bf16 autocast is for float training on a CUDA device: QAT simulates int8 in float32")
+    if device is not None:
+        model.to(device)
+    device = model_device(model)
     optimizer = _optimizer(model, recipe)
     state = load_checkpoint(out, model, optimizer) or {"epoch": 0, "history": []}
     if state.get("recipe", recipe.to_dict()) != recipe.to_dict():
@@ -241,6 +259,7 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
     if state.get("identity", identity) != identity:
         raise ValueError(f"{out} holds a checkpoint of another run ({state['identity']}); use a new output folder")
     net: nn.Module = DistributedDataParallel(model) if world > 1 else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     history: list[dict[str, Any]] = state["history"]
     for epoch in range(state["epoch"], recipe.epochs):
@@ -257,7 +276,9 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
                 lr = recipe.lr_at(epoch * steps + step, steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss = loss_fn(net(images), labels)
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                with autocast:
+                    loss = loss_fn(net(images), labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

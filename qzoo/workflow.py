@@ -343,10 +343,12 @@ def export(loaded: Loaded, out: str | os.PathLike[str], *, format: str = "torchs
 def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train.Recipe,
         backend: str = quantization.DEFAULT_BACKEND,
         image_size: int | None = None, dataset: str | None = None, command: str | None = None,
-        data_dir: str | os.PathLike[str] | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+        data_dir: str | os.PathLike[str] | None = None, overwrite: bool = False, progress: bool = True,
+        device: str | None = None) -> dict[str, Any]:
     """Quantization-aware fine-tuning of a float model on the ``train`` split (augmented), resumable from
     ``out/training``; evaluates float, and the converted int8 model after every epoch, on ``test``;
-    saves the final int8 model as a qzoo folder in ``out``. Runs under torchrun unchanged.
+    saves the final int8 model as a qzoo folder in ``out``. Runs under torchrun unchanged; ``device``
+    (``"cuda"``) trains there, while int8 models are converted and evaluated on the CPU.
     ``dataset`` and ``command`` name the data and the reproducing command in the model card; ``data_dir``
     holds named data sets (:func:`load_images`); ``out`` follows :func:`check_output_folder` (a ``training/`` checkpoint in it is resumed)."""
     check_output_folder(out, loaded.source, overwrite=overwrite, resumable=True)
@@ -365,8 +367,9 @@ def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train
 
     identity = {"source": loaded.source, "float_sha256": serialization.state_digest(loaded.model), "backend": backend}
     history = train.fit(model, epoch_batches, recipe, Path(out) / "training", identity=identity,
-                        evaluate_fn=lambda m: train.evaluate(m, _batches(test, transforms)), progress=progress)
-    int8 = quantization.convert(copy.deepcopy(model))
+                        evaluate_fn=lambda m: train.evaluate(m, _batches(test, transforms)), progress=progress,
+                        device=device)
+    int8 = train.int8_copy(model)
     int8_metrics = train.evaluate(int8, _batches(test, transforms), progress=progress, desc="eval int8")
     report = {"source": loaded.source, "backend": backend, "recipe": recipe.to_dict(), "float": float_metrics,
               "int8": int8_metrics, "history": history, "world_size": world, "rank": rank,

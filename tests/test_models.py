@@ -230,3 +230,24 @@ def test_rewrapped_blocks_keep_torchvisions_random_initialisation(name):
     torch.manual_seed(0)
     ours = qzoo.get_model(name, num_classes=NUM_CLASSES).state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_resnet_cifar_stem_keeps_32x32_maps_fuses_exactly_and_quantizes():
+    """stem='cifar': a 3x3 stride-1 conv and no max pool (the first stage sees 32x32), exact fusion
+    in float64, and the argument recorded so saved models rebuild it; an unknown stem refused."""
+    torch.manual_seed(0)
+    model = qzoo.resnet18(num_classes=NUM_CLASSES, stem="cifar")
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1) and isinstance(model.maxpool, nn.Identity)
+    assert model.layer1(model.relu(model.bn1(model.conv1(images(1, seed=0, size=32))))).shape[-2:] == (32, 32)
+    model = refreshed(model, size=32).double()
+    x = images(4, seed=3, size=32).double()
+    with torch.no_grad():
+        before = model(x)
+        model.fuse_model()
+        after = model(x)
+    assert_varies(before)
+    assert ((after - before).norm() / before.norm()).item() < 1e-9
+    prepared = qzoo.resnet18(num_classes=NUM_CLASSES, stem="cifar", prepare="ptq")
+    assert qzoo.model_record(prepared).kwargs["stem"] == "cifar"
+    with pytest.raises(ValueError, match="stem='tiny'.*'imagenet'.*'cifar'"):
+        qzoo.resnet18(stem="tiny")

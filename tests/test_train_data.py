@@ -222,3 +222,17 @@ def test_sixteen_bit_grey_is_rounded_and_sixteen_bit_colour_refused(tmp_path):
     write_png16(tmp_path / "colour" / "a" / "0.png", generator.integers(0, 65536, (32, 32, 3), dtype=np.uint16))
     with pytest.raises(ValueError, match=r"0\.png has 16 bits per colour channel.*convert it to 8 bits"):
         data.ImageTensors.from_folder(tmp_path / "colour", 32, cache=False, progress=False)
+
+
+def test_bf16_autocast_is_refused_off_cuda_and_for_qat(tmp_path):
+    """bf16 is for float training on a GPU (the CIFAR-10 ResNet18 ran so on an H200): on the CPU, or for a
+    QAT model whose fake quantization must see float32, it is refused before any step."""
+    batches = [(images(6, seed=0), torch.tensor([0, 1, 2, 0, 1, 2]))]
+    recipe = train.Recipe(epochs=1, lr=0.01, batch_size=6)
+    with pytest.raises(ValueError, match="bf16 autocast is for float training on a CUDA device"):
+        train.fit(qzoo.mobilenet_v2(num_classes=3, width_mult=0.25), lambda epoch: batches, recipe, tmp_path / "a",
+                  progress=False, device="cpu", bf16=True)
+    with pytest.raises(ValueError, match="QAT simulates int8 in float32"):
+        train.fit(small_qat_mobilenet(), lambda epoch: batches, recipe, tmp_path / "b", progress=False,
+                  device="cuda", bf16=True)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

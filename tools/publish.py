@@ -1,12 +1,14 @@
 """Turn the CIFAR-10 runs into weights entries, the results file and the table in docs/cifar10.md.
 
     python tools/publish.py                  # weights/<entry>/, its qzoo/weights.json entries, results/cifar10.json, docs/cifar10.md
+    python tools/publish.py --models resnet18  # the same for one model; the others' entries and rows stay as committed
     python tools/publish.py --record-slices  # re-measure the committed folders' accuracy slices only
     (--data and --data-dir as tools/cifar10.py takes them: the test images the slices are measured on)
     python tools/publish.py --push ORG       # maintainers: upload each weights/ folder to ORG/<entry> on the hub
 
 Reads ``runs/cifar10/`` as ``tools/cifar10.py`` leaves it; a step that has not run yet is
-left out of the entries and shown as "not run" in the table.
+left out of the entries and shown as "not run" in the table. Each model's row records where and
+when it was measured, since models can be published from different runs and machines.
 """
 
 from __future__ import annotations
@@ -84,11 +86,22 @@ def record_slices(data: str, data_dir: str | None) -> None:
         print(entry["name"], json.loads((WEIGHTS / entry["name"] / "metrics.json").read_text())["shipped_sample"])
 
 
-def publish(data: str, data_dir: str | None) -> None:
-    entries, results = [], {}
-    for model in MODELS:
+def _committed_rows() -> dict[str, Any]:
+    """The rows of results/cifar10.json, each with its own ``measured`` (older files recorded it once, at the top)."""
+    committed = _json(RESULTS) or {"models": {}}
+    shared = {key: committed[key] for key in ("date", "machine", "cpu_count", "torch") if key in committed}
+    return {model: {"measured": shared, **row} for model, row in committed["models"].items()}
+
+
+def publish(data: str, data_dir: str | None, models: tuple[str, ...] = MODELS) -> None:
+    entries: list[dict[str, Any]] = []
+    results = _committed_rows()
+    measured = {"date": datetime.date.today().isoformat(), "machine": cpu_name(), "cpu_count": torch.get_num_threads(),
+                "torch": torch.__version__}
+    for model in models:
         float_run = _json(RUNS / f"{model}-float" / "checkpoint" / "state.json")
-        row: dict[str, Any] = {"float_epochs": f"{float_run['epoch']} of {float_run['recipe']['epochs']}"
+        row: dict[str, Any] = {"measured": measured,
+                               "float_epochs": f"{float_run['epoch']} of {float_run['recipe']['epochs']}"
                                if float_run else "not run yet"}
         unquantized = f"{model}.cifar10_float"  # an entry only where SHIPPED_FLOAT ships it
         if model in SHIPPED_FLOAT and (RUNS / f"{model}-float" / "model").is_dir():
@@ -115,13 +128,12 @@ def publish(data: str, data_dir: str | None) -> None:
     test = load_split("test", data, data_dir)
     for entry in entries:
         _record_slices(WEIGHTS / entry["name"], test, data)
-    update_index(entries, owns=lambda name: ".cifar10_" in name)
+    update_index(entries, owns=lambda name: name.split(".")[0] in models and ".cifar10_" in name)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "date": datetime.date.today().isoformat(), "machine": cpu_name(),
-        "cpu_count": torch.get_num_threads(), "torch": torch.__version__, "targets_max_acc1_drop": TARGETS,
-        "commands": "python tools/cifar10.py {train,ptq,qat,bench} MODEL; python tools/publish.py",
-        "models": results}, indent=2) + "\n")
+        "targets_max_acc1_drop": TARGETS,
+        "commands": "python tools/cifar10.py {train,ptq,qat,bench} MODEL; python tools/publish.py [--models MODEL]",
+        "models": {model: results[model] for model in MODELS if model in results}}, indent=2) + "\n")
     _write_table(results)
     print(f"{len(entries)} entries; results in {RESULTS.relative_to(ROOT)}")
 
@@ -145,6 +157,11 @@ def _write_table(results: dict[str, Any]) -> None:
         float_acc = f"{row['float']:.2f}" if "float" in row else "not run yet"
         lines.append(f"| {model} | {row['float_epochs']} | {float_acc} | {_cell(row, 'ptq')} | {_cell(row, 'qat')} "
                      f"| {sizes} | {speed.get('1', '')} | {speed.get('2', '')} |")
+    lines.append("")
+    for model, row in results.items():
+        where = row["measured"]
+        lines.append(f"- {model}: PTQ, evaluation and speed measured {where['date']} on {where['machine']} "
+                     f"({where['cpu_count']} threads), torch {where['torch']}")
     text = DOC.read_text()
     markers = ("<!-- cifar10-table:start -->", "<!-- cifar10-table:end -->")
     if markers[0] in text:
@@ -166,14 +183,20 @@ def main() -> None:
     parser.add_argument("--push", metavar="ORG", help="upload every weights/ folder to ORG/<entry> on the hub")
     parser.add_argument("--record-slices", action="store_true",
                         help="re-measure the committed folders' test slice and shipped sample only")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated models to publish from runs/ (default {','.join(MODELS)}); the "
+                        "others' entries, folders and rows stay as committed")
     add_data_arguments(parser)
     args = parser.parse_args()
+    models = tuple(args.models.split(","))
+    if unknown := sorted(set(models) - set(MODELS)):
+        parser.error(f"--models: unknown {unknown}; choose from {','.join(MODELS)}")
     if args.push:
         push(args.push)
     elif args.record_slices:
         record_slices(args.data, args.data_dir)
     else:
-        publish(args.data, args.data_dir)
+        publish(args.data, args.data_dir, models)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ __all__ = [
 ]
 
 
-RESNET_ARGUMENTS = "num_classes, zero_init_residual, groups, width_per_group, replace_stride_with_dilation, norm_layer"
+RESNET_ARGUMENTS = ("num_classes, zero_init_residual, groups, width_per_group, replace_stride_with_dilation, "
+                    "norm_layer, stem")
+STEMS = ("imagenet", "cifar")
 
 
 def _fuse_downsample(block: tv.BasicBlock | tv.Bottleneck, is_qat: bool) -> None:
@@ -91,11 +93,24 @@ class QuantizableBottleneck(tv.Bottleneck):
 
 
 class QuantizableResNet(QuantizableModel, tv.ResNet):
-    """ResNet with quant/dequant stubs at the ends and ``fuse_model`` down the whole tree."""
+    """ResNet with quant/dequant stubs at the ends and ``fuse_model`` down the whole tree.
 
-    def __init__(self, block: type[QuantizableBasicBlock | QuantizableBottleneck], layers: list[int], **kwargs: Any):
+    ``stem="cifar"`` is the usual variant for 32x32 inputs: a 3x3 stride-1 first conv and no max
+    pool, so the first stage sees the full image instead of an 8x8 map (16x the compute, 3x3x3
+    instead of 7x7x3 stem weights: torchvision's ImageNet files do not fit it).
+    """
+
+    def __init__(self, block: type[QuantizableBasicBlock | QuantizableBottleneck], layers: list[int], *,
+                 stem: str = "imagenet", **kwargs: Any):
+        if stem not in STEMS:
+            raise ValueError(f"stem={stem!r}: use 'imagenet' (torchvision's 7x7 stride-2 conv and max pool) or "
+                             "'cifar' (a 3x3 stride-1 conv, no max pool, for 32x32 inputs)")
         super().__init__(block, layers, **kwargs)
         self.relu = nn.ReLU()
+        if stem == "cifar":
+            self.conv1 = nn.Conv2d(3, self.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.maxpool = nn.Identity()
 
     @fusion_step
     def fuse_model(self, is_qat: bool) -> None:
