@@ -240,7 +240,9 @@ class _Writer:
 
     def keep_grid(self, op: str, x: Value, hint: str, extra: list[str] | None = None, rank: int | None = None,
                   **attributes: Any) -> Value:
-        """An op whose int8 form keeps its input's scale: the float op, rounded back to that grid."""
+        """An op whose int8 form keeps its input's scale: the float op, rounded back to that grid (exact;
+        ONNX Runtime then runs shape ops such as Flatten on the int8 tensor, so the DequantizeLinear that
+        follows feeds the next conv or Gemm directly and the pair fuses into QLinearConv or QGemm)."""
         (out,) = self.node(op, [x.name, *(extra or [])], hint, **attributes)
         rank = x.rank if rank is None else rank
         return self.requantize(out, x.grid, hint, rank) if x.grid is not None else Value(out, None, rank)
@@ -368,14 +370,12 @@ class _Writer:
     def flatten(self, x: Value, start_dim: int, hint: str) -> Value:
         if start_dim != 1:
             raise NotImplementedError(f"{hint}: flatten from dim {start_dim}")
-        (out,) = self.node("Flatten", [x.name], hint, axis=1)
-        return Value(out, x.grid, 2)
+        return self.keep_grid("Flatten", x, hint, rank=2, axis=1)
 
     def transpose(self, x: Value, first: int, second: int, hint: str) -> Value:
         order = list(range(x.rank))
         order[first], order[second] = order[second], order[first]
-        (out,) = self.node("Transpose", [x.name], hint, perm=order)
-        return Value(out, x.grid, x.rank)
+        return self.keep_grid("Transpose", x, hint, perm=order)
 
     # ------------------------------------------------------------------- sizes as int64 tensors
 
@@ -399,8 +399,7 @@ class _Writer:
             sizes = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
             pieces = [size.name if isinstance(size, _Size) else self.ints([int(size)], hint) for size in sizes]
             (shape,) = self.node("Concat", pieces, hint, axis=0)
-            (out,) = self.node("Reshape", [x.name, shape], hint)
-            return Value(out, x.grid, len(pieces))
+            return self.keep_grid("Reshape", x, hint, extra=[shape], rank=len(pieces))
         if method == "transpose":
             return self.transpose(x, args[1], args[2], hint)
         if method == "flatten":
@@ -408,7 +407,8 @@ class _Writer:
         if method == "chunk":
             chunks, dim = args[1], kwargs.get("dim", args[2] if len(args) > 2 else 0)
             outs = self.node("Split", [x.name], hint, outputs=chunks, axis=dim)
-            return [Value(out, x.grid, x.rank) for out in outs]
+            return [self.requantize(out, x.grid, hint, x.rank) if x.grid is not None else Value(out, None, x.rank)
+                    for out in outs]
         if method == "mean":
             dims = list(args[1] if len(args) > 1 else kwargs["dim"])
             keep = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
