@@ -135,7 +135,7 @@ def main() -> None:
         rows += [compare(name, args.batch, threads, args.runs) for name in args.models]
     meta = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(),
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "runs": args.runs,
-            "command": "python tools/ort_profile.py " + " ".join(sys.argv[1:])}
+            "command": " ".join(["python tools/ort_profile.py", *sys.argv[1:]])}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     table = markdown(rows, meta)
