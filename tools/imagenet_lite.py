@@ -275,7 +275,7 @@ def markdown(rows: dict[str, dict[str, Any]], command: str) -> str:
                      f"{row['int8']['acc1']:.2f} / {row['int8']['acc5']:.2f} | {-row['drop_top1']:+.2f} | "
                      f"{row['agreement_all']:.1f} % | {mib['float']:.1f} / {mib['int8']:.1f} MiB "
                      f"({row['size_ratio']:.2f}x) | {speed['1']} | {speed['2']} |")
-    lines += [""] + [f"- {name} int8: {_recipe_text(row.get('ptq'))}" for name, row in rows.items()]
+    lines += [""] + [f"- {name} int8: {_recipe_text(row['ptq'])}" for name, row in rows.items()]
     lines += ["", ("| model | float top-1 (all) | reference port max abs logit diff | TF padding folded into conv | "
                    "ReLU for ReLU6 |"), "|---|---|---|---|---|"]
     for name, row in rows.items():
@@ -285,10 +285,8 @@ def markdown(rows: dict[str, dict[str, Any]], command: str) -> str:
     return "\n".join(lines)
 
 
-def _recipe_text(ptq: dict[str, Any] | None) -> str:
-    """How a row's int8 model was made, in words (rows measured before the recipe existed: plain PTQ)."""
-    if not ptq or not ptq.get("bias_correction"):
-        return "x86, per-channel weights, plain PTQ"
+def _recipe_text(ptq: dict[str, Any]) -> str:
+    """How a row's int8 model was made (:data:`PTQ_RECIPE` as the row recorded it), in words."""
     return f"x86, per-channel weights, bias correction on {ptq['correction_images']} calibration images"
 
 
