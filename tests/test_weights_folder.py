@@ -101,3 +101,13 @@ def test_committed_weights_keep_their_recorded_accuracy_on_the_shipped_sample(en
                               progress=False)
     assert measured["images"] == recorded["images"] == 2000
     assert abs(measured["acc1"] - recorded["acc1"]) <= 0.15 and measured["acc1"] > 70
+
+
+def test_publish_refuses_an_unknown_model_before_touching_anything():
+    """`tools/publish.py --models` publishes some models and keeps the others' entries; a name it does not
+    know is refused by name, before any weights folder, index entry or result is rewritten."""
+    before = (ROOT / "qzoo" / "weights.json").read_bytes()
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "publish.py"), "--models", "resnet18,vgg16"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and "unknown ['vgg16']" in result.stderr
+    assert (ROOT / "qzoo" / "weights.json").read_bytes() == before
