@@ -66,7 +66,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str] | None = None) ->
     """The ONNX (QDQ) file of an int8 ``model`` made for x86/fbgemm; also written to ``path``, atomically.
 
     Input ``images`` (float32, any batch, height and width the model takes), output ``logits``.
-    Written by :mod:`qzoo.onnx_writer`; the file runs bit for bit as torch's TorchScript-based exporter's did.
+    Written by :mod:`qzoo.onnx_writer`; the file runs bit for bit as torch's TorchScript-based exporter's did
+    (MNASNet's global mean aside: qzoo's runs on int8, a code apart here and there).
     """
     quantization.require_int8(model, "export_onnx")
     tensors, entries = serialization.int8_tensors(model.state_dict())

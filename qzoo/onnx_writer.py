@@ -162,6 +162,13 @@ class _Writer:
                                 hint, axis=0)
         return restored
 
+    def float_buffer(self, skeleton: nn.Module, target: str) -> Value:
+        """A float buffer of the model as a constant (GoogLeNet's and Inception v3's input transform)."""
+        buffer = skeleton.get_buffer(target)
+        if not buffer.is_floating_point():
+            raise NotImplementedError(f"{target}: qzoo's ONNX writer takes float buffers only, not {buffer.dtype}")
+        return Value(self.constant(target, buffer.detach().to(torch.float32).numpy()), None, buffer.dim())
+
     def ints(self, values: Iterable[int], hint: str) -> str:
         return self.constant(hint, np.array(list(values), dtype=np.int64))
 
@@ -308,7 +315,7 @@ class _Writer:
             if isinstance(args[0], (list, tuple)):
                 return args[0][args[1]]
             if isinstance(args[0], Value):
-                return self.select(args[0], args[1], hint)
+                raise NotImplementedError(f"{hint}: qzoo's ONNX writer does not index tensors ({args[1]})")
             return self.shape_item(args[0], args[1], hint)
         if target is torch.unsqueeze:
             dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
@@ -343,17 +350,6 @@ class _Writer:
             return args[0]
         raise NotImplementedError(f"{node.name}: qzoo's ONNX writer has no form for {target}")
 
-    def select(self, x: Value, index: Any, hint: str) -> Value:
-        """``x[:, ..., i]``: one index along an axis after full slices (GoogLeNet's and Inception v3's
-        ``transform_input`` picks channels this way, in float before the quant stub)."""
-        index = index if isinstance(index, tuple) else (index,)
-        *full, position = index
-        if not isinstance(position, int) or any(item != slice(None) for item in full):
-            raise NotImplementedError(f"{hint}: qzoo's ONNX writer indexes tensors only as x[:, ..., i], not {index}")
-        (out,) = self.node("Gather", [x.name, self.constant(f"{hint}.index", np.array(position, np.int64))], hint,
-                           axis=len(full))
-        return Value(out, x.grid, x.rank - 1)
-
     def operand(self, value: Any, hint: str) -> str:
         return value.name if isinstance(value, Value) else self._float(float(value), hint)
 
@@ -366,6 +362,13 @@ class _Writer:
             return self.keep_grid("AveragePool", args[0], hint, **_pool_attributes(pool),
                                   count_include_pad=int(pool.count_include_pad))
         return self.keep_grid("MaxPool", args[0], hint, **_pool_attributes(pool))
+
+    def global_mean(self, x: Value, keep: bool, hint: str) -> Value:
+        """``x.mean([2, 3])`` as GlobalAveragePool (then Flatten unless ``keepdim``): ONNX Runtime runs that
+        pattern as one QLinearGlobalAveragePool on the int8 NHWC tensor, where a ReduceMean stays float
+        behind a transpose and a DequantizeLinear."""
+        pooled = self.keep_grid("GlobalAveragePool", x, hint)
+        return pooled if keep else self.flatten(pooled, 1, hint)
 
     def flatten(self, x: Value, start_dim: int, hint: str) -> Value:
         if start_dim != 1:
@@ -412,6 +415,8 @@ class _Writer:
         if method == "mean":
             dims = list(args[1] if len(args) > 1 else kwargs["dim"])
             keep = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
+            if x.rank == 4 and sorted(dims) == [2, 3]:
+                return self.global_mean(x, keep, hint)
             return self.keep_grid("ReduceMean", x, hint, rank=x.rank if keep else x.rank - len(dims), axes=dims,
                                   keepdims=int(keep))
         raise NotImplementedError(f"{node.name}: qzoo's ONNX writer has no form for the method {method!r}")
@@ -479,6 +484,8 @@ def write_onnx(skeleton: nn.Module, tensors: dict[str, Tensor], entries: dict[st
             writer.values[node] = writer.call_function(node, list(args), dict(kwargs))
         elif node.op == "call_method":
             writer.values[node] = writer.call_method(node, list(args), dict(kwargs))
+        elif node.op == "get_attr":
+            writer.values[node] = writer.float_buffer(skeleton, str(node.target))
         elif node.op == "output":
             output = args[0]
         else:

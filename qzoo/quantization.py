@@ -303,12 +303,12 @@ def check_int8_input(images: Any) -> None:
             f"this int8 model takes float32 CPU images, got {images.dtype} on {images.device}: "
             "apply the model's preprocessing transform (e.g. ToTensor + Normalize) and keep it on the CPU"
         )
-    # The sum is finite for every finite batch of images, so only a sum that is not finite needs the exact
-    # test; numpy's sum is 30x faster than torch's elementwise test (0.6 ms per 224x224 image, 10 % of an
-    # int8 call) and runs on this thread, where torch's would wake its OpenMP workers, which then spin
-    # on the cores ONNX Runtime's own threads need next (measured: 1.6 ms at 2 threads, RegNetX-400MF).
+    # numpy's max and min propagate NaN and reach +-Inf, so two vectorized passes test every value exactly:
+    # 60x faster than torch's elementwise test (0.6 ms per 224x224 image, 10 % of an int8 call) and twice
+    # as fast as a sum, on this thread, where torch's would wake its OpenMP workers, which then spin on
+    # the cores ONNX Runtime's own threads need next (measured: 1.6 ms at 2 threads, RegNetX-400MF).
     values = images.detach().numpy()
-    if not np.isfinite(values.sum()) and not np.isfinite(values).all():
+    if values.size and not (np.isfinite(values.max()) and np.isfinite(values.min())):
         raise ValueError("the images contain NaN or Inf values, which int8 would turn into plausible logits: "
                          "check the decoding and preprocessing of these inputs")
 

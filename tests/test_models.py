@@ -251,3 +251,19 @@ def test_resnet_cifar_stem_keeps_32x32_maps_fuses_exactly_and_quantizes():
     assert qzoo.model_record(prepared).kwargs["stem"] == "cifar"
     with pytest.raises(ValueError, match="stem='tiny'.*'imagenet'.*'cifar'"):
         qzoo.resnet18(stem="tiny")
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_input_transform_is_torchvisions_bit_for_bit_as_one_broadcast_multiply_add(name):
+    """qzoo computes ``transform_input`` as ``x * scale + shift`` over the channels (two passes, two ONNX ops)
+    where torchvision picks, scales and concatenates each channel: the same float32 values, bit for bit,
+    for images far outside the usual range too; the constants are not in the state_dict."""
+    reference = torchvision_reference(name).eval()
+    reference.transform_input = True
+    model = qzoo.get_model(name, **arguments(name), transform_input=True).eval()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(2, 3, 16, 16, generator=generator) * scale for scale in (1e-3, 1.0, 1e3)])
+    assert torch.equal(model._transform_input(x), reference._transform_input(x))
+    assert set(model.state_dict()) == set(reference.state_dict())
+    model.transform_input = False
+    assert model._transform_input(x) is x

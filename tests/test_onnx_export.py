@@ -151,6 +151,11 @@ def test_onnx_export_refuses_what_it_cannot_run_and_names_the_fix(monkeypatch):
 # torch's TorchScript-based exporter fails on ShuffleNetV2 (the chunk of its units, an onnx::Slice on a
 # quantized tensor); qzoo's writer exports it
 TORCH_EXPORTER_FAILS = {"shufflenet_v2_x0_5"}
+# qzoo writes MNASNet's global mean (x.mean([2, 3])) as GlobalAveragePool, which ONNX Runtime runs as one
+# QLinearGlobalAveragePool on the int8 tensor; torch's exporter writes a float ReduceMean, whose rounding
+# differs by a code here and there. Measured (2026-11-30): cosine 0.9997 between the two files' logits,
+# the same top-1 on every image; float-to-ORT cosine 0.9446 (qzoo) vs 0.9454 (torch's exporter's file).
+POOLED_DIFFERENTLY = {"mnasnet0_5"}
 
 
 FLOAT_COMPUTE = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
@@ -173,7 +178,8 @@ def test_onnxruntime_follows_float_as_closely_as_torchs_int8_for_every_family(na
     """On trained-like networks (test_quantization.trained_like), x86: ONNX Runtime's output is as close to
     the float model's as torch's int8 output is. Measured (2026-11-29): float-to-ORT cosine within 0.010
     of float-to-torch for every family (mnasnet0_5 0.945 vs 0.955; regnet_y_400mf 0.9954 vs 0.9955).
-    Cross-check: the file runs bit for bit as torch's TorchScript-based exporter's did. And ORT fuses
+    Cross-check: the file runs bit for bit as torch's TorchScript-based exporter's did (MNASNet: nearly, see
+    POOLED_DIFFERENTLY). And ORT fuses
     every int8 conv and linear layer into its integer kernels: none is left in float (a Flatten, reshape
     or transpose between a DequantizeLinear and the next layer once left ResNet's classifier and 13 of
     ShuffleNetV2's convs in float, weights dequantized on every call)."""
@@ -190,7 +196,10 @@ def test_onnxruntime_follows_float_as_closely_as_torchs_int8_for_every_family(na
     assert float_compute_ops(exported, tmp_path) == {}
     ort = OnnxRuntimeModel(exported, threads=1)(x)
     assert cosine(reference, ort) > cosine(reference, run(int8, x, "x86")) - 0.015
-    if name not in TORCH_EXPORTER_FAILS:
+    if name in POOLED_DIFFERENTLY:
+        theirs = OnnxRuntimeModel(torch_export(int8, x[:2]), threads=1)(x)
+        assert cosine(ort, theirs) > 0.999 and torch.equal(ort.argmax(1), theirs.argmax(1))
+    elif name not in TORCH_EXPORTER_FAILS:
         assert torch.equal(ort, OnnxRuntimeModel(torch_export(int8, x[:2]), threads=1)(x))
 
 
@@ -255,15 +264,19 @@ def test_a_bias_beyond_int32_at_its_scale_saturates_instead_of_wrapping():
 
 @pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
 def test_the_published_input_transform_exports_and_runs_as_torchs_exporter_did(name):
-    """GoogLeNet and Inception v3 as their published weights build them (``transform_input=True``: channels
-    picked with ``x[:, i]``, scaled and concatenated in float before the quant stub) export, and the file
+    """GoogLeNet and Inception v3 as their published weights build them (``transform_input=True``: in float
+    before the quant stub, as one broadcast multiply and add) export, and the file
     runs bit for bit as torch's exporter's file does; ``qzoo.googlenet(quantize=True)`` is built so."""
     torch.manual_seed(0)
     size = input_size(name)
     model = refreshed(qzoo.get_model(name, num_classes=NUM_CLASSES, transform_input=True, aux_logits=False), size=size)
     int8 = quantized_copy(model, "x86", calibration=images(16, seed=1, size=size))
     x = images(4, seed=2, size=size)
-    ort = OnnxRuntimeModel(export_onnx(int8), threads=1)(x)
+    exported = export_onnx(int8)
+    nodes = onnx.load_from_string(exported).graph.node
+    head = [node.op_type for node in nodes[:[node.op_type for node in nodes].index("QuantizeLinear")]]
+    assert head == ["Mul", "Add"]  # one broadcast multiply-add: no per-channel picking and concatenation
+    ort = OnnxRuntimeModel(exported, threads=1)(x)
     from torch_onnx import torch_export
 
     assert torch.equal(ort, OnnxRuntimeModel(torch_export(int8, x[:2]), threads=1)(x))

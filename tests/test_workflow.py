@@ -143,17 +143,21 @@ def test_bad_numbers_are_refused_before_any_work_naming_the_flag(argv, flag, cap
 
 
 def test_nan_or_inf_images_are_refused_by_int8_models():
-    """The check sums the batch first (30x faster) and tests elementwise only when the sum is not finite:
-    a NaN, an Inf of either sign, or both, are refused; finite values whose sum overflows are not."""
+    """The check takes the batch's max and min (NaN propagates through both): a NaN, an Inf of either sign,
+    or both, anywhere (the last value too, and in a channels-last batch) are refused; huge finite values
+    whose sum overflows are not; an empty batch runs as before."""
     model = quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)))
     for bad in ((float("nan"),), (float("inf"),), (-float("inf"),), (float("inf"), -float("inf"))):
-        x = images(2, seed=1)
-        x.view(-1)[:len(bad)] = torch.tensor(bad)
-        with pytest.raises(ValueError, match="NaN or Inf"):
-            model(x)
+        for where in (slice(None, len(bad)), slice(-len(bad), None)):
+            x = images(2, seed=1)
+            x.view(-1)[where] = torch.tensor(bad)
+            for batch in (x, x.contiguous(memory_format=torch.channels_last)):
+                with pytest.raises(ValueError, match="NaN or Inf"):
+                    model(batch)
     huge = images(2, seed=1)
     huge[0] = 3e38  # finite, but the sum is inf
     assert not torch.isfinite(huge.sum()) and model(huge).shape == (2, NUM_CLASSES)
+    assert model(images(2, seed=1)[:0]).shape == (0, NUM_CLASSES)  # numpy's max of nothing would raise
 
 
 def test_torchvision_weights_offline_name_the_fix(torch_home, capsys, with_entries):

@@ -19,6 +19,27 @@ def own_block(kwargs: dict[str, Any], argument: str, block: Any, model: str) -> 
         raise ValueError(f"{model} builds its own quantizable blocks; drop {argument}=")
 
 
+class BroadcastInputTransform:
+    """torchvision's ``transform_input`` for GoogLeNet and Inception v3 (the ported weights expect inputs
+    re-normalised from ImageNet's mean and std to (x - 0.5) / 0.5), as one multiply and one add broadcast
+    over the channels instead of picking, scaling and concatenating each channel: the same float32 values
+    bit for bit, two passes over the batch instead of five and two ONNX ops instead of fourteen.
+
+    Call :meth:`_register_input_transform` after ``nn.Module.__init__``; the buffers are not persistent,
+    so state_dicts stay torchvision's."""
+
+    def _register_input_transform(self) -> None:
+        scale = [0.229 / 0.5, 0.224 / 0.5, 0.225 / 0.5]  # torchvision's constants, float32 as torch casts them
+        shift = [(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5) / 0.5]
+        self.register_buffer("input_scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_shift", torch.tensor(shift).view(1, 3, 1, 1), persistent=False)
+
+    def _transform_input(self, x: Tensor) -> Tensor:
+        if self.transform_input:
+            x = x * self.input_scale + self.input_shift
+        return x
+
+
 def plain_relus(module: nn.Module, *, relu6: bool = False) -> None:
     """Make every ``nn.ReLU`` (and ``nn.ReLU6`` when ``relu6``) a new non-in-place ``nn.ReLU``.
 

@@ -8,7 +8,8 @@ so int8 outputs match it bit for bit):
 - the four branches of each Inception block join through ``FloatFunctional.cat``, which
   requantizes them to one output scale;
 - ``QuantStub``/``DeQuantStub`` around ``_forward``; ``transform_input`` (the re-normalisation
-  the ported weights expect) runs in float before the stub.
+  the ported weights expect) runs in float before the stub, as one broadcast multiply-add (the
+  same values bit for bit, fewer passes).
 
 The auxiliary heads run only in training (QAT), on fake-quantized tensors; an int8 model keeps
 them as torchvision does but never calls them. Published weights are loaded as torchvision loads
@@ -29,7 +30,7 @@ from torchvision.models.googlenet import GoogLeNet, GoogLeNet_Weights, GoogLeNet
 from torchvision.models.quantization.googlenet import GoogLeNet_QuantizedWeights
 
 from ..quantization import FloatFunctional, QuantizableModel, fusion_step
-from ._blocks import QuantizableBasicConv2d, own_block
+from ._blocks import BroadcastInputTransform, QuantizableBasicConv2d, own_block
 from ._factory import register_model
 
 __all__ = ["QuantizableBasicConv2d", "QuantizableGoogLeNet", "QuantizableGoogLeNetInception",
@@ -60,7 +61,7 @@ class QuantizableGoogLeNetInceptionAux(InceptionAux):
         return self.fc2(self.dropout(x))
 
 
-class QuantizableGoogLeNet(QuantizableModel, GoogLeNet):
+class QuantizableGoogLeNet(QuantizableModel, BroadcastInputTransform, GoogLeNet):
     """GoogLeNet with quantizable blocks, quant/dequant stubs and ``fuse_model``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -68,6 +69,7 @@ class QuantizableGoogLeNet(QuantizableModel, GoogLeNet):
                                      QuantizableGoogLeNetInceptionAux], "QuantizableGoogLeNet")
         kwargs.setdefault("init_weights", True)  # torchvision's current default, without its FutureWarning
         super().__init__(*args, **kwargs)
+        self._register_input_transform()
 
     def forward(self, x: Tensor) -> GoogLeNetOutputs:
         x, aux2, aux1 = self._forward(self.quant(self._transform_input(x)))

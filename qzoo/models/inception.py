@@ -7,7 +7,7 @@ so int8 outputs match it bit for bit):
 - every concatenation runs through a ``FloatFunctional.cat`` (``myop``; InceptionE has three:
   both split 3x3 branches and the block output), which requantizes its inputs to one scale;
 - ``QuantStub``/``DeQuantStub`` around ``_forward``; ``transform_input`` runs in float before
-  the stub. The pools (``F.max_pool2d``, ``F.avg_pool2d``) run on int8 tensors as they are.
+  the stub, as one broadcast multiply-add (the same values bit for bit, fewer passes). The pools (``F.max_pool2d``, ``F.avg_pool2d``) run on int8 tensors as they are.
 
 The auxiliary head (``AuxLogits``) runs only in training; it needs 299x299 inputs. Published
 weights are loaded as torchvision loads them: ``transform_input=True`` and no auxiliary head
@@ -26,7 +26,7 @@ from torchvision.models import inception as tv
 from torchvision.models.quantization import inception as tvq
 
 from ..quantization import FloatFunctional, QuantizableModel, fusion_step
-from ._blocks import QuantizableBasicConv2d, own_block
+from ._blocks import BroadcastInputTransform, QuantizableBasicConv2d, own_block
 from ._factory import register_model
 
 __all__ = ["QuantizableBasicConv2d", "QuantizableInception3", "QuantizableInceptionA", "QuantizableInceptionAux",
@@ -90,7 +90,7 @@ class QuantizableInceptionAux(tv.InceptionAux):
         super().__init__(*args, conv_block=QuantizableBasicConv2d, **kwargs)
 
 
-class QuantizableInception3(QuantizableModel, tv.Inception3):
+class QuantizableInception3(QuantizableModel, BroadcastInputTransform, tv.Inception3):
     """Inception v3 with quantizable blocks, quant/dequant stubs and ``fuse_model``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -99,6 +99,7 @@ class QuantizableInception3(QuantizableModel, tv.Inception3):
             QuantizableInceptionD, QuantizableInceptionE, QuantizableInceptionAux], "QuantizableInception3")
         kwargs.setdefault("init_weights", True)  # torchvision's current default, without its FutureWarning
         super().__init__(*args, **kwargs)
+        self._register_input_transform()
 
     def forward(self, x: Tensor) -> tv.InceptionOutputs:
         x, aux = self._forward(self.quant(self._transform_input(x)))
