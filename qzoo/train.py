@@ -267,7 +267,7 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
             _apply_freezes(model, recipe, epoch)
         epoch_batches = batches(epoch)
         steps = len(epoch_batches) if isinstance(epoch_batches, Sized) else len(epoch_batches := list(epoch_batches))
-        started, total_loss = time.perf_counter(), 0.0
+        started, total_loss = time.perf_counter(), torch.zeros((), device=device)
         net.train()
         bar = tqdm(epoch_batches, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch", disable=not progress or rank)
         with torch.random.fork_rng():  # the caller's generator is left as it was
@@ -282,9 +282,10 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total_loss += loss.item()
-                bar.set_postfix(loss=f"{total_loss / (step + 1):.3f}", lr=f"{lr:.4f}")
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss / max(1, steps),
+                total_loss += loss.detach()  # on the device: reading it every step would stall a GPU's queue
+                if not bar.disable and (step % 20 == 0 or step == steps - 1):
+                    bar.set_postfix(loss=f"{total_loss.item() / (step + 1):.3f}", lr=f"{lr:.4f}")
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss.item() / max(1, steps),
                                   "seconds": round(time.perf_counter() - started, 1)}
         if rank == 0:
             if evaluate_fn is not None:

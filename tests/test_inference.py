@@ -91,3 +91,19 @@ def test_the_benchmark_harness_runs_every_variant_on_a_tiny_model(tmp_path):
     assert report["gemm_ceiling"]["1"]["int8_gops"] > 0
     table = (tmp_path / "bench.md").read_text()
     assert "| mobilenet_v2 | 2 |" in table and "qzoo optimized / ORT int8 | qzoo on ORT / ORT int8" in table
+
+
+def test_interleaved_timings_give_every_runner_every_place_in_the_order():
+    """Round r starts with runner r mod n: over 3k rounds each of n=3 runners runs first, second and third
+    k times each, so a place that runs faster (warm threads, caches) favours none of them."""
+    from qzoo.benchmark import interleaved_timings
+
+    calls: list[str] = []
+    runners = {name: (lambda _x, name=name: calls.append(name)) for name in "abc"}
+    timings = interleaved_timings(runners, torch.zeros(1), repeats=6, warmup=0, window_s=0.0,
+                                  quiet_share=float("inf"))  # every window kept, however busy the machine
+    assert all(timing.rounds == 6 and timing.kept == 6 for timing in timings.values())
+    rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
+    assert len(rounds) == 6 and all(sorted(order) == ["a", "b", "c"] for order in rounds)
+    for place in range(3):
+        assert sorted(order[place] for order in rounds) == ["a", "a", "b", "b", "c", "c"]

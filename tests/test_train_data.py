@@ -236,3 +236,20 @@ def test_bf16_autocast_is_refused_off_cuda_and_for_qat(tmp_path):
         train.fit(small_qat_mobilenet(), lambda epoch: batches, recipe, tmp_path / "b", progress=False,
                   device="cuda", bf16=True)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_augmentation_crops_and_flips_each_image_as_its_random_draws_say():
+    """The batched crop-and-flip (one indexing op) is the per-image definition: image i is the 32x32 window
+    at (rows[i], cols[i]) of its 4-pixel zero-padded copy, mirrored when flips[i], from the same draws."""
+    generator = torch.Generator().manual_seed(3)
+    batch = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    out = data._random_crop_flip(batch, torch.Generator().manual_seed(7))
+    draws = torch.Generator().manual_seed(7)
+    rows, cols = (torch.randint(0, 9, (64,), generator=draws) for _ in range(2))
+    flips = torch.rand(64, generator=draws) < 0.5
+    padded = torch.nn.functional.pad(batch, (4, 4, 4, 4))
+    assert out.dtype == torch.uint8 and out.shape == batch.shape
+    for i in range(64):
+        window = padded[i, :, rows[i]:rows[i] + 32, cols[i]:cols[i] + 32]
+        assert torch.equal(out[i], window.flip(-1) if flips[i] else window)
+    assert 0 < int(flips.sum()) < 64 and len(set(rows.tolist())) > 3  # the draws vary: the check covers both paths
