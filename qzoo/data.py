@@ -336,17 +336,21 @@ class ImageTensors:
         return self.subset(balanced_indices(self.labels, count, seed=seed))
 
     def batches(self, batch_size: int, *, mean: tuple[float, ...] = CIFAR10_MEAN,
-                std: tuple[float, ...] = CIFAR10_STD, augment: bool = False, shuffle: bool = False,
-                seed: int = 0, rank: int = 0, world_size: int = 1) -> TensorBatches:
+                std: tuple[float, ...] = CIFAR10_STD, augment: bool = False, cutout: int = 0,
+                shuffle: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1) -> TensorBatches:
         """Normalized float32 ``(images, labels)`` batches (a sized, re-iterable plan).
 
         ``augment`` adds the standard CIFAR augmentation (4-pixel padded random crop and
-        horizontal flip); ``shuffle`` permutes with ``seed`` (pass the epoch for a new order per
+        horizontal flip); ``cutout`` then sets a ``cutout`` x ``cutout`` square of each image, centred
+        at a random pixel (clipped at the border), to the mean (0 after normalization; DeVries and
+        Taylor, 2017). ``shuffle`` permutes with ``seed`` (pass the epoch for a new order per
         epoch). ``rank``/``world_size`` give each distributed process its share through
         ``DistributedSampler`` (equal shares; the remainder is dropped).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: use 1 or more")
+        if cutout < 0:
+            raise ValueError(f"cutout={cutout}: the side of the square to erase, 0 (none) or more")
         if world_size > 1:
             sampler = DistributedSampler(range(len(self)), num_replicas=world_size, rank=rank,
                                          shuffle=shuffle, seed=seed, drop_last=True)
@@ -355,7 +359,7 @@ class ImageTensors:
             order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         else:
             order = torch.arange(len(self))
-        return TensorBatches(self, order, batch_size, mean, std, augment, seed)
+        return TensorBatches(self, order, batch_size, mean, std, augment, seed, cutout)
 
 
 @dataclass(frozen=True)
@@ -369,6 +373,7 @@ class TensorBatches:
     std: tuple[float, ...]
     augment: bool
     seed: int
+    cutout: int = 0
 
     def __len__(self) -> int:
         return math.ceil(self.order.numel() / self.batch_size)
@@ -382,7 +387,10 @@ class TensorBatches:
             images = self.data.images[index]
             if self.augment:
                 images = _random_crop_flip(images, generator)
-            yield (images.float() - mean) / std, self.data.labels[index]
+            normalized = (images.float() - mean) / std
+            if self.cutout:
+                normalized.masked_fill_(_cutout_mask(normalized.shape, self.cutout, generator), 0.0)
+            yield normalized, self.data.labels[index]
 
 
 def _random_crop_flip(images: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
@@ -399,3 +407,14 @@ def _random_crop_flip(images: Tensor, generator: torch.Generator, padding: int =
     crops[flips] = crops[flips].flip(-1)
     return crops
 
+
+
+def _cutout_mask(shape: torch.Size, side: int, generator: torch.Generator) -> Tensor:
+    """``(N, 1, H, W)``: True on a ``side`` x ``side`` square per image, centred at a random pixel, clipped."""
+    count, _, height, width = shape
+    centre_rows = torch.randint(0, height, (count, 1), generator=generator)
+    centre_cols = torch.randint(0, width, (count, 1), generator=generator)
+    rows = torch.arange(height) - centre_rows + side // 2  # offsets into the square: inside where 0 <= offset < side
+    cols = torch.arange(width) - centre_cols + side // 2
+    inside_rows, inside_cols = (rows >= 0) & (rows < side), (cols >= 0) & (cols < side)
+    return (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]

@@ -28,6 +28,9 @@ from tqdm.auto import tqdm
 
 from . import quantization, serialization
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""``torch.compile``'s modes, as :func:`fit` takes them."""
+
 Batches = Callable[[int], Iterable[tuple[Tensor, Tensor]]]
 """A function of the epoch number returning that epoch's ``(images, labels)`` batches."""
 
@@ -231,7 +234,7 @@ def _apply_freezes(model: nn.Module, recipe: Recipe, epoch: int) -> None:
 def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.PathLike[str], *,
         evaluate_fn: Callable[[nn.Module], dict[str, float]] | None = None,
         identity: dict[str, Any] | None = None, progress: bool = True, device: str | torch.device | None = None,
-        bf16: bool = False) -> list[dict[str, Any]]:
+        bf16: bool = False, compile_mode: str | None = None) -> list[dict[str, Any]]:
     """Train ``model`` (float or QAT-prepared) for ``recipe.epochs``, resuming from ``out_dir``.
 
     After every epoch rank 0 evaluates (``evaluate_fn`` on the model, and on an int8 copy
@@ -241,6 +244,9 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
     model's digest) is refused rather than continued. Each epoch's random draws come from
     ``recipe.seed`` and the epoch number. ``device`` moves the model there (it stays there) and each
     batch with it; ``bf16`` runs the forward pass under CUDA's bfloat16 autocast (float models on a GPU).
+    ``compile_mode`` trains through ``torch.compile`` in that mode (``"default"``, or ``"reduce-overhead"``
+    for CUDA graphs: small models on a GPU are otherwise bound by Python's kernel launches); float
+    models only, evaluation and checkpoints use the model itself.
     Returns the per-epoch history (loss, lr, seconds, metrics).
     """
     out = Path(out_dir)
@@ -248,6 +254,9 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
     qat = quantization.model_backend(model) is not None
     if bf16 and (qat or torch.device(device or "cpu").type != "cuda"):
         raise ValueError("bf16 autocast is for float training on a CUDA device: QAT simulates int8 in float32")
+    if compile_mode is not None and (qat or compile_mode not in COMPILE_MODES):
+        raise ValueError(f"compile_mode={compile_mode!r}: one of {', '.join(COMPILE_MODES)}, for float training "
+                         "(QAT's observers change between steps)")
     if device is not None:
         model.to(device)
     device = model_device(model)
@@ -259,6 +268,8 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
     if state.get("identity", identity) != identity:
         raise ValueError(f"{out} holds a checkpoint of another run ({state['identity']}); use a new output folder")
     net: nn.Module = DistributedDataParallel(model) if world > 1 else model
+    if compile_mode is not None:
+        net = torch.compile(net, mode=compile_mode)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     history: list[dict[str, Any]] = state["history"]

@@ -253,3 +253,59 @@ def test_augmentation_crops_and_flips_each_image_as_its_random_draws_say():
         window = padded[i, :, rows[i]:rows[i] + 32, cols[i]:cols[i] + 32]
         assert torch.equal(out[i], window.flip(-1) if flips[i] else window)
     assert 0 < int(flips.sum()) < 64 and len(set(rows.tolist())) > 3  # the draws vary: the check covers both paths
+
+
+def test_cutout_zeroes_one_clipped_square_per_image_after_normalizing():
+    """``cutout=8``: each normalized image is 0 exactly on the 8x8 square centred at its random pixel (clipped
+    at the border) and as without cutout elsewhere; the crop-and-flip draws come first, so cutout=0 gives
+    the batches of before; a negative side is refused."""
+    pixels = torch.randint(1, 255, (40, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    tensors = data.ImageTensors(pixels, torch.arange(40) % 10, tuple(str(i) for i in range(10)))
+    (plain, labels), = tensors.batches(40, augment=True, seed=4)
+    (cut, cut_labels), = tensors.batches(40, augment=True, cutout=8, seed=4)
+    assert torch.equal(labels, cut_labels)
+    erased = cut == 0
+    assert not (plain == 0).any()  # pixels 1..254 never normalize to exactly 0 here: every 0 is cutout's
+    assert torch.equal(erased, erased[:, :1].expand_as(erased))  # the same square in every channel
+    assert torch.equal(cut[~erased], plain[~erased])
+    areas = erased[:, 0].sum(dim=(1, 2))
+    assert areas.max() == 64 and 16 <= areas.min() < 64  # whole squares inside, clipped ones at the border
+    for image in erased[:, 0]:
+        rows, cols = image.any(1).nonzero().flatten(), image.any(0).nonzero().flatten()
+        assert image.sum() == len(rows) * len(cols) and rows.diff().eq(1).all() and cols.diff().eq(1).all()
+    with pytest.raises(ValueError, match="cutout=-1"):
+        tensors.batches(40, cutout=-1)
+
+
+def test_compiled_training_follows_eager_training_and_is_refused_for_qat(tmp_path, monkeypatch):
+    """``compile_mode`` trains through ``torch.compile`` in that mode: here with its AOT-autograd backend
+    without code generation (no compiler needed), the losses follow eager training's; the checkpoint holds
+    the trained model's own keys and values (not the compiled wrapper's ``_orig_mod.``). QAT and unknown
+    modes are refused before any work."""
+    modes = []
+    real_compile = torch.compile
+
+    def traced(module, mode=None):
+        modes.append(mode)
+        return real_compile(module, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", traced)
+    recipe = train.Recipe(epochs=2, lr=0.05, batch_size=8)
+    batch = [(images(8, seed=s), torch.arange(8) % NUM_CLASSES) for s in range(3)]
+    histories = {}
+    for mode in (None, "reduce-overhead"):
+        torch.manual_seed(0)
+        model = qzoo.mobilenet_v2(num_classes=NUM_CLASSES)
+        histories[mode] = train.fit(model, lambda epoch: batch, recipe, tmp_path / str(mode), progress=False,
+                                    compile_mode=mode)
+    assert modes == ["reduce-overhead"]
+    eager, compiled = ([h["loss"] for h in histories[mode]] for mode in (None, "reduce-overhead"))
+    assert eager[1] < eager[0] and compiled == pytest.approx(eager, rel=1e-3)
+    restored = qzoo.mobilenet_v2(num_classes=NUM_CLASSES)
+    assert train.load_checkpoint(tmp_path / "reduce-overhead", restored)["epoch"] == 2  # strict: the model's keys
+    assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), model.state_dict().values()))
+    qat = qzoo.mobilenet_v2(num_classes=NUM_CLASSES, prepare="qat")
+    for model, mode in ((qat, "default"), (qzoo.mobilenet_v2(num_classes=NUM_CLASSES), "fastest")):
+        with pytest.raises(ValueError, match="compile_mode=.*for float training"):
+            train.fit(model, lambda epoch: batch, recipe, tmp_path / "refused", progress=False, compile_mode=mode)
+    assert modes == ["reduce-overhead"] and not (tmp_path / "refused").exists()

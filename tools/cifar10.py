@@ -1,6 +1,7 @@
 """The CIFAR-10 worked example, one command per step; every number in docs/cifar10.md comes from here.
 
     python tools/cifar10.py train resnet18 --device cuda  # float training from scratch (resumable; a GPU: bf16 autocast)
+    python tools/cifar10.py train mobilenet_v2 --device cuda --compile reduce-overhead  # CUDA graphs for small models
     python tools/cifar10.py ptq resnet18                  # calibrate on 512 seeded training images, evaluate on 10,000
     python tools/cifar10.py qat resnet18 --device cuda    # QAT from the float model (resumable; int8 evaluated on the CPU)
     python tools/cifar10.py bench resnet18        # fp32 vs int8 latency at batch 1 and 16, side by side
@@ -52,17 +53,18 @@ def load_split(split: str, data: str = DEFAULT_DATA, data_dir: str | None = None
                                 data_dir=data_dir)
 
 
-def _flags(data: str, device: str | None) -> str:
-    """How a run's data and device appear in its recorded command: the data by file or folder name unless
-    it is the default, the device when there is one."""
-    return ("" if data == DEFAULT_DATA else f" --data {Path(data).name}") + (f" --device {device}" if device else "")
+def _flags(data: str, device: str | None, compile_mode: str | None = None) -> str:
+    """How a run's data, device and compile mode appear in its recorded command: the data by file or folder
+    name unless it is the default, the others when given."""
+    return ("" if data == DEFAULT_DATA else f" --data {Path(data).name}") + (f" --device {device}" if device else "") \
+        + (f" --compile {compile_mode}" if compile_mode else "")
 
 
 def float_folder(name: str) -> Path:
     return RUNS / f"{name}-float" / "model"
 
 
-def train_float(name: str, data: str, data_dir: str | None, device: str | None) -> None:
+def train_float(name: str, data: str, data_dir: str | None, device: str | None, compile_mode: str | None) -> None:
     torch.manual_seed(0)
     model = qzoo.get_model(name, **ARCHITECTURES[name])
     recipe = FLOAT_RECIPES[name]
@@ -70,13 +72,13 @@ def train_float(name: str, data: str, data_dir: str | None, device: str | None) 
     history = train.fit(model, lambda epoch: train_set.batches(recipe.batch_size, augment=True, shuffle=True,
                                                                seed=epoch),
                         recipe, RUNS / f"{name}-float", evaluate_fn=lambda m: train.evaluate(m, test.batches(500)),
-                        device=device, bf16=torch.device(device or "cpu").type == "cuda")
+                        device=device, bf16=torch.device(device or "cpu").type == "cuda", compile_mode=compile_mode)
     metrics = history[-1]["eval"]
     qzoo.save_pretrained(model.cpu().eval(), float_folder(name), name=f"{name}.cifar10_float",
                          metrics={"CIFAR-10": {"acc1": metrics["acc1"], "acc5": metrics["acc5"]}},
                          transforms=dataclasses.asdict(pretrained.CIFAR10_TRANSFORMS),
                          categories=list(pretrained.CIFAR10_CLASSES),
-                         recipe=f"python tools/cifar10.py train {name}{_flags(data, device)}",
+                         recipe=f"python tools/cifar10.py train {name}{_flags(data, device, compile_mode)}",
                          license="BSD-3-Clause (qzoo); CIFAR-10 images (Krizhevsky, 2009)")
     print(json.dumps(history[-1]))
 
@@ -121,16 +123,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for this step (default 1)")
     parser.add_argument("--device", help="train and qat: where to train (cuda; default the CPU: about 22 min "
                         "an epoch of ResNet18 on 2 cores); int8 models always run on the CPU")
+    parser.add_argument("--compile", choices=train.COMPILE_MODES, metavar="MODE",
+                        help="train: through torch.compile in this mode (reduce-overhead: CUDA graphs; "
+                        f"one of {', '.join(train.COMPILE_MODES)})")
     add_data_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.device and args.step not in ("train", "qat"):
         parser.error(f"--device is for train and qat; {args.step} runs int8 models on the CPU")
+    if args.compile and args.step != "train":
+        parser.error("--compile is for train (float training); QAT's observers change between steps")
     if args.device:
         torch.device(args.device)  # a bad name fails here, before any data is read
         torch.backends.cudnn.benchmark = True
     if args.step == "train":
-        train_float(args.model, args.data, args.data_dir, args.device)
+        train_float(args.model, args.data, args.data_dir, args.device, args.compile)
     elif args.step == "bench":
         bench(args.model)
     else:

@@ -6,9 +6,12 @@
 
 For each model: qzoo's x86 int8 model exported by qzoo's writer, and ORT's own static QDQ
 quantization of the float model (per-channel, calibrated on the same 64 synthetic images; the
-model built as ``tools/bench.py`` builds it). First their wall times, interleaved. Both are loaded with ORT's full graph optimization, the optimized
-graphs are saved and their operators counted, and both run under ORT's profiler (``--runs``
-calls, the first left out): time per operator type, and operators only one of the two graphs has.
+model built as ``tools/bench.py`` builds it). First their wall times, interleaved: ORT's own file,
+qzoo's file in a bare ORT session (the graphs alone), and qzoo's file through ``OnnxRuntimeModel``
+(what users call: its NaN/Inf input check and tensor conversions on top). Both files are loaded
+with ORT's full graph optimization, the optimized graphs are saved and their operators counted, and
+both run under ORT's profiler, taking turns call by call (``--runs`` calls each, the first left
+out): time per operator type, and operators only one of the two graphs has.
 Writes ``results/ort-profile.json`` and the table in docs/benchmarks.md between the
 ``ort-profile`` markers.
 """
@@ -54,13 +57,21 @@ def _session(path: Path, threads: int, optimized: Path, profile_prefix: Path) ->
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _profile(path: Path, images: torch.Tensor, threads: int, runs: int, folder: Path, label: str) -> dict[str, Any]:
-    """Operator counts of ORT's optimized graph, and mean microseconds per call by operator type."""
-    optimized = folder / f"{label}-optimized.onnx"
-    session = _session(path, threads, optimized, folder / label)
-    feed = {session.get_inputs()[0].name: images.numpy()}
-    for _ in range(runs):
-        session.run(None, feed)
+def _profiles(paths: dict[str, Path], images: torch.Tensor, threads: int, runs: int,
+              folder: Path) -> dict[str, dict[str, Any]]:
+    """Per file: operator counts of ORT's optimized graph, and mean microseconds per call by operator type.
+    The profiled sessions take turns call by call (who goes first alternates), so both see the same noise."""
+    sessions = {label: _session(path, threads, folder / f"{label}-optimized.onnx", folder / label)
+                for label, path in paths.items()}
+    feeds = {label: {session.get_inputs()[0].name: images.numpy()} for label, session in sessions.items()}
+    labels = list(sessions)
+    for call in range(runs):
+        for label in labels[call % 2:] + labels[:call % 2]:
+            sessions[label].run(None, feeds[label])
+    return {label: _read_profile(session, folder / f"{label}-optimized.onnx") for label, session in sessions.items()}
+
+
+def _read_profile(session: onnxruntime.InferenceSession, optimized: Path) -> dict[str, Any]:
     events = json.loads(Path(session.end_profiling()).read_text())
     calls = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
     warm = calls[0]["ts"] + calls[0]["dur"]  # the first call packs weights: left out
@@ -84,17 +95,21 @@ def compare(name: str, batch: int, threads: int, runs: int) -> dict[str, Any]:
         runners, _ = onnx_runners(model, threads, folder, size)  # writes ORT's own fp32.onnx and int8.onnx
         qzoo_path = folder / "qzoo.onnx"
         qzoo.export_onnx(int8, qzoo_path)
-        wall = interleaved_latency_ms({"ORT int8": runners["ORT int8 QDQ"],
-                                       "qzoo int8": OnnxRuntimeModel(qzoo_path, threads=threads)}, images,
-                                      repeats=runs)
-        ort = _profile(folder / "int8.onnx", images, threads, runs, folder, "ort")
-        ours = _profile(qzoo_path, images, threads, runs, folder, "qzoo")
-    row = {"model": name, "batch": batch, "threads": threads, "ort_own_int8": ort, "qzoo_int8": ours,
-           "wall_ms": {k: round(v, 2) for k, v in wall.items()},
+        ours = OnnxRuntimeModel(qzoo_path, threads=threads)
+        wall = interleaved_latency_ms({
+            "ORT int8": runners["ORT int8 QDQ"],
+            "qzoo file": lambda x: ours.session.run(None, {ours.input_name: x.numpy()}),  # the bare session
+            "qzoo int8": ours,  # what users call: OnnxRuntimeModel, with its NaN/Inf check and tensor conversions
+        }, images, repeats=3 * runs)
+        profiles = _profiles({"ort": folder / "int8.onnx", "qzoo": qzoo_path}, images, threads, runs, folder)
+    ort, ours_profile = profiles["ort"], profiles["qzoo"]
+    row = {"model": name, "batch": batch, "threads": threads, "ort_own_int8": ort, "qzoo_int8": ours_profile,
+           "wall_ms": {k: round(v, 3) for k, v in wall.items()},
+           "file_ratio": round(wall["qzoo file"] / wall["ORT int8"], 2),
            "wall_ratio": round(wall["qzoo int8"] / wall["ORT int8"], 2),
-           "kernel_ratio": round(ours["total_us"] / ort["total_us"], 2)}
-    print(json.dumps({k: row[k] for k in ("model", "batch", "threads", "wall_ms", "wall_ratio", "kernel_ratio")}),
-          flush=True)
+           "kernel_ratio": round(ours_profile["total_us"] / ort["total_us"], 2)}
+    print(json.dumps({k: row[k] for k in ("model", "batch", "threads", "wall_ms", "file_ratio", "wall_ratio",
+                                          "kernel_ratio")}), flush=True)
     return row
 
 
@@ -107,7 +122,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"Measured {meta['date']} on {meta['cpu']} ({meta['cores']} cores), onnxruntime {meta['onnxruntime']}, "
              f"torch {meta['torch']}: `{meta['command']}` (ORT's profiler: kernel time per call, µs, over "
              f"{meta['runs'] - 1} calls after the first)", "",
-             "| model | batch | threads | wall ms: ORT int8 / qzoo int8 (ratio) | kernel µs: ORT int8 / qzoo int8 (ratio) | "
+             "| model | batch | threads | wall ms: ORT int8 / qzoo's file, bare session (ratio) / qzoo's "
+             "OnnxRuntimeModel (ratio) | kernel µs: ORT int8 / qzoo int8 (ratio) | "
              "ops only ORT's optimized graph has | ops only qzoo's has | qzoo's top 3 op types (µs) |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -115,7 +131,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         top = ", ".join(f"{op} {us:.0f}" for op, us in list(ours["us_per_call"].items())[:3])
         wall = row["wall_ms"]
         lines.append(f"| {row['model']} | {row['batch']} | {row['threads']} | {wall['ORT int8']:.2f} / "
-                     f"{wall['qzoo int8']:.2f} ({row['wall_ratio']:.2f}) | {ort['total_us']:.0f} / "
+                     f"{wall['qzoo file']:.2f} ({row['file_ratio']:.2f}) / {wall['qzoo int8']:.2f} "
+                     f"({row['wall_ratio']:.2f}) | {ort['total_us']:.0f} / "
                      f"{ours['total_us']:.0f} ({row['kernel_ratio']:.2f}) | {_ops_only_in(ort['ops'], ours['ops'])} | "
                      f"{_ops_only_in(ours['ops'], ort['ops'])} | {top} |")
     return "\n".join(lines)
