@@ -408,7 +408,6 @@ def _random_crop_flip(images: Tensor, generator: torch.Generator, padding: int =
     return crops
 
 
-
 def _cutout_mask(shape: torch.Size, side: int, generator: torch.Generator) -> Tensor:
     """``(N, 1, H, W)``: True on a ``side`` x ``side`` square per image, centred at a random pixel, clipped."""
     count, _, height, width = shape

@@ -7,7 +7,8 @@ so int8 outputs match it bit for bit):
 - every concatenation runs through a ``FloatFunctional.cat`` (``myop``; InceptionE has three:
   both split 3x3 branches and the block output), which requantizes its inputs to one scale;
 - ``QuantStub``/``DeQuantStub`` around ``_forward``; ``transform_input`` runs in float before
-  the stub, as one broadcast multiply-add (the same values bit for bit, fewer passes). The pools (``F.max_pool2d``, ``F.avg_pool2d``) run on int8 tensors as they are.
+  the stub, as one broadcast multiply-add (the same values bit for bit, fewer passes). The pools
+  (``F.max_pool2d``, ``F.avg_pool2d``) run on int8 tensors as they are.
 
 The auxiliary head (``AuxLogits``) runs only in training; it needs 299x299 inputs. Published
 weights are loaded as torchvision loads them: ``transform_input=True`` and no auxiliary head
