@@ -177,15 +177,18 @@ INT8_BOUNDS = dict.fromkeys(INT8_ENTRIES, (0.3, 97.0))
 @pytest.mark.parametrize("name", INT8_ENTRIES)
 def test_int8_entries_keep_their_recorded_accuracy_on_the_held_out_photographs(name):
     """tools/imagenet_lite.py records each int8 model's top-1 on the 500 odd-class photographs (never
-    used for calibration); loaded by entry name it gives it again (within one image, for another CPU's or
-    torch release's rounding: Lite2 gives one image less on torch 2.10), and the recorded drop and agreement stay within the bounds above."""
+    used for calibration); loaded by entry name it gives it again within three images, the spread of the
+    pool's CPUs and torch releases: recorded on a Xeon (torch 2.14.1); on an AMD EPYC with AVX512-VNNI,
+    torch 2.14.1 and 2.15.0 run other int8 kernels and give Lite0 three images more, Lite1 the same, Lite2
+    three fewer, torch 2.10.0 there within one image (2026-11-30). The recorded drop and agreement stay
+    within the bounds above."""
     entry = qzoo.get_weights(name)
     images, transforms = held_out(entry)
     model = qzoo.from_pretrained(name)
     measured = train.evaluate(model, images.batches(100, mean=transforms.mean, std=transforms.std), progress=False)
     recorded = json.loads((WEIGHTS / name / "metrics.json").read_text())
     assert recorded["int8"] == dict(entry.metrics["ImageNet sample (500 odd-class images)"])
-    assert measured["images"] == 500 and round(abs(measured["acc1"] - recorded["int8"]["acc1"]) * 5) <= 1  # images
+    assert measured["images"] == 500 and round(abs(measured["acc1"] - recorded["int8"]["acc1"]) * 5) <= 3  # images
     drop, agreement = INT8_BOUNDS[name]
     assert recorded["float"]["acc1"] - recorded["int8"]["acc1"] <= drop and recorded["agreement_all"] >= agreement
     assert qzoo.model_record(model).ptq_methods == ("bias_correction",) and recorded["ptq"]["correction_images"] == 256
