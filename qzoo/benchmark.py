@@ -49,7 +49,8 @@ def interleaved_timings(
 ) -> dict[str, Timing]:
     """Time every runner once per round, round-robin, so they share the same noise; each round starts
     one runner later than the one before, so every runner takes every place in the order equally often
-    (measured: at 2 threads, the runner after another ONNX Runtime session ran up to 8 % faster).
+    (measured: at 2 threads, of three ONNX Runtime runners in a fixed order, the last ran about 8 % faster
+    than the one before it on the same file).
 
     Quiet-machine guard (Linux): rounds are grouped into windows of at least ``window_s``
     seconds (the kernel counts CPU time in clock ticks); a window during which other processes
