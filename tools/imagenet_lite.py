@@ -140,7 +140,7 @@ def measure(name: str, data: str, calib_images: int, backend: str, repeats: int)
         "float_top1_all_padding_folded": top1(logits(folded_padding(float_model), images, transforms), images.labels),
         "float_top1_all_relu": top1(logits(relu_for_relu6(float_model), images, transforms), images.labels),
     }
-    row["ptq"] = PTQ_RECIPE
+    row["ptq"] = {"backend": backend, **PTQ_RECIPE}
     int8 = qzoo.quantize(float_model, batches(calibration, transforms, 25), backend=backend, progress=False,
                          **PTQ_RECIPE)
     quantized = logits(int8, images, transforms)
@@ -286,8 +286,8 @@ def markdown(rows: dict[str, dict[str, Any]], command: str) -> str:
 
 
 def _recipe_text(ptq: dict[str, Any]) -> str:
-    """How a row's int8 model was made (:data:`PTQ_RECIPE` as the row recorded it), in words."""
-    return f"x86, per-channel weights, bias correction on {ptq['correction_images']} calibration images"
+    """How a row's int8 model was made (its backend and :data:`PTQ_RECIPE`, as the row recorded them), in words."""
+    return f"{ptq['backend']}, per-channel weights, bias correction on {ptq['correction_images']} calibration images"
 
 
 def write_ablation_table(ablation: dict[str, list[dict[str, Any]]], command: str) -> None:
