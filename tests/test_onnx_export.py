@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from torch import nn
 from helpers import HEAVY, NUM_CLASSES, assert_varies, cosine, images, input_size, quantized_copy, refreshed, relative_error, run
 from onnx import numpy_helper
 
@@ -283,3 +284,25 @@ def test_the_published_input_transform_exports_and_runs_as_torchs_exporter_did(n
 
     assert torch.equal(ort, OnnxRuntimeModel(torch_export(int8, x[:2]), threads=1)(x))
     assert_varies(ort)  # the equality compares real outputs, not constants
+
+
+def test_the_writer_refuses_tensor_indexing_and_integer_buffers_by_name():
+    """The writer reads float buffers (the input transform's constants) and nothing it cannot write: an
+    integer buffer, or a tensor indexed as ``x[:, 0]``, is refused with the node's name, not written wrong."""
+
+    class IntegerBuffer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("counts", torch.ones(1, 3, 1, 1, dtype=torch.int64))
+
+        def forward(self, x):
+            return x * self.counts
+
+    class Indexing(nn.Module):
+        def forward(self, x):
+            return x[:, 0]
+
+    with pytest.raises(NotImplementedError, match="counts: qzoo's ONNX writer takes float buffers only"):
+        onnx_writer.write_onnx(IntegerBuffer(), {}, {})
+    with pytest.raises(NotImplementedError, match="getitem.*does not index tensors"):
+        onnx_writer.write_onnx(Indexing(), {}, {})
