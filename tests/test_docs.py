@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import torch
 
 import qzoo
 
@@ -55,3 +61,30 @@ def test_readme_docs_and_the_cifar10_tool_name_no_folder_outside_the_repository(
     for where, text in {**texts, **helps}.items():
         assert not re.search(r"\.\./|shared/datasets", text), where
     assert "--data DATA" in helps["tools/cifar10.py ptq --help"] and "torch/cifar10" in helps["tools/cifar10.py ptq --help"]
+
+
+def _tool(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_published_lite_files_table_is_what_its_results_record():
+    """docs/imagenet-sample.md's table of the published int8 files on each CPU and torch is rendered from
+    results/imagenet-lite-published.json (one run per CPU, threads and torch), and its interval is the paired one."""
+    lite = _tool("imagenet_lite")
+    runs = json.loads(lite.PUBLISHED_RESULTS.read_text())["runs"]
+    doc = lite.DOC.read_text().split(lite.PUBLISHED_MARKERS[0], 1)[1].split(lite.PUBLISHED_MARKERS[1], 1)[0]
+    assert doc.strip() == lite.published_table(runs) and len(runs) >= 1
+    assert all(set(run["models"]) == set(lite.MODELS) for run in runs.values())
+    # 10 images: float right on 8; int8 loses images 0 and 1, wins image 9 (float wrong there), else the same
+    labels = torch.arange(10)
+    reference = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 0, 0]), 10).float()
+    measured = torch.nn.functional.one_hot(torch.tensor([5, 5, 2, 3, 4, 5, 6, 7, 0, 9]), 10).float()
+    half_width = 100 * 1.96 * math.sqrt(3 - 1 / 10) / 10
+    assert lite.paired_drop(reference, measured, labels) == {
+        "drop_top1": 10.0, "lost": 2, "won": 1, "drop_top1_ci95": [round(10 - half_width, 2), round(10 + half_width, 2)]}
+    assert lite.logit_sqnr_db(reference, reference * 1.1) == 20.0  # noise 0.01 of the signal's power
+    tied = torch.tensor([[1.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 3.0, 3.0]])  # rows 0 and 2 tie; row 0's label is tied
+    assert lite.top_ties(tied, torch.tensor([1, 0, 0])) == {"tied_top": 2, "tied_top_with_label": 1}

@@ -56,6 +56,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def int8_isa() -> str:
+    """The int8-relevant instruction sets this CPU reports (Linux's /proc/cpuinfo flags)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    named = {"avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "amx_int8": "AMX-INT8"}
+    return ", ".join(label for flag, label in named.items() if flag in flags) or ("AVX2 without VNNI" if "avx2" in flags
+                                                                               else "no AVX2")
+
+
 def replace_between(text: str, markers: tuple[str, str], body: str) -> str:
     """``text`` with what lies between the two marker lines replaced by ``body`` (a generated table)."""
     head, rest = text.split(markers[0], 1)

@@ -3,6 +3,7 @@
     python tools/imagenet_lite.py --data imagenet-sample-1k.tar.gz              # measure, print
     python tools/imagenet_lite.py --data imagenet-sample-1k.tar.gz --publish    # + weights/, index, docs
     python tools/imagenet_lite.py --data /path/to/imagenet/val --models efficientnet_lite0  # full validation
+    python tools/imagenet_lite.py --data imagenet-sample-1k.tar.gz --check-published   # the files, on this CPU
 
 ``--data`` is an ImageFolder keyed by WordNet id (ImageNet's ``val/`` as torchvision's
 ``ImageFolder`` reads it, or the 1,000-image sample), or a .tar.gz of one; class indices are the
@@ -14,13 +15,17 @@ sorted folder names, as ImageNet's 1000-class heads use them. Per model (float w
    convs' TensorFlow padding folded into the conv's symmetric padding, and ReLU for ReLU6;
 2. PTQ calibrated on images of even class indices (``--calib-images``, spread over the classes),
    with the accuracy toolkit's bias correction on 256 of them as the published entries use it
-   (:data:`PTQ_RECIPE`), evaluated on the images of odd class indices; top-1 agreement with float
-   on all images;
+   (:data:`PTQ_RECIPE`; ``--correction-images``), evaluated on the images of odd class indices; top-1
+   agreement with float and the logits' SQNR on all images;
 3. file sizes, and latency at the model's input size, batch 1, 1 and 2 threads: fp32, qzoo's
    int8 path and ONNX Runtime int8 side by side (``qzoo bench``'s measurement).
 
 ``--publish`` writes ``weights/<model>.imagenet1k_int8_ptq/``, the EfficientNet-Lite entries of
 ``qzoo/weights.json``, ``results/imagenet-lite.json`` and the table in ``docs/imagenet-sample.md``.
+``--check-published`` instead evaluates the published int8 entries as they run on this CPU and torch
+(top-1 with the images int8 loses and wins and a paired 95 % interval, exact ties among the top
+logits, agreement, logit SQNR), adding the run to ``results/imagenet-lite-published.json`` and its
+table in the same page.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import dataclasses
 import datetime
 import importlib.metadata
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -50,11 +56,14 @@ from qzoo.quantization import ReLU6AsRange
 from qzoo.workflow import data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _catalogue import ROOT, WEIGHTS, cpu_name, folder_entry, update_index
+from _catalogue import ROOT, WEIGHTS, cpu_name, folder_entry, int8_isa, replace_between, update_index
 
 RESULTS = ROOT / "results" / "imagenet-lite.json"
 DOC = ROOT / "docs" / "imagenet-sample.md"
 MARKERS = ("<!-- imagenet-lite-table:start -->", "<!-- imagenet-lite-table:end -->")
+PUBLISHED_RESULTS = ROOT / "results" / "imagenet-lite-published.json"
+PUBLISHED_MARKERS = ("<!-- imagenet-lite-published:start -->", "<!-- imagenet-lite-published:end -->")
+CHECK_COMMAND = "python tools/imagenet_lite.py --data imagenet-sample-1k.tar.gz --check-published"
 ABLATION_MARKERS = ("<!-- relu6-ablation:start -->", "<!-- relu6-ablation:end -->")
 ABLATION_RESULTS = ROOT / "results" / "imagenet-lite-relu6.json"
 MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -77,6 +86,13 @@ def transforms_of(name: str) -> Transforms:
     return Transforms(crop, resize, MEAN, STD, "bicubic")
 
 
+def photographs(name: str, data: str) -> tuple[ImageTensors, Transforms]:
+    """Every image of ``data`` decoded with ``name``'s preprocessing, and that preprocessing."""
+    transforms = transforms_of(name)
+    return ImageTensors.from_folder(data_root(data, "val"), transforms.crop_size, resize=transforms.resize_size,
+                                    interpolation=transforms.interpolation), transforms
+
+
 def batches(images: ImageTensors, transforms: Transforms, size: int = 50) -> Any:
     return images.batches(size, mean=transforms.mean, std=transforms.std)
 
@@ -88,6 +104,67 @@ def logits(model: nn.Module, images: ImageTensors, transforms: Transforms) -> Te
 
 def top1(outputs: Tensor, labels: Tensor) -> float:
     return round((outputs.argmax(1) == labels).float().mean().item() * 100, 2)
+
+
+def paired_drop(reference: Tensor, measured: Tensor, labels: Tensor) -> dict[str, Any]:
+    """Top-1 drop from ``reference`` to ``measured`` logits on the same images, in points: the images int8
+    lost (float right, int8 wrong) and won, and a 95 % interval for the drop (normal approximation for a
+    difference of paired proportions), since one image is 0.2 points of 500."""
+    right, measured_right = reference.argmax(1) == labels, measured.argmax(1) == labels
+    lost, won, n = int((right & ~measured_right).sum()), int((~right & measured_right).sum()), len(labels)
+    half_width = 1.96 * math.sqrt(max(lost + won - (lost - won) ** 2 / n, 0.0)) / n
+    drop = (lost - won) / n
+    return {"drop_top1": round(100 * drop, 2), "lost": lost, "won": won,
+            "drop_top1_ci95": [round(100 * (drop - half_width), 2), round(100 * (drop + half_width), 2)]}
+
+
+def top_ties(outputs: Tensor, labels: Tensor) -> dict[str, int]:
+    """Images whose largest logits tie exactly (int8 logits lie on a grid of at most 256 values), and of those the
+    ones whose label is among the tied classes: their top-1 is decided by how argmax or topk breaks ties."""
+    best = outputs.max(1).values
+    tied = (outputs == best[:, None]).sum(1) > 1
+    label_tied = tied & (outputs.gather(1, labels[:, None])[:, 0] == best)
+    return {"tied_top": int(tied.sum()), "tied_top_with_label": int(label_tied.sum())}
+
+
+def logit_sqnr_db(reference: Tensor, measured: Tensor) -> float:
+    """10 log10(signal / noise) of ``measured`` logits against ``reference``: how far int8 is from float, on
+    a continuous scale (held-out top-1 moves in steps of one image)."""
+    noise = (measured.double() - reference.double()).square().sum()
+    return round(10 * math.log10(reference.double().square().sum().item() / noise.item()), 3)
+
+
+def check_published(name: str, data: str) -> dict[str, Any]:
+    """The published int8 entry of ``name`` as it runs here, against float: held-out top-1, the images it
+    loses and wins, agreement and logit SQNR on all images (on this CPU's int8 kernels, this torch)."""
+    images, transforms = photographs(name, data)
+    entry = f"{name}.imagenet1k_int8_ptq"
+    reference = logits(qzoo.get_model(name, weights="DEFAULT").eval(), images, transforms)
+    quantized = logits(qzoo.from_pretrained(entry), images, transforms)
+    odd = images.labels % 2 == 1
+    recorded = json.loads((WEIGHTS / entry / "metrics.json").read_text())
+    return {"float_top1": top1(reference[odd], images.labels[odd]), "int8_top1": top1(quantized[odd], images.labels[odd]),
+            "recorded_int8_top1": recorded["int8"]["acc1"], **paired_drop(reference[odd], quantized[odd], images.labels[odd]),
+            **top_ties(quantized[odd], images.labels[odd]),
+            "agreement_all": round((quantized.argmax(1) == reference.argmax(1)).float().mean().item() * 100, 2),
+            "logit_sqnr_db_all": logit_sqnr_db(reference, quantized), "held_out_images": int(odd.sum())}
+
+
+def published_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Every recorded run of ``--check-published`` (one per CPU, threads and torch) as the docs' table."""
+    lines = [f"`{CHECK_COMMAND}`, batch 50, on each CPU and torch below (the int8 files as published):", "",
+             ("| CPU (int8 ISA), threads | torch | date | model | float top-1 (odd) | int8 top-1 (odd; recorded) | "
+              "int8 - float [95 % interval] | images int8 lost / won | tied top logits (with the label) | "
+              "agreement (all) | logit SQNR (all) |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in sorted(runs.values(), key=lambda run: (run["cpu"], run["isa"], run["torch"], run["threads"])):
+        for name, row in run["models"].items():
+            change, (high, low) = -row["drop_top1"] or 0.0, (-bound or 0.0 for bound in row["drop_top1_ci95"])
+            lines.append(f"| {run['cpu']} ({run['isa']}), {run['threads']} | {run['torch']} | {run['date']} | {name} | "
+                         f"{row['float_top1']:.2f} | {row['int8_top1']:.2f} ({row['recorded_int8_top1']:.2f}) | "
+                         f"{change:+.2f} [{low:+.2f}, {high:+.2f}] | {row['lost']} / {row['won']} | "
+                         f"{row['tied_top']} ({row['tied_top_with_label']}) | "
+                         f"{row['agreement_all']:.1f} % | {row['logit_sqnr_db_all']:.2f} dB |")
+    return "\n".join(lines)
 
 
 def folded_padding(model: nn.Module) -> nn.Module:
@@ -123,10 +200,9 @@ def reference_difference(name: str, model: nn.Module, images: ImageTensors, tran
     return (logits(reference, images, transforms) - logits(model, images, transforms)).abs().max().item()
 
 
-def measure(name: str, data: str, calib_images: int, backend: str, repeats: int) -> tuple[dict[str, Any], nn.Module]:
-    transforms = transforms_of(name)
-    images = ImageTensors.from_folder(data_root(data, "val"), transforms.crop_size, resize=transforms.resize_size,
-                                      interpolation=transforms.interpolation)
+def measure(name: str, data: str, calib_images: int, correction_images: int, backend: str,
+            repeats: int) -> tuple[dict[str, Any], nn.Module]:
+    images, transforms = photographs(name, data)
     float_model = qzoo.get_model(name, weights="DEFAULT").eval()
     even = images.subset(torch.nonzero(images.labels % 2 == 0).flatten())
     odd = images.subset(torch.nonzero(images.labels % 2 == 1).flatten())
@@ -140,15 +216,17 @@ def measure(name: str, data: str, calib_images: int, backend: str, repeats: int)
         "float_top1_all_padding_folded": top1(logits(folded_padding(float_model), images, transforms), images.labels),
         "float_top1_all_relu": top1(logits(relu_for_relu6(float_model), images, transforms), images.labels),
     }
-    row["ptq"] = {"backend": backend, **PTQ_RECIPE}
+    recipe = {**PTQ_RECIPE, "correction_images": correction_images}
+    row["ptq"] = {"backend": backend, **recipe}
     int8 = qzoo.quantize(float_model, batches(calibration, transforms, 25), backend=backend, progress=False,
-                         **PTQ_RECIPE)
+                         **recipe)
     quantized = logits(int8, images, transforms)
     for key, model in (("float", float_model), ("int8", int8)):
         metrics = train.evaluate(model, batches(odd, transforms), progress=False)
         row[key] = {"acc1": round(metrics["acc1"], 2), "acc5": round(metrics["acc5"], 2)}
     row["drop_top1"] = round(row["float"]["acc1"] - row["int8"]["acc1"], 2)
     row["agreement_all"] = round((quantized.argmax(1) == reference.argmax(1)).float().mean().item() * 100, 2)
+    row["logit_sqnr_db_all"] = logit_sqnr_db(reference, quantized)
     with tempfile.TemporaryDirectory() as folder:
         sizes = {}
         for key, model in (("float", float_model), ("int8", int8)):
@@ -185,9 +263,7 @@ ABLATION = (
 
 def relu6_ablation(name: str, data: str, calib_images: int) -> list[dict[str, Any]]:
     """Held-out top-1 and agreement of PTQ with each ReLU6 handling in :data:`ABLATION`."""
-    transforms = transforms_of(name)
-    images = ImageTensors.from_folder(data_root(data, "val"), transforms.crop_size, resize=transforms.resize_size,
-                                      interpolation=transforms.interpolation)
+    images, transforms = photographs(name, data)
     float_model = qzoo.get_model(name, weights="DEFAULT").eval()
     even = images.subset(torch.nonzero(images.labels % 2 == 0).flatten())
     odd_mask = images.labels % 2 == 1
@@ -296,16 +372,11 @@ def write_ablation_table(ablation: dict[str, list[dict[str, Any]]], command: str
     for name, rows in ablation.items():
         lines += [f"| {name} | {row['handling']} | {row['held_out_top1']:.1f} % ({row['float_held_out_top1']:.1f} %) | "
                   f"{row['agreement_all']:.1f} % |" for row in rows]
-    text = DOC.read_text()
-    head, rest = text.split(ABLATION_MARKERS[0], 1)
-    DOC.write_text(head + ABLATION_MARKERS[0] + "\n" + "\n".join(lines) + "\n" + ABLATION_MARKERS[1]
-                   + rest.split(ABLATION_MARKERS[1], 1)[1])
+    DOC.write_text(replace_between(DOC.read_text(), ABLATION_MARKERS, "\n".join(lines)))
 
 
 def write_table(rows: dict[str, dict[str, Any]], command: str) -> None:
-    text = DOC.read_text()
-    head, rest = text.split(MARKERS[0], 1)
-    DOC.write_text(head + MARKERS[0] + "\n" + markdown(rows, command) + "\n" + MARKERS[1] + rest.split(MARKERS[1], 1)[1])
+    DOC.write_text(replace_between(DOC.read_text(), MARKERS, markdown(rows, command)))
 
 
 def main() -> None:
@@ -313,9 +384,14 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="ImageFolder by WordNet id (or a .tar.gz of one)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, from " + ", ".join(MODELS))
     parser.add_argument("--calib-images", type=int, default=500)
+    parser.add_argument("--correction-images", type=int, default=PTQ_RECIPE["correction_images"],
+                        help="calibration images bias correction measures each layer's error on")
     parser.add_argument("--backend", default="x86", choices=qzoo.BACKENDS)
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per runner")
     parser.add_argument("--publish", action="store_true", help="write weights/, the index, results/ and docs/")
+    parser.add_argument("--check-published", action="store_true",
+                        help="instead: evaluate the published int8 entries here against float, adding this CPU and "
+                             "torch to results/ and the docs table of the published files")
     parser.add_argument("--relu6-ablation", action="store_true",
                         help="instead: PTQ with each ReLU6 handling (x86, qnnpack), into results/ and the docs table")
     args = parser.parse_args()
@@ -325,7 +401,20 @@ def main() -> None:
         parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
     command = "python tools/imagenet_lite.py --data imagenet-sample-1k.tar.gz" + (
         f" --models {args.models}" if names != list(MODELS) else "") + (
-        f" --backend {args.backend}" if args.backend != "x86" else "")
+        f" --backend {args.backend}" if args.backend != "x86" else "") + (
+        f" --correction-images {args.correction_images}"
+        if args.correction_images != PTQ_RECIPE["correction_images"] else "")
+    if args.check_published:
+        run = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "isa": int8_isa(),
+               "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "models": {name: check_published(name, args.data) for name in names}}
+        for name, row in run["models"].items():
+            print(name, json.dumps(row), flush=True)
+        runs = json.loads(PUBLISHED_RESULTS.read_text())["runs"] if PUBLISHED_RESULTS.is_file() else {}
+        runs[f"{run['cpu']} ({run['isa']}), {run['threads']} threads, torch {run['torch']}"] = run
+        PUBLISHED_RESULTS.write_text(json.dumps({"command": CHECK_COMMAND, "runs": runs}, indent=2) + "\n")
+        DOC.write_text(replace_between(DOC.read_text(), PUBLISHED_MARKERS, published_table(runs)))
+        return
     if args.relu6_ablation:
         ablation = {name: relu6_ablation(name, args.data, args.calib_images) for name in names}
         ABLATION_RESULTS.write_text(json.dumps({"date": datetime.date.today().isoformat(), "machine": cpu_name(),
@@ -335,7 +424,8 @@ def main() -> None:
         return
     rows, models = {}, {}
     for name in names:
-        rows[name], models[name] = measure(name, args.data, args.calib_images, args.backend, args.repeats)
+        rows[name], models[name] = measure(name, args.data, args.calib_images, args.correction_images, args.backend,
+                                           args.repeats)
         print(name, json.dumps(rows[name]), flush=True)
     if args.publish:
         publish(rows, models, args.backend, command)

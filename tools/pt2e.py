@@ -50,7 +50,7 @@ from qzoo.benchmark import interleaved_latency_ms
 from qzoo.data import ImageTensors, synthetic_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _catalogue import ROOT, cpu_name, replace_between
+from _catalogue import ROOT, cpu_name, int8_isa, replace_between
 
 sys.path.insert(0, str(ROOT / "tests"))
 from helpers import HEAVY, fresh_model, images, input_size, relative_error  # noqa: E402
@@ -168,17 +168,6 @@ def freezing_here(repeats: int) -> dict[str, float]:
             runners["inductor fp32, freezing"](x)
         with qzoo.quantized_engine("x86"):
             return {k: round(v, 2) for k, v in interleaved_latency_ms(runners, x, repeats=repeats).items()}
-
-
-def int8_isa() -> str:
-    """The int8-relevant instruction sets this CPU reports (Linux's /proc/cpuinfo flags)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "unknown"
-    named = {"avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "amx_int8": "AMX-INT8"}
-    return ", ".join(label for flag, label in named.items() if flag in flags) or ("AVX2 without VNNI" if "avx2" in flags
-                                                                               else "no AVX2")
 
 
 def freezing(repeats: int) -> dict[str, dict[str, float]]:
