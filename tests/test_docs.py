@@ -78,6 +78,11 @@ def test_the_published_lite_files_table_is_what_its_results_record():
     doc = lite.DOC.read_text().split(lite.PUBLISHED_MARKERS[0], 1)[1].split(lite.PUBLISHED_MARKERS[1], 1)[0]
     assert doc.strip() == lite.published_table(runs) and len(runs) >= 1
     assert all(set(run["models"]) == set(lite.MODELS) for run in runs.values())
+    machine = {key: runs[next(iter(runs))][key] for key in ("cpu", "isa", "threads", "torch")}
+    again = lite.with_run(runs, machine, {"efficientnet_lite1": {"date": "later"}})  # one model measured again
+    assert again.keys() == runs.keys() and list(again[next(iter(runs))]["models"]) == list(lite.MODELS)
+    assert [row.get("date") == "later" for row in again[next(iter(runs))]["models"].values()] == [False, True, False]
+    assert len(lite.with_run(runs, {**machine, "threads": 99}, {"efficientnet_lite0": {}})) == len(runs) + 1
     # 10 images: float right on 8; int8 loses images 0 and 1, wins image 9 (float wrong there), else the same
     labels = torch.arange(10)
     reference = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 0, 0]), 10).float()

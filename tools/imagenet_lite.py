@@ -142,12 +142,24 @@ def check_published(name: str, data: str) -> dict[str, Any]:
     reference = logits(qzoo.get_model(name, weights="DEFAULT").eval(), images, transforms)
     quantized = logits(qzoo.from_pretrained(entry), images, transforms)
     odd = images.labels % 2 == 1
+    labels = images.labels[odd]
     recorded = json.loads((WEIGHTS / entry / "metrics.json").read_text())
-    return {"float_top1": top1(reference[odd], images.labels[odd]), "int8_top1": top1(quantized[odd], images.labels[odd]),
-            "recorded_int8_top1": recorded["int8"]["acc1"], **paired_drop(reference[odd], quantized[odd], images.labels[odd]),
-            **top_ties(quantized[odd], images.labels[odd]),
+    return {"float_top1": top1(reference[odd], labels), "int8_top1": top1(quantized[odd], labels),
+            "recorded_int8_top1": recorded["int8"]["acc1"], **paired_drop(reference[odd], quantized[odd], labels),
+            **top_ties(quantized[odd], labels),
             "agreement_all": round((quantized.argmax(1) == reference.argmax(1)).float().mean().item() * 100, 2),
             "logit_sqnr_db_all": logit_sqnr_db(reference, quantized), "held_out_images": int(odd.sum())}
+
+
+def with_run(runs: dict[str, dict[str, Any]], machine: dict[str, Any],
+             measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``runs`` with ``measured`` rows filed under ``machine`` (CPU, ISA, threads, torch): a model measured
+    now replaces its row there, the models not measured now keep theirs."""
+    key = f"{machine['cpu']} ({machine['isa']}), {machine['threads']} threads, torch {machine['torch']}"
+    kept = runs.get(key, {}).get("models", {})
+    models = {name: measured[name] if name in measured else kept[name]
+              for name in MODELS if name in measured or name in kept}
+    return {**runs, key: {**machine, "models": models}}
 
 
 def published_table(runs: dict[str, dict[str, Any]]) -> str:
@@ -159,7 +171,7 @@ def published_table(runs: dict[str, dict[str, Any]]) -> str:
     for run in sorted(runs.values(), key=lambda run: (run["cpu"], run["isa"], run["torch"], run["threads"])):
         for name, row in run["models"].items():
             change, (high, low) = -row["drop_top1"] or 0.0, (-bound or 0.0 for bound in row["drop_top1_ci95"])
-            lines.append(f"| {run['cpu']} ({run['isa']}), {run['threads']} | {run['torch']} | {run['date']} | {name} | "
+            lines.append(f"| {run['cpu']} ({run['isa']}), {run['threads']} | {run['torch']} | {row['date']} | {name} | "
                          f"{row['float_top1']:.2f} | {row['int8_top1']:.2f} ({row['recorded_int8_top1']:.2f}) | "
                          f"{change:+.2f} [{low:+.2f}, {high:+.2f}] | {row['lost']} / {row['won']} | "
                          f"{row['tied_top']} ({row['tied_top_with_label']}) | "
@@ -405,13 +417,13 @@ def main() -> None:
         f" --correction-images {args.correction_images}"
         if args.correction_images != PTQ_RECIPE["correction_images"] else "")
     if args.check_published:
-        run = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "isa": int8_isa(),
-               "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "models": {name: check_published(name, args.data) for name in names}}
-        for name, row in run["models"].items():
+        machine = {"cpu": cpu_name(), "isa": int8_isa(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+        measured = {name: {"date": datetime.date.today().isoformat(), **check_published(name, args.data)}
+                    for name in names}
+        for name, row in measured.items():
             print(name, json.dumps(row), flush=True)
         runs = json.loads(PUBLISHED_RESULTS.read_text())["runs"] if PUBLISHED_RESULTS.is_file() else {}
-        runs[f"{run['cpu']} ({run['isa']}), {run['threads']} threads, torch {run['torch']}"] = run
+        runs = with_run(runs, machine, measured)
         PUBLISHED_RESULTS.write_text(json.dumps({"command": CHECK_COMMAND, "runs": runs}, indent=2) + "\n")
         DOC.write_text(replace_between(DOC.read_text(), PUBLISHED_MARKERS, published_table(runs)))
         return
