@@ -147,7 +147,7 @@ def check_published(name: str, data: str) -> dict[str, Any]:
     return {"float_top1": top1(reference[odd], labels), "int8_top1": top1(quantized[odd], labels),
             "recorded_int8_top1": recorded["int8"]["acc1"], **paired_drop(reference[odd], quantized[odd], labels),
             **top_ties(quantized[odd], labels),
-            "agreement_all": round((quantized.argmax(1) == reference.argmax(1)).float().mean().item() * 100, 2),
+            "agreement_all": top1(quantized, reference.argmax(1)),
             "logit_sqnr_db_all": logit_sqnr_db(reference, quantized), "held_out_images": int(odd.sum())}
 
 
@@ -170,7 +170,8 @@ def published_table(runs: dict[str, dict[str, Any]]) -> str:
               "agreement (all) | logit SQNR (all) |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in sorted(runs.values(), key=lambda run: (run["cpu"], run["isa"], run["torch"], run["threads"])):
         for name, row in run["models"].items():
-            change, (high, low) = -row["drop_top1"] or 0.0, (-bound or 0.0 for bound in row["drop_top1_ci95"])
+            # int8 - float is minus the drop (+ 0.0 prints -0.0 as +0.00)
+            change, (high, low) = -row["drop_top1"] + 0.0, (-bound + 0.0 for bound in row["drop_top1_ci95"])
             lines.append(f"| {run['cpu']} ({run['isa']}), {run['threads']} | {run['torch']} | {row['date']} | {name} | "
                          f"{row['float_top1']:.2f} | {row['int8_top1']:.2f} ({row['recorded_int8_top1']:.2f}) | "
                          f"{change:+.2f} [{low:+.2f}, {high:+.2f}] | {row['lost']} / {row['won']} | "
@@ -237,7 +238,7 @@ def measure(name: str, data: str, calib_images: int, correction_images: int, bac
         metrics = train.evaluate(model, batches(odd, transforms), progress=False)
         row[key] = {"acc1": round(metrics["acc1"], 2), "acc5": round(metrics["acc5"], 2)}
     row["drop_top1"] = round(row["float"]["acc1"] - row["int8"]["acc1"], 2)
-    row["agreement_all"] = round((quantized.argmax(1) == reference.argmax(1)).float().mean().item() * 100, 2)
+    row["agreement_all"] = top1(quantized, reference.argmax(1))
     row["logit_sqnr_db_all"] = logit_sqnr_db(reference, quantized)
     with tempfile.TemporaryDirectory() as folder:
         sizes = {}
@@ -294,7 +295,7 @@ def relu6_ablation(name: str, data: str, calib_images: int) -> list[dict[str, An
         rows.append({"handling": description, "backend": backend,
                      "held_out_top1": top1(out[odd_mask], images.labels[odd_mask]),
                      "float_held_out_top1": top1(reference[odd_mask], images.labels[odd_mask]),
-                     "agreement_all": round((out.argmax(1) == reference.argmax(1)).float().mean().item() * 100, 1)})
+                     "agreement_all": top1(out, reference.argmax(1))})
         print(name, json.dumps(rows[-1]), flush=True)
     return rows
 
