@@ -191,15 +191,21 @@ def _print_target(source: str, target: dict[str, Any]) -> None:
         print(f"  apply: qzoo ptq {source} ... --float-layers {kept}")
 
 
+def _counted(metrics: dict[str, Any]) -> str:
+    """"2000 images", and how many of them tie at the top (their top-1 went to the lower class index)."""
+    tied = f", {metrics['ties']} tied at the top" if metrics.get("ties") else ""
+    return f"{metrics['images']} images{tied}"
+
+
 def _print_report(report: dict[str, Any]) -> None:
     """A readable rendering of a workflow report: accuracies, sizes, speed-ups, output."""
     mib = 1024 * 1024
     for key in ("float", "int8"):
         if isinstance(report.get(key), dict):
             metrics = report[key]
-            print(f"  {key:<5} acc@1 {metrics['acc1']:6.2f} %   acc@5 {metrics['acc5']:6.2f} %   ({metrics['images']} images)")
+            print(f"  {key:<5} acc@1 {metrics['acc1']:6.2f} %   acc@5 {metrics['acc5']:6.2f} %   ({_counted(metrics)})")
     if "acc1" in report:
-        print(f"  acc@1 {report['acc1']:.2f} %   acc@5 {report['acc5']:.2f} %   ({report['images']} images)")
+        print(f"  acc@1 {report['acc1']:.2f} %   acc@5 {report['acc5']:.2f} %   ({_counted(report)})")
     if report.get("weakest_classes"):
         print("  weakest classes: " + ", ".join(f"{c['name']} {c['acc1']:.1f} %" for c in report["weakest_classes"]))
     if "float_file_bytes" in report:

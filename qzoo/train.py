@@ -119,19 +119,20 @@ def refresh_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> nn.Module:
 
 def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, progress: bool = False,
              desc: str = "eval", num_classes: int | None = None) -> dict[str, Any]:
-    """Top-1 and top-5 accuracy (percent) and the image count of ``model`` in eval mode over ``batches``;
-    with ``num_classes``, also ``per_class``: ``[top-1 hits, images]`` for each class label."""
+    """Top-1 and top-5 accuracy (percent) and the image count of ``model`` in eval mode over ``batches``, classes
+    ranked by :func:`top_classes`; ``ties``: the images whose top-1 that ranking's tie rule decided (see
+    :func:`tied_at_top`); with ``num_classes``, also ``per_class``: ``[top-1 hits, images]`` for each class label."""
     was_training = model.training
     model.eval()
     device = model_device(model)
-    correct1 = correct5 = seen = 0
+    correct1 = correct5 = seen = ties = 0
     per_class = torch.zeros(num_classes or 0, 2, dtype=torch.int64)
     try:
         with torch.inference_mode():
             for images, labels in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
                 logits = model(images.to(device)).float().cpu()
-                top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-                hits = top == labels.view(-1, 1)
+                hits = top_classes(logits, 5) == labels.view(-1, 1)
+                ties += int(tied_at_top(logits).sum())
                 correct1 += int(hits[:, 0].sum())
                 correct5 += int(hits.any(dim=1).sum())
                 seen += labels.numel()
@@ -142,10 +143,24 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, prog
         model.train(was_training)
     if seen == 0:
         raise ValueError("evaluate got no batches: check the data folder")
-    metrics: dict[str, Any] = {"acc1": 100.0 * correct1 / seen, "acc5": 100.0 * correct5 / seen, "images": seen}
+    metrics: dict[str, Any] = {"acc1": 100.0 * correct1 / seen, "acc5": 100.0 * correct5 / seen, "images": seen,
+                               "ties": ties}
     if num_classes:
         metrics["per_class"] = per_class.tolist()
     return metrics
+
+
+def top_classes(scores: Tensor, k: int) -> Tensor:
+    """The ``k`` best class indices of each row of ``scores`` (classes on the last dimension), best first; equal
+    scores put the lower class index first, as ``argmax`` does. ``topk`` leaves the order of equal values unspecified
+    (it changes with ``k``), and int8 logits, on a grid of at most 256 codes, tie where float ones do not."""
+    return scores.sort(dim=-1, descending=True, stable=True).indices[..., :k]
+
+
+def tied_at_top(scores: Tensor) -> Tensor:
+    """For each row of ``scores``, whether two or more classes share its highest score: the rows whose top-1 the tie
+    rule of :func:`top_classes` decides rather than the scores."""
+    return (scores == scores.max(dim=-1, keepdim=True).values).sum(dim=-1) > 1
 
 
 def int8_copy(model: nn.Module) -> nn.Module:

@@ -526,7 +526,8 @@ def predict(loaded: Loaded, images: list[str], *, top: int = 5) -> list[dict[str
         with torch.inference_mode():
             logits = loaded.model(((pixels.float() / 255 - mean) / std).unsqueeze(0))[0]
         probabilities = logits.softmax(0)
-        values, indices = probabilities.topk(min(top, probabilities.numel()))
+        indices = train.top_classes(probabilities, top)
+        values = probabilities[indices]
         names = loaded.categories or tuple(str(i) for i in range(probabilities.numel()))
         results.append({"image": path, "top": [{"index": int(i), "label": names[int(i)], "probability": float(v)}
                                                for v, i in zip(values, indices)]})

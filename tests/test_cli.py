@@ -89,7 +89,7 @@ def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, trained_float_fold
     assert report["int8_file_bytes"] < 0.27 * report["float_file_bytes"]
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     evaluated = json.loads(qzoo_cli("eval", str(out), "--data", str(tiny_data), "--json").stdout)
-    assert (evaluated["acc1"], evaluated["acc5"]) == (report["int8"]["acc1"], report["int8"]["acc5"])
+    assert [evaluated[k] for k in ("acc1", "acc5", "ties")] == [report["int8"][k] for k in ("acc1", "acc5", "ties")]
     bench = qzoo_cli("bench", str(out), "--image-size", "32", "--repeats", "3", "--json")
     assert bench.returncode == 0, bench.stderr
     assert set(json.loads(bench.stdout)["latency_ms"]) == {"1", "16"}
@@ -107,6 +107,15 @@ def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, trained_float_fold
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     logits = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
     assert logits.shape == (2, 3) and torch.equal(logits, OnnxRuntimeModel(onnx_path, threads=1)(x))
+
+
+def test_reports_say_how_many_images_tie_at_the_top(capsys):
+    """A tie decides a top-1 by rule rather than by the logits: the report says how many there were, if any."""
+    qzoo.cli._print_report({"float": {"acc1": 78.15, "acc5": 98.8, "images": 2000, "ties": 0},
+                       "int8": {"acc1": 77.5, "acc5": 98.95, "images": 2000, "ties": 46}})
+    assert capsys.readouterr().out.splitlines() == [
+        "  float acc@1  78.15 %   acc@5  98.80 %   (2000 images)",
+        "  int8  acc@1  77.50 %   acc@5  98.95 %   (2000 images, 46 tied at the top)"]
 
 
 def test_bad_data_and_sources_give_one_line_errors(tiny_data, tmp_path, capsys):

@@ -64,10 +64,24 @@ def test_readme_docs_and_the_cifar10_tool_name_no_folder_outside_the_repository(
 
 
 def _tool(name: str) -> Any:
+    if str(ROOT / "tools") not in sys.path:  # the tools import their shared modules as a script would
+        sys.path.insert(0, str(ROOT / "tools"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_cifar10_recheck_table_is_what_the_committed_folders_record():
+    """docs/cifar10.md's table of the committed CIFAR-10 folders re-measured is rendered from their metrics.json,
+    which `tools/publish.py --record-slices` writes (each folder once, all on one machine and rule)."""
+    publish = _tool("publish")
+    folders = publish._cifar10_folders()
+    doc = publish.DOC.read_text().split(publish.RECHECK_MARKERS[0], 1)[1].split(publish.RECHECK_MARKERS[1], 1)[0]
+    assert doc.strip() == publish.recheck_table(folders) and len(folders) == 5
+    assert all(m["test_split"]["images"] == 10000 and "ties" in m["shipped_sample"] for m in folders.values())
+    assert publish._published_acc1(folders["resnet18.cifar10_int8_ptq"]) == 90.34  # the run's, as docs/cifar10.md's
+    assert publish._published_acc1(folders["mobilenet_v2.cifar10_float"]) == 78.41  # first table shows them
 
 
 def test_the_published_lite_files_table_is_what_its_results_record():

@@ -178,10 +178,10 @@ INT8_BOUNDS = dict.fromkeys(INT8_ENTRIES, (0.3, 97.0))
 def test_int8_entries_keep_their_recorded_accuracy_on_the_held_out_photographs(name):
     """tools/imagenet_lite.py records each int8 model's top-1 on the 500 odd-class photographs (never
     used for calibration); loaded by entry name it gives it again within three images, the spread of the
-    pool's CPUs and torch releases: recorded on a Xeon (torch 2.14.1); on an AMD EPYC with AVX512-VNNI,
-    torch 2.14.1 and 2.15.0 run other int8 kernels and give Lite0 three images more, Lite1 the same, Lite2
-    three fewer, torch 2.10.0 there within one image (2026-11-30). The recorded drop and agreement stay
-    within the bounds above."""
+    pool's CPUs, torch releases and tie rules: recorded on a Xeon (torch 2.14.1, ties by `topk`'s order); on an
+    AMD EPYC with AVX512-VNNI, torch 2.14.1 and 2.15.0 run other int8 kernels and, ties to the lower class index,
+    give Lite0 three images more, Lite1 two fewer, Lite2 three fewer, torch 2.10.0 there within two images
+    (2026-11-30). The recorded drop and agreement stay within the bounds above."""
     entry = qzoo.get_weights(name)
     images, transforms = held_out(entry)
     model = qzoo.from_pretrained(name)

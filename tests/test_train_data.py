@@ -309,3 +309,30 @@ def test_compiled_training_follows_eager_training_and_is_refused_for_qat(tmp_pat
         with pytest.raises(ValueError, match="compile_mode=.*for float training"):
             train.fit(model, lambda epoch: batch, recipe, tmp_path / "refused", progress=False, compile_mode=mode)
     assert modes == ["reduce-overhead"] and not (tmp_path / "refused").exists()
+
+
+def test_evaluate_ranks_equal_logits_by_class_index_and_counts_the_ties():
+    """int8 logits lie on a grid of at most 256 codes and tie at the top (the shipped CIFAR-10 MobileNetV2 PTQ
+    folder on 47 of its 2,000 sample images); `topk` orders equal values as its kernel happens to (its first
+    index changes with k), so every accuracy qzoo reports ranks ties by the lower class index, as `argmax`."""
+    grid = torch.randint(0, 6, (4000, 10), generator=torch.Generator().manual_seed(0)).float()  # many ties
+    ranked = train.top_classes(grid, 10)
+    assert torch.equal(ranked[:, 0], grid.argmax(1))
+    for k in (1, 2, 5):
+        assert torch.equal(train.top_classes(grid, k), ranked[:, :k])
+    assert bool((grid.gather(1, ranked).diff(dim=1) <= 0).all())
+    equal_neighbours = grid.gather(1, ranked).diff(dim=1) == 0
+    assert bool((ranked.diff(dim=1)[equal_neighbours] > 0).all())  # among equal scores, lower index first
+    tied = (grid == grid.max(1, keepdim=True).values).sum(1) > 1
+    assert torch.equal(train.tied_at_top(grid), tied) and 0 < int(tied.sum()) < len(grid)
+
+    labels = torch.randint(0, 10, (4000,), generator=torch.Generator().manual_seed(1))
+    metrics = train.evaluate(torch.nn.Identity(), [(grid[:1500], labels[:1500]), (grid[1500:], labels[1500:])])
+    assert metrics["acc1"] == 100 * int((grid.argmax(1) == labels).sum()) / 4000
+    assert metrics["acc5"] == 100 * int((ranked[:, :5] == labels[:, None]).any(1).sum()) / 4000
+    assert metrics["ties"] == int(tied.sum()) and metrics["images"] == 4000
+
+    scores = torch.tensor([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
+    assert train.top_classes(scores, 3).tolist() == [[1, 2, 0], [0, 1, 2], [3, 2, 1]]
+    metrics = train.evaluate(torch.nn.Identity(), [(scores, torch.tensor([2, 3, 3]))])
+    assert metrics["ties"] == 2 and round(metrics["acc1"], 2) == 33.33 and metrics["acc5"] == 100

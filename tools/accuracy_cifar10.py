@@ -32,8 +32,8 @@ METHODS = {"plain": {}, "bias correction": {"bias_correction": True},
            "equalization + bias correction": {"equalize": True, "bias_correction": True}}
 
 
-def measure() -> tuple[float, list[tuple[str, str, list[float]]]]:
-    """Float top-1 and, per (backend, weights), the int8 top-1 of each method in :data:`METHODS`."""
+def measure() -> tuple[float, list[tuple[str, str, list[dict[str, Any]]]]]:
+    """Float top-1 and, per (backend, weights), the int8 metrics of each method in :data:`METHODS`."""
     loaded = workflow.load_model("mobilenet_v2.cifar10_float", progress=False)
     transforms = loaded.transforms
     calibration, test = (workflow.load_images(str(SAMPLE_ARCHIVE), split, transforms, loaded.categories,
@@ -51,7 +51,7 @@ def measure() -> tuple[float, list[tuple[str, str, list[float]]]]:
                 int8 = qzoo.quantize(loaded.model, list(batches(calibration)), backend=backend, progress=False,
                                      qconfig=qzoo.get_qconfig(backend, weights=weights), **options)
                 with qzoo.quantized_engine(backend):
-                    cells.append(train.evaluate(int8, batches(test), progress=False)["acc1"])
+                    cells.append(train.evaluate(int8, batches(test), progress=False))
             rows.append((backend, weights, cells))
     return float_top1, rows
 
@@ -64,7 +64,8 @@ def main() -> None:
              "| backend | weights | " + " | ".join(f"{method} top-1" for method in METHODS) + " |",
              "|---|---|" + "---|" * len(METHODS)]
     lines += [f"| {backend} | {weights.replace('_', '-')} | " + " | ".join(
-        f"{top1:.2f} % ({top1 - float_top1:+.2f})" for top1 in cells) + " |" for backend, weights, cells in rows]
+        f"{cell['acc1']:.2f} % ({cell['acc1'] - float_top1:+.2f}; {cell['ties']} tied)" for cell in cells) + " |"
+        for backend, weights, cells in rows]
     DOC.write_text(replace_between(DOC.read_text(), MARKERS, "\n".join(lines)))
     print("\n".join(lines))
 

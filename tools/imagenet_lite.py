@@ -120,10 +120,9 @@ def paired_drop(reference: Tensor, measured: Tensor, labels: Tensor) -> dict[str
 
 def top_ties(outputs: Tensor, labels: Tensor) -> dict[str, int]:
     """Images whose largest logits tie exactly (int8 logits lie on a grid of at most 256 values), and of those the
-    ones whose label is among the tied classes: their top-1 is decided by how argmax or topk breaks ties."""
-    best = outputs.max(1).values
-    tied = (outputs == best[:, None]).sum(1) > 1
-    label_tied = tied & (outputs.gather(1, labels[:, None])[:, 0] == best)
+    ones whose label is among the tied classes: their top-1 is decided by the tie rule (argmax's: the lower index)."""
+    tied = train.tied_at_top(outputs)
+    label_tied = tied & (outputs.gather(1, labels[:, None])[:, 0] == outputs.max(1).values)
     return {"tied_top": int(tied.sum()), "tied_top_with_label": int(label_tied.sum())}
 
 

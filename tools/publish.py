@@ -2,7 +2,7 @@
 
     python tools/publish.py                  # weights/<entry>/, its qzoo/weights.json entries, results/cifar10.json, docs/cifar10.md
     python tools/publish.py --models resnet18  # the same for one model; the others' entries and rows stay as committed
-    python tools/publish.py --record-slices  # re-measure the committed folders' accuracy slices only
+    python tools/publish.py --record-slices  # re-measure the committed folders' accuracy only, and their table
     (--data and --data-dir as tools/cifar10.py takes them: the test images the slices are measured on)
     python tools/publish.py --push ORG       # maintainers: upload each weights/ folder to ORG/<entry> on the hub
 
@@ -59,31 +59,65 @@ def _copy_folder(source: Path, name: str, metrics: dict[str, Any]) -> Path:
 
 TEST_SLICE = {"split": "test", "count": 1000, "seed": 0}  # ImageTensors.balanced_sample(count, seed=seed)
 SHIPPED_SAMPLE = {"split": "test", "archive": "qzoo/sample_data/cifar10-sample.tar.gz"}  # the demo's test images
+RECHECK_MARKERS = ("<!-- cifar10-recheck:start -->", "<!-- cifar10-recheck:end -->")
 
 
-def _record_slices(folder: Path, test: Any, data: str) -> None:
-    """Add the model's accuracy on a fixed, class-balanced slice of the test images, and on the
-    test images shipped inside the package, to metrics.json: for the tests that re-check committed
-    weights without the full 10,000-image evaluation (the second needs no data set at all)."""
+def _record_slices(folder: Path, test: ImageTensors, data: str) -> None:
+    """Add the model's accuracy on the whole test split, on a fixed class-balanced slice of it, and on the test
+    images shipped inside the package to metrics.json, measured now with this qzoo's evaluation: for the tests that
+    re-check committed weights without the 10,000-image evaluation (the shipped ones need no data set at all), and
+    for the re-check table beside the published figures, which keep what their runs measured."""
     model = qzoo.from_pretrained(folder)
     sample = test.balanced_sample(TEST_SLICE["count"], seed=TEST_SLICE["seed"])
     shipped = ImageTensors.from_folder(data_root(ROOT / SHIPPED_SAMPLE["archive"], "test"), size=32, progress=False)
+    measured = {"date": datetime.date.today().isoformat(), "machine": cpu_name(), "torch": torch.__version__}
     path = folder / "metrics.json"
     path.write_text(json.dumps({
         **json.loads(path.read_text()),
-        "test_slice": {**TEST_SLICE, "data": data, **train.evaluate(model, sample.batches(500), progress=False)},
-        "shipped_sample": {**SHIPPED_SAMPLE, **train.evaluate(model, shipped.batches(500), progress=False)},
+        "test_split": {"split": "test", "data": Path(data).name, **train.evaluate(model, test.batches(500)),
+                       "measured": measured},
+        "test_slice": {**TEST_SLICE, "data": Path(data).name, **train.evaluate(model, sample.batches(500)),
+                       "measured": measured},
+        "shipped_sample": {**SHIPPED_SAMPLE, **train.evaluate(model, shipped.batches(500)), "measured": measured},
     }, indent=2) + "\n")
 
 
+def _published_acc1(metrics: dict[str, Any]) -> float:
+    """The whole-test-split acc@1 a folder was published with: its run's int8 evaluation, or the float run's last."""
+    return metrics["int8"]["acc1"] if "int8" in metrics else metrics["history"][-1]["eval"]["acc1"]
+
+
+def recheck_table(folders: dict[str, dict[str, Any]]) -> str:
+    """The markdown table of the committed folders' accuracy as published and as re-measured (``folders``: each
+    folder's metrics.json), with the images that tie at the top."""
+    lines = ["| weights folder | published acc@1 | re-measured acc@1 (ties at the top) | slice of 1,000 "
+             "| shipped 2,000 (ties) |", "|---|---|---|---|---|"]
+    for name, metrics in folders.items():
+        split, slice_, shipped = metrics["test_split"], metrics["test_slice"], metrics["shipped_sample"]
+        lines.append(f"| `{name}` | {_published_acc1(metrics):.2f} | {split['acc1']:.2f} ({split['ties']}) "
+                     f"| {slice_['acc1']:.2f} | {shipped['acc1']:.2f} ({shipped['ties']}) |")
+    where = {json.dumps(m["test_split"]["measured"], sort_keys=True) for m in folders.values()}
+    lines += ["", "Re-measured " + "; ".join(f"{w['date']} on {w['machine']}, torch {w['torch']}"
+                                             for w in map(json.loads, sorted(where)))]
+    return "\n".join(lines)
+
+
+def _cifar10_folders() -> dict[str, dict[str, Any]]:
+    return {entry["name"]: json.loads((WEIGHTS / entry["name"] / "metrics.json").read_text())
+            for entry in json.loads(pretrained.INDEX.read_text()) if ".cifar10_" in entry["name"]}
+
+
 def record_slices(data: str, data_dir: str | None) -> None:
-    """Re-measure the slices of every committed weights folder (after a change of how they are measured)."""
+    """Re-measure every committed weights folder (after a change of how accuracy is measured) and its table."""
     test = load_split("test", data, data_dir)
-    for entry in json.loads(pretrained.INDEX.read_text()):
-        if ".cifar10_" not in entry["name"]:
-            continue
-        _record_slices(WEIGHTS / entry["name"], test, data)
-        print(entry["name"], json.loads((WEIGHTS / entry["name"] / "metrics.json").read_text())["shipped_sample"])
+    for name in _cifar10_folders():
+        _record_slices(WEIGHTS / name, test, data)
+        print(name, json.loads((WEIGHTS / name / "metrics.json").read_text())["test_split"])
+    _write_recheck_table()
+
+
+def _write_recheck_table() -> None:
+    DOC.write_text(replace_between(DOC.read_text(), RECHECK_MARKERS, recheck_table(_cifar10_folders())))
 
 
 def _committed_rows() -> dict[str, Any]:
@@ -135,6 +169,7 @@ def publish(data: str, data_dir: str | None, models: tuple[str, ...] = MODELS) -
         "commands": "python tools/cifar10.py {train,ptq,qat,bench} MODEL; python tools/publish.py [--models MODEL]",
         "models": {model: results[model] for model in MODELS if model in results}}, indent=2) + "\n")
     _write_table(results)
+    _write_recheck_table()
     print(f"{len(entries)} entries; results in {RESULTS.relative_to(ROOT)}")
 
 
@@ -182,7 +217,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--push", metavar="ORG", help="upload every weights/ folder to ORG/<entry> on the hub")
     parser.add_argument("--record-slices", action="store_true",
-                        help="re-measure the committed folders' test slice and shipped sample only")
+                        help="re-measure the committed folders' accuracy (test split, slice, shipped sample) only")
     parser.add_argument("--models", default=",".join(MODELS),
                         help=f"comma-separated models to publish from runs/ (default {','.join(MODELS)}); the "
                         "others' entries, folders and rows stay as committed")
