@@ -192,7 +192,7 @@ def _print_target(source: str, target: dict[str, Any]) -> None:
 
 
 def _counted(metrics: dict[str, Any]) -> str:
-    """"2000 images", and how many of them tie at the top (their top-1 went to the lower class index)."""
+    """The image count, and how many of the images tie at the top (their top-1 went to the lower class index)."""
     tied = f", {metrics['ties']} tied at the top" if metrics.get("ties") else ""
     return f"{metrics['images']} images{tied}"
 

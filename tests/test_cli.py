@@ -112,7 +112,7 @@ def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, trained_float_fold
 def test_reports_say_how_many_images_tie_at_the_top(capsys):
     """A tie decides a top-1 by rule rather than by the logits: the report says how many there were, if any."""
     qzoo.cli._print_report({"float": {"acc1": 78.15, "acc5": 98.8, "images": 2000, "ties": 0},
-                       "int8": {"acc1": 77.5, "acc5": 98.95, "images": 2000, "ties": 46}})
+                            "int8": {"acc1": 77.5, "acc5": 98.95, "images": 2000, "ties": 46}})
     assert capsys.readouterr().out.splitlines() == [
         "  float acc@1  78.15 %   acc@5  98.80 %   (2000 images)",
         "  int8  acc@1  77.50 %   acc@5  98.95 %   (2000 images, 46 tied at the top)"]
