@@ -267,3 +267,22 @@ def test_edited_configs_give_one_line(edit, tmp_path, tiny_data, capsys):
     config_path.write_text(text)
     line = fails_with_one_line(capsys, "eval", str(folder), "--data", str(tiny_data))
     assert "config.json" in line
+
+
+class _Tied(torch.nn.Module):
+    """Logits where classes 1, 3 and 4 share the best score and 0 and 2 the next one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([[2.0, 5.0, 2.0, 5.0, 5.0]]).expand(len(x), 5)
+
+
+def test_predict_lists_tied_classes_by_class_index(tmp_path):
+    """`qzoo predict` ranks equal scores as every qzoo accuracy does: the lower class index first."""
+    from PIL import Image
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 30), (90, 120, 30)).save(photo)
+    loaded = workflow.Loaded(_Tied(), None, tuple("abcde"), "tied")
+    (result,) = workflow.predict(loaded, [str(photo)], top=5)
+    assert [row["label"] for row in result["top"]] == ["b", "d", "e", "a", "c"]
+    best = [row["probability"] for row in result["top"][:3]]
+    assert best == [best[0]] * 3 and best[0] > result["top"][3]["probability"]

@@ -96,9 +96,10 @@ def recheck_table(folders: dict[str, dict[str, Any]]) -> str:
         split, slice_, shipped = metrics["test_split"], metrics["test_slice"], metrics["shipped_sample"]
         lines.append(f"| `{name}` | {_published_acc1(metrics):.2f} | {split['acc1']:.2f} ({split['ties']}) "
                      f"| {slice_['acc1']:.2f} | {shipped['acc1']:.2f} ({shipped['ties']}) |")
-    where = {json.dumps(m["test_split"]["measured"], sort_keys=True) for m in folders.values()}
-    lines += ["", "Re-measured " + "; ".join(f"{w['date']} on {w['machine']}, torch {w['torch']}"
-                                             for w in map(json.loads, sorted(where)))]
+    where = sorted({tuple(m["test_split"]["measured"][k] for k in ("date", "machine", "torch"))
+                    for m in folders.values()})
+    lines += ["", "Re-measured " + "; ".join(f"{date} on {machine}, torch {version}"
+                                             for date, machine, version in where)]
     return "\n".join(lines)
 
 
