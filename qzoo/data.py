@@ -190,7 +190,7 @@ def read_rgb(path: str | os.PathLike[str]) -> Image.Image:
                                  "and 16-bit grey: convert it to RGB (e.g. PIL's image.convert('RGB')) first")
             return image.convert("RGB")  # decodes: a file cut short fails here, not at open
     except (OSError, Image.DecompressionBombError, SyntaxError) as error:
-        raise ValueError(f"{path} is not a readable image ({error}); remove it from the data folder") from None
+        raise ValueError(f"{path} is not a readable image ({error})") from None
 
 
 def decode_image(path: Path, size: int, resize: int, interpolation: str = "bilinear") -> Tensor:
@@ -307,7 +307,10 @@ class ImageTensors:
             return cls(tensors["images"], tensors["labels"], tuple(classes), names)
         images = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
         for index, (path, _) in enumerate(tqdm(files, desc=f"decoding {root.name}", unit="img", disable=not progress)):
-            images[index] = decode_image(path, size, resize, interpolation)
+            try:
+                images[index] = decode_image(path, size, resize, interpolation)
+            except ValueError as error:
+                raise ValueError(f"{error}; mend it or remove it from the data folder") from None
         labels = torch.tensor([label for _, label in files], dtype=torch.int64)
         if cache:
             cached.parent.mkdir(parents=True, exist_ok=True)

@@ -242,7 +242,8 @@ def _locate(source: LocalFolder | HubRepo, progress: bool) -> tuple[Path, Path, 
 def _folder_source(source: str | os.PathLike[str] | Source, revision: str | None) -> LocalFolder | HubRepo:
     resolved = resolve_source(source, revision)
     if isinstance(resolved, Weights):
-        raise ValueError(f"{resolved.name} is a torchvision file, not a qzoo folder: load it with "
+        raise ValueError(f"{resolved.name} is a single checkpoint file ({resolved.filename}), not a qzoo folder "
+                         "with a config.json: load it with "
                          f"qzoo.from_pretrained({resolved.name!r})")
     return resolved
 

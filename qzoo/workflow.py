@@ -29,7 +29,7 @@ from .data import ImageTensors, decode_image, image_folder_classes, synthetic_im
 from ._tracing import tracing_warnings_silenced
 from .inference import optimize_for_inference
 from .pretrained import (CIFAR10_TRANSFORMS, CIFAR100_TRANSFORMS, IMAGENET_CATEGORIES, IMAGENET_TRANSFORMS,
-                         Transforms, get_weights, list_models, list_weights, resolve_float,
+                         Transforms, Weights, get_weights, list_models, list_weights, resolve_float,
                          resolve_source)
 from .ptq import quantize
 from .registry import get_factory, model_spec
@@ -47,7 +47,7 @@ class Loaded:
 
 def load_model(source: str, *, weights: str | None = None, num_classes: int | None = None,
                progress: bool = True) -> Loaded:
-    """A model name (float, ``weights`` naming a float entry) or a qzoo folder, hub repo or entry name."""
+    """A model name (float, ``weights`` naming a float entry), a weights entry name, or a qzoo folder or hub repo."""
     if source in list_models():
         kwargs: dict[str, Any] = {} if num_classes is None or weights else {"num_classes": num_classes}
         entry = None
@@ -59,6 +59,9 @@ def load_model(source: str, *, weights: str | None = None, num_classes: int | No
             model = get_factory(source)(weights=entry, progress=progress, **kwargs).eval()
         return Loaded(model, entry.transforms if entry else None, entry.categories if entry else (), source)
     resolved = resolve_source(source)  # once: the config and the weights come from the same place
+    if isinstance(resolved, Weights):  # an entry for a checkpoint file (torchvision's, a package's): no config
+        return Loaded(hub.from_pretrained(resolved, progress=progress), resolved.transforms, resolved.categories,
+                      str(source))
     config = hub.read_config(resolved, progress=progress)
     model = hub.from_pretrained(resolved, progress=progress)
     transforms = _config_transforms(config["transforms"], source) if config.get("transforms") else None

@@ -218,6 +218,7 @@ def test_predict_prints_labels_and_probabilities_and_a_bad_file_gets_one_line(tm
     assert qzoo.cli.main(["predict", str(broken), str(photo), "--top", "3"]) == 1
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and "broken.jpg is not a readable image" in err
+    assert "data folder" not in err  # predict reads the files it is given, not a folder
     lines = out.splitlines()
     assert lines[0] == str(photo) and len(lines) == 4
     names = qzoo.get_weights(INT8_ENTRIES[0]).categories

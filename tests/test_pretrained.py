@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import pickle
 
 import pytest
@@ -13,6 +14,7 @@ from helpers import PicklePayload, images, quantized_copy, refreshed, run
 from loopback import serving
 
 import qzoo
+import qzoo.cli
 from qzoo import pretrained, registry
 from qzoo.serialization import IntegrityError
 
@@ -146,3 +148,31 @@ def test_from_pretrained_builds_torchvision_entries_by_name(int8_reference, torc
         loaded = qzoo.from_pretrained(ENTRY, progress=False)
     x = images(2, seed=8)
     assert torch.equal(run(loaded, x, "qnnpack"), run(model, x, "qnnpack"))
+
+
+def test_the_cli_takes_a_checkpoint_entry_as_its_source(int8_reference, torch_home, point_entry_at, tmp_path, capsys):
+    from PIL import Image
+
+    from qzoo.data import decode_image
+
+    model, payload = int8_reference
+    photo = tmp_path / "photo.png"
+    Image.fromarray(torch.randint(0, 256, (240, 300, 3), generator=torch.Generator().manual_seed(5),
+                                  dtype=torch.uint8).numpy()).save(photo)
+    with serving() as server:
+        server.files[FILENAME] = payload
+        entry = point_entry_at(f"{server.url}/{FILENAME}", payload)
+        assert qzoo.cli.main(["predict", str(photo), "--model", ENTRY, "--top", "3", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    t = entry.transforms
+    pixels = decode_image(photo, t.crop_size, t.resize_size, t.interpolation).float() / 255
+    x = ((pixels - torch.tensor(t.mean).view(3, 1, 1)) / torch.tensor(t.std).view(3, 1, 1)).unsqueeze(0)
+    probabilities = run(model, x, "qnnpack")[0].softmax(0)
+    expected = probabilities.argsort(descending=True, stable=True)[:3].tolist()
+    assert [row["index"] for row in result["top"]] == expected
+    assert [row["label"] for row in result["top"]] == [entry.categories[i] for i in expected]
+    assert [row["probability"] for row in result["top"]] == pytest.approx(probabilities[expected].tolist(), abs=1e-6)
+    assert qzoo.cli.main(["bench", ENTRY, "--repeats", "2", "--image-size", "64", "--json"]) == 0  # cached now
+    report = json.loads(capsys.readouterr().out)
+    assert report["source"] == ENTRY and report["backend"] == "qnnpack"
+    assert 0 < report["int8_file_bytes"] < 0.3 * report["float_file_bytes"]

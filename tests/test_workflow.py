@@ -238,7 +238,7 @@ def test_broken_images_give_one_line_naming_the_file(tiny_data, tmp_path, privat
     Image.new("RGB", (64, 64), (200, 10, 10)).save(jpeg, quality=95)
     jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])  # cut inside its data
     line = fails_with_one_line(capsys, "eval", "resnet18", "--data", str(data_dir), "--image-size", "32")
-    assert "cut.jpg is not a readable image" in line
+    assert "cut.jpg is not a readable image" in line and line.endswith("remove it from the data folder")
     jpeg.unlink()
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # so a small PNG stands for a 15000x15000 one
     big = data_dir / "test" / "cat" / "big.png"
