@@ -29,6 +29,8 @@ _EXAMPLES = """examples:
   qzoo export runs/r18-int8 --format onnx --out r18-int8.onnx    # pip install "qzoo[onnx]"
 """
 
+BACKEND_HELP = ("the int8 kernels to target: x86 (default; Intel and AMD CPUs), fbgemm (older x86), "
+                "qnnpack (ARM and mobile), onednn (oneDNN's kernels, for Intel CPUs with VNNI)")
 SOURCE_HELP = "a model name from `qzoo list`, a qzoo folder, a hub repo id or a weights entry name"
 DATA_HELP = ("an ImageFolder (one sub-folder per class), a folder holding train/ and test/ ImageFolders, "
              f"a .tar.gz of one, or a data set name ({', '.join(datasets.NAMES)}) kept in --data-dir")
@@ -82,20 +84,21 @@ def _parser() -> argparse.ArgumentParser:
                        "qzoo list --pretrained --json")
     listing.add_argument("--pretrained", action="store_true", help="list weights entries (architecture.tag)")
     info = _command(commands, "info", "describe a model or a weights entry", "qzoo info resnet18")
-    info.add_argument("name")
+    info.add_argument("name", help="a model name (`qzoo list`) or a weights entry (`qzoo list --pretrained`)")
     demo = _command(commands, "demo", "PTQ of the shipped CIFAR-10 MobileNetV2 on the shipped CIFAR-10 sample "
                     "(float vs int8 accuracy, size, speed); with --model, any model on synthetic images",
                     "qzoo demo --model mobilenet_v2 --json")
     demo.add_argument("--model", help="run the synthetic-image demo with this model from `qzoo list`")
-    demo.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
+    demo.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS, help=BACKEND_HELP)
     demo.add_argument("--image-size", type=_positive_int, default=64, help="with --model")
     demo.add_argument("--calibration-images", type=_positive_int, default=64, help="with --model")
     ptq = _command(commands, "ptq", "calibrate, convert, evaluate float and int8 side by side, save the int8 model",
                    "qzoo ptq resnet18 --weights IMAGENET1K_V1 --data imagenet-sample --out runs/r18-int8")
     _source(ptq)
-    ptq.add_argument("--calib-images", type=_positive_int, default=512)
-    ptq.add_argument("--seed", type=int, default=0)
-    ptq.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
+    ptq.add_argument("--calib-images", type=_positive_int, default=512,
+                     help="calibration images, a class-balanced sample of the training split (default 512)")
+    ptq.add_argument("--seed", type=int, default=0, help="picks the calibration sample (default 0)")
+    ptq.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS, help=BACKEND_HELP)
     ptq.add_argument("--out", required=True, help="new or empty folder for the int8 model (config.json, "
                      "model.safetensors, card)")
     ptq.add_argument("--float-layers", metavar="NAMES", default="",
@@ -110,11 +113,13 @@ def _parser() -> argparse.ArgumentParser:
                    "torchrun --nproc_per_node=2 -m qzoo qat my-float-model/ --data cifar10/ "
                    "--epochs 2 --out my-qat-model/")
     _source(qat)
-    qat.add_argument("--epochs", type=_positive_int, default=2)
-    qat.add_argument("--lr", type=_positive_float, default=0.005)
-    qat.add_argument("--batch-size", type=_positive_int, default=128)
-    qat.add_argument("--weight-decay", type=_non_negative_float, default=5e-5)
-    qat.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
+    qat.add_argument("--epochs", type=_positive_int, default=2, help="fine-tuning epochs (default 2)")
+    qat.add_argument("--lr", type=_positive_float, default=0.005,
+                     help="SGD's starting learning rate, cosine-annealed over the epochs (default 0.005)")
+    qat.add_argument("--batch-size", type=_positive_int, default=128,
+                     help="images per step in each process (under torchrun, the step sees N times as many; default 128)")
+    qat.add_argument("--weight-decay", type=_non_negative_float, default=5e-5, help="SGD's weight decay (default 5e-5)")
+    qat.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS, help=BACKEND_HELP)
     qat.add_argument("--out", required=True, help="new or empty folder (or one holding this run's training/ "
                      "checkpoint, which is resumed)")
     qat.add_argument("--overwrite", action="store_true", help="replace the qzoo model already in --out")
@@ -125,9 +130,10 @@ def _parser() -> argparse.ArgumentParser:
                     "qzoo sensitivity efficientnet_lite0 --weights DEFAULT --data imagenet-sample --images 64")
     _source(sens)
     sens.add_argument("--images", type=_positive_int, default=64, help="test images to measure on (default 64)")
-    sens.add_argument("--calib-images", type=_positive_int, default=256)
-    sens.add_argument("--seed", type=int, default=0)
-    sens.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS)
+    sens.add_argument("--calib-images", type=_positive_int, default=256,
+                      help="calibration images, a class-balanced sample of the training split (default 256)")
+    sens.add_argument("--seed", type=int, default=0, help="picks the calibration sample (default 0)")
+    sens.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS, help=BACKEND_HELP)
     sens.add_argument("--rows", type=_positive_int, default=15, help="layers in the printed table (default 15)")
     sens.add_argument("--plot", metavar="PNG", help='also write a bar chart (pip install "qzoo[plot]")')
     sens.add_argument("--max-drop", metavar="POINTS", type=_non_negative_float,
@@ -138,7 +144,8 @@ def _parser() -> argparse.ArgumentParser:
                      "qzoo bench resnet18 --image-size 224")
     _source(bench, data=False)
     bench.add_argument("--backend", choices=quantization.BACKENDS, help=f"for a float source (default {quantization.DEFAULT_BACKEND})")
-    bench.add_argument("--repeats", type=_positive_int, default=20)
+    bench.add_argument("--repeats", type=_positive_int, default=20,
+                       help="interleaved calls per runner and batch size; medians are reported (default 20)")
     export = _command(commands, "export", "write an int8 model as a frozen TorchScript or an ONNX file",
                       "qzoo export runs/r18-int8 --format onnx --out r18.onnx")
     _source(export, data=False)

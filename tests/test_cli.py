@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -139,12 +140,19 @@ def test_bad_data_and_sources_give_one_line_errors(tiny_data, tmp_path, capsys):
         assert len(lines) == 1 and lines[0].startswith("qzoo: error: ") and message in lines[0], (args, lines)
 
 
-@pytest.mark.parametrize("command", ["list", "info", "demo", "ptq", "qat", "eval", "bench", "export"])
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    (subparsers,) = [a for a in qzoo.cli._parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(subparsers.choices)
+
+
+@pytest.mark.parametrize("command", sorted(_commands()))
 def test_every_command_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_status:
         qzoo.cli.main([command, "--help"])
     out = capsys.readouterr().out
     assert exit_status.value.code == 0 and "example" in out and "--json" in out
+    silent = [a.option_strings or a.dest for a in _commands()[command]._actions if not a.help]
+    assert silent == [], f"qzoo {command}: options without a help line"
 
 
 def test_list_pretrained_and_info():
