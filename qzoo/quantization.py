@@ -291,7 +291,8 @@ def _int8_engine(model: nn.Module) -> Iterator[None]:
 
 
 def check_int8_input(images: Any) -> None:
-    """Refuse inputs an int8 model cannot take, naming float32 CPU images and the transform.
+    """Refuse inputs an int8 model cannot take, naming float32 CPU images and the transform, or the
+    missing batch dimension (torch's kernels say only "Input shape must be `(N, C, H, W)`!").
 
     NaN and Inf are refused too: quantizing clamps them to the int8 range, so the model would
     return finite, plausible logits for a broken image.
@@ -303,6 +304,9 @@ def check_int8_input(images: Any) -> None:
             f"this int8 model takes float32 CPU images, got {images.dtype} on {images.device}: "
             "apply the model's preprocessing transform (e.g. ToTensor + Normalize) and keep it on the CPU"
         )
+    if images.dim() != 4:
+        hint = ": add the batch dimension (images.unsqueeze(0))" if images.dim() == 3 else ""
+        raise ValueError(f"this int8 model takes a batch of images shaped (N, C, H, W), got {tuple(images.shape)}{hint}")
     # numpy's max and min propagate NaN and reach +-Inf, so two vectorized passes test every value exactly:
     # 60x faster than torch's elementwise test (0.6 ms per 224x224 image, 10 % of an int8 call) and twice
     # as fast as a sum, on this thread, where torch's would wake its OpenMP workers, which then spin on

@@ -274,6 +274,10 @@ def test_int8_model_names_float32_cpu_images_for_other_inputs():
     for dtype in (torch.float16, torch.float64, torch.uint8):
         with pytest.raises(TypeError, match="float32 CPU images, got torch.(float16|float64|uint8)"):
             int8(torch.zeros(1, 3, 32, 32, dtype=dtype))
+    with pytest.raises(ValueError, match=r"shaped \(N, C, H, W\), got \(3, 32, 32\): add the batch dimension"):
+        int8(torch.zeros(3, 32, 32))
+    with pytest.raises(ValueError, match=r"got \(1, 1, 3, 32, 32\)$"):
+        int8(torch.zeros(1, 1, 3, 32, 32))
     with torch.inference_mode():
         assert int8(torch.zeros(1, 3, 32, 32)).shape == (1, NUM_CLASSES)
 
