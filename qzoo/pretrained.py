@@ -227,13 +227,17 @@ def list_models(pretrained: bool = False) -> list[str]:
 
 
 def get_weights(name: str) -> Weights:
-    """The entry called ``name``; an unknown name lists the architecture's entries."""
+    """The entry called ``name``; an unknown name lists the architecture's entries, or close names."""
     entries = catalogue()
     if name in entries:
         return entries[name]
     architecture = name.split(".")[0]
-    known = ", ".join(list_weights(architecture)) or "none (see qzoo.list_weights())"
-    raise ValueError(f"unknown weights {name!r}; entries for {architecture!r}: {known}")
+    known = list_weights(architecture)
+    if known:
+        raise ValueError(f"unknown weights {name!r}; entries for {architecture!r}: {', '.join(known)}")
+    close = difflib.get_close_matches(name, [*registry.model_names(), *entries], n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ValueError(f"unknown model or weights {name!r}; {hint}`qzoo list` and `qzoo list --pretrained` list them")
 
 
 # ----------------------------------------------------------------------------- the resolver

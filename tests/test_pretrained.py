@@ -118,6 +118,7 @@ def test_a_malicious_pickle_with_a_matching_hash_never_runs(torch_home, tmp_path
     (lambda: qzoo.resnet18(quantize=True, weights="IMAGENET1K_V1"), "float weights of resnet18.*prepare='ptq'"),
     (lambda: qzoo.mobilenet_v2(quantize=True, weights="DEFAULT", num_classes=10), "1000 classes but num_classes=10"),
     (lambda: qzoo.get_weights("resnet18.cifar100"), "entries for 'resnet18': .*resnet18.imagenet1k_fbgemm_v1"),
+    (lambda: qzoo.get_weights("resnet81"), "unknown model or weights 'resnet81'; did you mean resnet18"),
     (lambda: qzoo.resnet50(quantize=True, weights="IMAGENET1K_FBGEMM_V1", backend="qnnpack"),
      "quantized for backend 'fbgemm'.*pass backend='fbgemm'"),
 ])
