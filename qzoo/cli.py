@@ -158,7 +158,8 @@ def _parser() -> argparse.ArgumentParser:
                        "qzoo predict photo.jpg other.png --top 3")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     predict.add_argument("--model", default=workflow.PREDICT_DEFAULT,
-                         help="a weights entry (`qzoo list --pretrained`), qzoo folder or hub repository")
+                         help="a weights entry, float or int8 (`qzoo list --pretrained`), a qzoo folder or a hub "
+                              "repository; not a bare architecture (random weights)")
     predict.add_argument("--top", type=_positive_int, default=5, help="classes to show per image")
     return parser
 

@@ -542,6 +542,10 @@ def run_predict(images: list[str], *, source: str = PREDICT_DEFAULT, top: int = 
     """``qzoo predict``: load ``source`` (a pretrained entry, folder or hub repository) and :func:`predict`."""
     if top < 1:
         raise ValueError(f"--top {top}: give 1 or more classes to show")
+    if source in list_models():  # a bare architecture is built with random weights: its labels mean nothing
+        entries = ", ".join(list_weights(source)) or "none yet"
+        raise ValueError(f"--model {source} names an architecture, which has random weights: name a weights entry "
+                         f"(its entries: {entries}), a qzoo folder or a hub repository")
     return predict(load_model(source, progress=progress), images, top=top)
 
 

@@ -133,6 +133,9 @@ def test_bad_data_and_sources_give_one_line_errors(tiny_data, tmp_path, capsys):
          "float weights of resnet50; give resnet18's float weights"),
         (("export", "resnet18", "--out", str(tmp_path / "f.pt")), "export int8 models"),
         (("info", "resnet18.cifar100"), "unknown weights"),
+        (("predict", str(tmp_path / "x.jpg"), "--model", "resnet18"),
+         "--model resnet18 names an architecture, which has random weights: name a weights entry (its entries: "
+         "resnet18.cifar10_int8_ptq"),
     ]
     for args, message in cases:  # in-process for speed; the resnet19 case above runs a real process
         assert qzoo.cli.main([*args, "--json"]) == 2, args
