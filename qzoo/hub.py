@@ -46,12 +46,28 @@ def model_mode(model: nn.Module) -> str:
                      "qzoo.convert, then save the int8 model")
 
 
+def _check_metadata(metadata: dict[str, Any]) -> None:
+    """Refuse what the config could not hold (before anything is written, so a bad call leaves no half folder)."""
+    metrics = metadata.get("metrics")
+    if metrics is not None and not (isinstance(metrics, dict) and all(isinstance(v, dict) for v in metrics.values())):
+        raise ValueError(f"metrics={metrics!r}: give {{data: {{metric: value}}}}, e.g. "
+                         "metrics={'CIFAR-10': {'acc1': 91.2, 'acc5': 99.7}}")
+    for key, value in metadata.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{key}: config.json holds plain JSON data (finite numbers, strings, lists, dicts), "
+                             f"and this does not fit ({error}); convert it first (e.g. float(tensor))") from None
+
+
 def _config(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
+    _check_metadata(metadata)
     record = record_of(model)
     architecture = record.architecture
     if architecture is None:
-        raise ValueError("this model was not built by a qzoo factory, so no config can rebuild it: "
-                         "build it with qzoo.get_model(name, ...) and load your weights into it")
+        raise ValueError("this model was not built by a qzoo factory, so no config can rebuild it: build it with "
+                         "qzoo.get_model(name, ...) and load your weights into it (your own architecture: register "
+                         "its factory with @qzoo.register_model first), or save its state_dict yourself")
     kwargs = dict(record.kwargs)
     try:
         json.dumps(kwargs)
@@ -105,8 +121,9 @@ model = {load}
 def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], **metadata: Any) -> Path:
     """Write ``config.json``, ``model.safetensors`` and a ``README.md`` card for ``model`` into ``directory``.
 
-    ``metadata`` (``name``, ``metrics``, ``transforms``, ``recipe``, ``categories``, ``license``,
-    ...) goes into the config and the card. A card someone edited is never overwritten: the
+    ``metadata`` (``name``, ``metrics`` as ``{data: {metric: value}}``, ``transforms``, ``recipe``,
+    ``categories``, ``license``, ...) goes into the config and the card; it must be plain JSON data
+    (finite numbers), checked before anything is written. A card someone edited is never overwritten: the
     config remembers the hash of the card qzoo wrote, and only that exact card is replaced.
     """
     directory = Path(directory)
@@ -130,7 +147,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], **metad
         config["card_sha256"] = hashlib.sha256(card.encode()).hexdigest()
     else:
         config["card_sha256"] = previous.get("card_sha256")
-    write_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    write_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2, allow_nan=False) + "\n")
     return directory
 
 

@@ -74,6 +74,19 @@ def test_an_edited_model_card_is_never_overwritten(tmp_path):
     assert (tmp_path / "README.md").read_text().endswith("Hand-written notes.\n")
 
 
+def test_metadata_the_config_cannot_hold_is_refused_before_anything_is_written(tmp_path):
+    model = qzoo.resnet18(num_classes=NUM_CLASSES)
+    for metadata, message in [({"metrics": {"a": torch.tensor(1.0)}}, "metrics=.*give {data: {metric: value}}"),
+                              ({"metrics": {"a": {"acc1": torch.tensor(1.0)}}}, "metrics: .*Tensor is not JSON"),
+                              ({"metrics": {"a": {"acc1": float("nan")}}}, "metrics: .*Out of range float"),
+                              ({"recipe": {"lr": float("inf")}}, "recipe: .*Out of range float")]:
+        with pytest.raises(ValueError, match=message):
+            qzoo.save_pretrained(model, tmp_path / "out", **metadata)
+        assert not (tmp_path / "out").exists()
+    qzoo.save_pretrained(model, tmp_path / "out", metrics={"a": {"acc1": 1.0}})  # the retry needs no clean-up
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["metrics"] == {"a": {"acc1": 1.0}}
+
+
 def test_a_ptq_prepared_or_foreign_model_cannot_be_saved(tmp_path):
     with pytest.raises(ValueError, match="calibrate and qzoo.convert"):
         qzoo.save_pretrained(qzoo.resnet18(prepare="ptq", num_classes=NUM_CLASSES), tmp_path)
