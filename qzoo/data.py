@@ -166,7 +166,10 @@ def image_folder_classes(root: str | os.PathLike[str]) -> list[str]:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Image files below ``folder``, hidden ones left out as hidden class folders are: macOS's ``._x.jpg``
+    AppleDouble files (in archives made on a Mac) and ``.ipynb_checkpoints`` hold no photographs."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def read_rgb(path: str | os.PathLike[str]) -> Image.Image:

@@ -52,6 +52,26 @@ def test_decoding_is_cached_and_batches_are_normalized_and_sharded(folder):
     assert len(images.batches(5)) == 8
 
 
+def test_hidden_files_and_folders_are_not_images(folder, tmp_path):
+    """An archive made on a Mac carries a ``._name.jpg`` AppleDouble file beside each image; Jupyter leaves
+    ``.ipynb_checkpoints``. Neither is a photograph, as hidden class folders are not classes."""
+    import shutil
+
+    copy = tmp_path / "train"
+    shutil.copytree(folder / "train", copy)
+    (copy / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    (copy / "dog" / ".ipynb_checkpoints").mkdir()
+    shutil.copy(copy / "dog" / "0.png", copy / "dog" / ".ipynb_checkpoints" / "0-checkpoint.png")
+    (copy / ".hidden-class").mkdir()
+    shutil.copy(copy / "dog" / "0.png", copy / ".hidden-class" / "0.png")
+    (copy / "ship" / "more").mkdir()
+    shutil.copy(copy / "ship" / "0.png", copy / "ship" / "more" / "extra.png")  # a plain sub-folder still counts
+    loaded = data.ImageTensors.from_folder(copy, 32, progress=False, cache=False)
+    original = data.ImageTensors.from_folder(folder / "train", 32, progress=False, cache=False)
+    assert loaded.classes == original.classes == ("cat", "dog", "ship")
+    assert len(loaded.labels) == len(original.labels) + 1 and int((loaded.labels == 2).sum()) == 13
+
+
 def test_balanced_sample_is_seeded_and_even(folder):
     images = data.ImageTensors.from_folder(folder / "train", 32, progress=False)
     sample = images.balanced_sample(7, seed=1)
