@@ -33,7 +33,7 @@ BACKEND_HELP = ("the int8 kernels to target: x86 (default; Intel and AMD CPUs), 
                 "qnnpack (ARM and mobile), onednn (oneDNN's kernels, for Intel CPUs with VNNI)")
 SOURCE_HELP = "a model name from `qzoo list`, a qzoo folder, a hub repo id or a weights entry name"
 DATA_HELP = ("an ImageFolder (one sub-folder per class), a folder holding train/ and test/ ImageFolders, "
-             f"a .tar.gz of one, or a data set name ({', '.join(datasets.NAMES)}) kept in --data-dir")
+             f"a .tar.gz or .zip of one, or a data set name ({', '.join(datasets.NAMES)}) kept in --data-dir")
 DATA_DIR_HELP = ("where named data sets live: torchvision downloads CIFAR there; ImageNet needs its devkit and "
                  "image tars there (default: the qzoo cache's datasets/torch)")
 

@@ -9,11 +9,13 @@ import json
 import math
 import os
 import shutil
+import stat
 import tarfile
+import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -105,24 +107,87 @@ def _unpack_bound(archive: Path) -> int:
     return int(configured) if configured else UNPACK_RATIO * archive.stat().st_size + UNPACK_SLACK
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+"""The archives ``--data`` takes in place of a folder."""
+
+
+def is_archive(path: Path) -> bool:
+    """Whether ``path`` names an archive qzoo unpacks (by its suffix)."""
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _check_unpacked_size(archive: Path, total: int) -> None:
+    if total > _unpack_bound(archive):
+        raise ValueError(f"{archive} would unpack to {total:,} bytes, more than {_unpack_bound(archive):,} "
+                         f"({UNPACK_RATIO}x its size + {UNPACK_SLACK >> 20} MiB): not an image archive; "
+                         "set QZOO_MAX_UNPACK_BYTES if it really is one")
+
+
+def _extract_tar(archive: Path, staging: Path) -> None:
+    with tarfile.open(archive) as tar:
+        _check_unpacked_size(archive, sum(member.size for member in tar.getmembers()))
+        tar.extractall(staging, filter="data")
+
+
+def _extract_zip(archive: Path, staging: Path) -> None:
+    """A zip, with tarfile's ``data`` filter's rules: a member escaping the folder (``..``) or a link is refused,
+    where zipfile would quietly rewrite or write it; leading slashes are dropped, as both do. macOS's
+    ``__MACOSX/`` resource forks are left out."""
+    with zipfile.ZipFile(archive) as bundle:
+        members = [m for m in bundle.infolist() if m.filename.split("/")[0] != "__MACOSX"]
+        for member in members:
+            parts = PurePosixPath(member.filename).parts
+            if ".." in parts:
+                raise ValueError(f"{archive} holds {member.filename!r}, which would land outside its folder: "
+                                 "pass an archive of ImageFolder images with plain relative paths")
+            if stat.S_ISLNK(member.external_attr >> 16) or member.flag_bits & 0x1:
+                kind = "a link" if stat.S_ISLNK(member.external_attr >> 16) else "encrypted"
+                raise ValueError(f"{archive}: {member.filename!r} is {kind}; pass an archive of plain image files")
+        _check_unpacked_size(archive, sum(member.file_size for member in members))
+        bundle.extractall(staging, members=members)
+
+
 def unpack_archive(archive: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Extract a ``.tar.gz`` image archive once into ``cache_dir`` and return the folder.
+    """Extract a ``.tar.gz`` (``.tgz``, ``.tar``) or ``.zip`` image archive once into ``cache_dir`` and return
+    the folder.
 
     The folder is named after the archive's sha256, filled in a staging sibling and renamed into
     place, so an interrupted extraction is never mistaken for a finished one; staging folders of
     processes that died are removed. Members that would land outside the folder (absolute paths,
-    ``..``, links) are refused by tarfile's ``data`` filter, and an archive whose members add up to
-    more than :func:`_unpack_bound` is refused before anything is written. Every refusal is a
-    ``ValueError`` naming the archive.
+    ``..``, links) are refused (tarfile's ``data`` filter; the same rules for a zip), and an archive
+    whose members add up to more than :func:`_unpack_bound` is refused before anything is written.
+    Every refusal is a ``ValueError`` naming the archive.
     """
     archive = Path(archive)
     if not archive.is_file():
-        raise FileNotFoundError(f"no archive at {archive}: pass the path of a .tar.gz of ImageFolder images")
+        raise FileNotFoundError(f"no archive at {archive}: pass the path of a .tar.gz or .zip of ImageFolder images")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "datasets"
     name = archive.name.split(".")[0]
     target = root / f"{name}-{file_sha256(archive)[:16]}"
     if target.is_dir():
         return target
+    root.mkdir(parents=True, exist_ok=True)
+    _files.remove_stale_partials(root, target.name)  # staging folders of extractions that were killed
+    staging = _files.partial_path(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    is_zip = archive.name.lower().endswith(".zip")
+    try:
+        (_extract_zip if is_zip else _extract_tar)(archive, staging)
+        staging.rename(target)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as error:
+        shutil.rmtree(staging, ignore_errors=True)  # FilterError, ReadError, truncated streams, zip methods
+        raise ValueError(f"{archive} cannot be unpacked ({type(error).__name__}: {error}); pass a .tar.gz or .zip "
+                         "of ImageFolder images with plain files inside one folder") from None
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, gzip.BadGzipFile):
+            raise ValueError(f"{archive} is not a gzip file ({error}); pass a .tar.gz of ImageFolder images") from None
+        if not target.is_dir():  # another process may have won the rename
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
     root.mkdir(parents=True, exist_ok=True)
     _files.remove_stale_partials(root, target.name)  # staging folders of extractions that were killed
     staging = _files.partial_path(target)

@@ -25,7 +25,8 @@ from . import datasets, hub, onnx_export, quantization, sensitivity, serializati
 from ._files import write_atomic
 from ._record import record_of
 from .benchmark import interleaved_latency_ms
-from .data import ImageTensors, decode_image, image_folder_classes, synthetic_images, unpack_archive
+from .data import (ImageTensors, decode_image, image_folder_classes, is_archive, synthetic_images,
+                   unpack_archive)
 from ._tracing import tracing_warnings_silenced
 from .inference import optimize_for_inference
 from .pretrained import (CIFAR10_TRANSFORMS, CIFAR100_TRANSFORMS, IMAGENET_CATEGORIES, IMAGENET_TRANSFORMS,
@@ -88,14 +89,15 @@ def _config_transforms(data: Any, source: str) -> Transforms:
 def data_root(data: str | os.PathLike[str], split: str) -> Path:
     """The ImageFolder to read: ``data/<split>`` when present, else ``data``; archives are unpacked first."""
     path = Path(data)
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+    if path.is_file() and is_archive(path):
         path = unpack_archive(path)
-        children = [p for p in path.iterdir() if p.is_dir()]
+        children = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
         if len(children) == 1 and not (path / split).is_dir():  # an archive wrapping everything in one folder
             path = children[0]
-    if not path.exists():
-        raise FileNotFoundError(f"no data folder at {path}: pass an ImageFolder (one sub-folder of images per "
-                                "class), a folder holding train/ and test/ ImageFolders, or a .tar.gz of one")
+    if not path.is_dir():
+        problem = f"{path} is a file, not a data folder or archive" if path.exists() else f"no data folder at {path}"
+        raise FileNotFoundError(f"{problem}: pass an ImageFolder (one sub-folder of images per class), a folder "
+                                "holding train/ and test/ ImageFolders, or a .tar.gz or .zip of one")
     if (path / split).is_dir():
         return path / split
     splits = sorted(name for name in ("train", "test", "val") if (path / name).is_dir())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -181,9 +182,16 @@ def test_a_split_layout_missing_a_split_is_not_read_as_one_class(tiny_data, tmp_
 
 
 def archive_of(path, members: dict[str, bytes]):
+    """A .tar.gz, or a .zip (deflated) when ``path`` ends so, holding ``members`` by name as given."""
     import io
     import tarfile
+    import zipfile
 
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bundle:
+            for name, payload in members.items():
+                bundle.writestr(name, payload)
+        return path
     with tarfile.open(path, "w:gz") as tar:
         for name, payload in members.items():
             info = tarfile.TarInfo(name)
@@ -192,8 +200,27 @@ def archive_of(path, members: dict[str, bytes]):
     return path
 
 
-def test_an_archive_bomb_is_refused_before_anything_is_written(tmp_path, private_cache, capsys, monkeypatch):
-    bomb = archive_of(tmp_path / "bomb.tar.gz", {"d/train/a/0.png": bytes(100 << 20)})  # 100 MiB of zeros
+def test_a_zip_made_on_a_mac_reads_as_its_folder(tiny_data, tmp_path, private_cache, capsys):
+    """Finder's "Compress" wraps the folder and adds ``__MACOSX/`` with a ``._name`` resource fork per file."""
+    members = {}
+    for path in sorted(tiny_data.rglob("*.png")):
+        name = f"photos/{path.relative_to(tiny_data).as_posix()}"
+        members[name] = path.read_bytes()
+        members[f"__MACOSX/{name.rpartition('/')[0]}/._{path.name}"] = b"\x00\x05\x16\x07 resource fork"
+    bundle = archive_of(tmp_path / "photos.zip", members)
+    reports = []
+    for data in (tiny_data, bundle):
+        torch.manual_seed(0)  # the same random-init model both times
+        assert qzoo.cli.main(["eval", "resnet18", "--data", str(data), "--image-size", "32", "--json"]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    assert reports[1]["acc1"] == reports[0]["acc1"] and reports[1]["images"] == reports[0]["images"] == 18
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".zip"])
+def test_an_archive_bomb_is_refused_before_anything_is_written(suffix, tmp_path, private_cache, capsys, monkeypatch):
+    bomb = archive_of(tmp_path / f"bomb{suffix}", {"d/train/a/0.png": bytes(100 << 20)})  # 100 MiB of zeros
+
+
     assert bomb.stat().st_size < 1 << 20
     line = fails_with_one_line(capsys, "eval", "resnet18", "--data", str(bomb))
     assert "would unpack to 104,857,600 bytes" in line and "QZOO_MAX_UNPACK_BYTES" in line
@@ -215,18 +242,63 @@ def test_a_dead_extractions_staging_folder_is_removed(tmp_path, private_cache):
     assert sorted(p.name for p in root.iterdir()) == [target_name]
 
 
-@pytest.mark.parametrize("kind", ["not gzip", "truncated", "escaping member"])
-def test_bad_archives_give_one_line(kind, tmp_path, private_cache, capsys):
-    path = tmp_path / "bad.tar.gz"
-    if kind == "not gzip":
+@pytest.mark.parametrize("suffix", [".tar.gz", ".zip"])
+@pytest.mark.parametrize("kind", ["not an archive", "truncated", "escaping member", "link"])
+def test_bad_archives_give_one_line(kind, suffix, tmp_path, private_cache, capsys):
+    import zipfile
+
+    path = tmp_path / f"bad{suffix}"
+    if kind == "not an archive":
         path.write_bytes(b"plain text, not an archive")
     elif kind == "truncated":
-        full = archive_of(tmp_path / "full.tar.gz", {"d/train/a/0.png": os.urandom(200_000)})
+        full = archive_of(tmp_path / f"full{suffix}", {"d/train/a/0.png": os.urandom(200_000)})
         path.write_bytes(full.read_bytes()[:50_000])
+    elif kind == "link" and suffix == ".zip":
+        with zipfile.ZipFile(path, "w") as bundle:
+            link = zipfile.ZipInfo("d/train/a/0.png")
+            link.external_attr = (0o120777 << 16)  # a symlink, as Info-ZIP stores one
+            bundle.writestr(link, "/etc/passwd")
+    elif kind == "link":
+        import tarfile
+
+        with tarfile.open(path, "w:gz") as tar:
+            link = tarfile.TarInfo("d/train/a/0.png")
+            link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(link)
     else:
         archive_of(path, {"../outside.png": b"x"})
     line = fails_with_one_line(capsys, "eval", "resnet18", "--data", str(path))
-    assert "bad.tar.gz" in line
+    assert f"bad{suffix}" in line
+    assert not (tmp_path / "outside.png").exists() and not private_cache.joinpath("outside.png").exists()
+    assert not any(private_cache.rglob("0.png"))
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".zip"])
+def test_an_absolute_member_name_lands_inside_the_folder(suffix, tmp_path, private_cache):
+    from qzoo import data
+
+    outside = tmp_path / "outside"
+    unpacked = data.unpack_archive(archive_of(tmp_path / f"abs{suffix}", {f"{outside}/0.png": b"x"}))
+    assert (unpacked / outside.relative_to("/") / "0.png").read_bytes() == b"x" and not outside.exists()
+
+
+def test_an_encrypted_zip_is_named_as_such(tmp_path, private_cache, capsys):
+    import zipfile
+
+    path = archive_of(tmp_path / "locked.zip", {"d/train/a/0.png": b"x"})
+    raw = bytearray(path.read_bytes())  # set the encryption bit, as a password-protected zip has it
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local header, central directory
+        raw[raw.index(signature) + offset] |= 0x1
+    path.write_bytes(bytes(raw))
+    assert zipfile.ZipFile(path).infolist()[0].flag_bits & 0x1
+    line = fails_with_one_line(capsys, "eval", "resnet18", "--data", str(tmp_path / "locked.zip"))
+    assert "'d/train/a/0.png' is encrypted" in line
+
+
+def test_a_file_that_is_no_archive_is_named_as_such(tmp_path, private_cache, capsys):
+    (tmp_path / "photos.7z").write_bytes(b"7z\xbc\xaf")
+    line = fails_with_one_line(capsys, "eval", "resnet18", "--data", str(tmp_path / "photos.7z"))
+    assert "photos.7z is a file, not a data folder or archive" in line and ".tar.gz or .zip" in line
 
 
 def test_broken_images_give_one_line_naming_the_file(tiny_data, tmp_path, private_cache, capsys, monkeypatch):
