@@ -205,6 +205,16 @@ def _counted(metrics: dict[str, Any]) -> str:
     return f"{metrics['images']} images{tied}"
 
 
+_USES = {"ptq": "calibrates on", "qat": "trains on", "sensitivity": "calibrates on"}
+
+
+def _held_out_note(command: str, report: dict[str, Any]) -> None:
+    """Say so when the accuracy was measured on the images the command also calibrated or trained on."""
+    if report.get("held_out") is False:
+        print(f"  note: the data has no train/ and test/ folders, so qzoo {command} {_USES[command]} images it "
+              "also evaluates: these accuracies are not on held-out images (add a test/ split for one)")
+
+
 def _print_report(report: dict[str, Any]) -> None:
     """A readable rendering of a workflow report: accuracies, sizes, speed-ups, output."""
     mib = 1024 * 1024
@@ -301,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(sensitivity.format_table(result, args.rows))
         if "target" in result:
             _print_target(args.source, result["target"])
+        _held_out_note(args.command, result)
     else:
         print(f"qzoo {args.command}: {args.source}")
         _print_report(result)
+        _held_out_note(args.command, result)
     return 1 if failed else 0

@@ -15,6 +15,7 @@ from helpers import make_image_folder, write_png16
 
 import qzoo
 import qzoo.cli
+from qzoo import workflow
 from qzoo.data import ImageTensors
 from qzoo.registry import IMAGENET_MEAN, IMAGENET_STD
 from qzoo.onnx_export import OnnxRuntimeModel
@@ -86,6 +87,7 @@ def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, trained_float_fold
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["calibration_images"] == 12 and report["float"]["images"] == report["int8"]["images"] == 18
+    assert report["held_out"] is True  # train/ and test/: the accuracy is on images calibration never saw
     assert report["float"]["acc1"] > 80 and report["int8"]["acc1"] > 80  # chance is 33 %
     assert report["int8_file_bytes"] < 0.27 * report["float_file_bytes"]
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
@@ -108,6 +110,18 @@ def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, trained_float_fold
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     logits = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
     assert logits.shape == (2, 3) and torch.equal(logits, OnnxRuntimeModel(onnx_path, threads=1)(x))
+
+
+def test_a_folder_without_splits_is_reported_as_not_held_out(tiny_data, tmp_path, capsys):
+    """One ImageFolder serves as both splits: the report says the accuracy is on calibration images."""
+    assert qzoo.cli.main(["ptq", "resnet18", "--data", str(tiny_data / "train"), "--image-size", "32",
+                          "--calib-images", "6", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "note: the data has no train/ and test/ folders, so qzoo ptq calibrates on images it also evaluates" in out
+    assert qzoo.cli.main(["ptq", "resnet18", "--data", str(tiny_data), "--image-size", "32",
+                          "--calib-images", "6", "--out", str(tmp_path / "b"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["held_out"] is True
+    assert workflow.test_is_held_out("torch/cifar10") and not workflow.test_is_held_out(tiny_data / "test")
 
 
 def test_reports_say_how_many_images_tie_at_the_top(capsys):
