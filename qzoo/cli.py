@@ -188,6 +188,18 @@ def _print_demo(report: dict) -> None:
               f"(int8 speed-up {report['speedup'][batch]:.2f}x)")
 
 
+def _print_info(result: dict[str, Any]) -> None:
+    """``qzoo info`` as text: a model's documentation and entries, or an entry's fields one per line."""
+    if "model" in result:
+        print(f"{result['model']} ({result['family']})\n\n{result['doc']}\n")
+        print("weights entries: " + (", ".join(result["weights"]) or "none (qzoo ptq makes int8 ones)"))
+        return
+    shown = {key: value for key, value in result.items() if value not in (None, "", {}, [], False)}
+    width = max(map(len, shown))
+    for key, value in shown.items():
+        print(f"{key:<{width}}  {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+
+
 def _print_target(source: str, target: dict[str, Any]) -> None:
     """The target mode's answer and the ``qzoo ptq`` flags that apply it."""
     kept = ",".join(target["float_layers"])
@@ -304,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "demo":
         _print_demo(result)
     elif args.command == "info":
-        print(json.dumps(result, indent=2))
+        _print_info(result)
     elif args.command == "sensitivity":
         print(f"qzoo sensitivity: {args.source}, {result['backend']}, {result['calibration_images']} calibration "
               f"images, {result['seconds']:.0f} s")

@@ -177,3 +177,15 @@ def test_list_pretrained_and_info():
     assert "mobilenet_v2.imagenet1k_qnnpack_v1" in entries
     info = json.loads(qzoo_cli("info", "mobilenet_v2.imagenet1k_qnnpack_v1", "--json").stdout)
     assert (info["backend"], info["sha256"], info["metrics"]["ImageNet-1K"]["acc1"]) == ("qnnpack", "37f702c5", 71.658)
+
+
+def test_info_prints_text_a_person_reads(capsys):
+    """Without --json: the model's documentation as written (not an escaped JSON string), an entry's fields."""
+    assert qzoo.cli.main(["info", "resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("resnet18 (qzoo.models.resnet)\n\n" + qzoo.resnet18.__doc__.strip().splitlines()[0])
+    assert "\\n" not in out and out.rstrip().endswith("weights entries: " + ", ".join(qzoo.list_weights("resnet18")))
+    assert qzoo.cli.main(["info", "mobilenet_v2.imagenet1k_qnnpack_v1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "backend       qnnpack" in lines and "url           None" not in lines
+    assert any(line.startswith("metrics       {\"ImageNet-1K\": {\"acc1\": 71.658") for line in lines), lines
