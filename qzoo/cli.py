@@ -233,7 +233,9 @@ def _print_report(report: dict[str, Any]) -> None:
     for key in ("float", "int8"):
         if isinstance(report.get(key), dict):
             metrics = report[key]
-            print(f"  {key:<5} acc@1 {metrics['acc1']:6.2f} %   acc@5 {metrics['acc5']:6.2f} %   ({_counted(metrics)})")
+            before = "; the source model, before QAT" if key == "float" and "history" in report else ""
+            print(f"  {key:<5} acc@1 {metrics['acc1']:6.2f} %   acc@5 {metrics['acc5']:6.2f} %   "
+                  f"({_counted(metrics)}{before})")
     if "acc1" in report:
         print(f"  acc@1 {report['acc1']:.2f} %   acc@5 {report['acc5']:.2f} %   ({_counted(report)})")
     if report.get("weakest_classes"):

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
@@ -322,12 +323,21 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
             _write_checkpoint(out, model, optimizer, {"epoch": epoch + 1, "history": history, "recipe": recipe.to_dict(),
                                                       "identity": identity, "world_size": world})
             if progress:
-                tqdm.write(json.dumps(record))
+                tqdm.write(epoch_summary(record, recipe.epochs), file=sys.stderr)  # with the bars, not the report
         else:
             history.append(record)
         if world > 1:
             dist.barrier()
     return history
+
+
+def epoch_summary(record: dict[str, Any], epochs: int) -> str:
+    """One readable line for a finished epoch of :func:`fit`'s history."""
+    parts = [f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.3f}, {record['seconds']:.1f} s"]
+    for key, label in (("eval", "fake-quant" if "eval_int8" in record else "eval"), ("eval_int8", "int8")):
+        if key in record:
+            parts.append(f"{label} acc@1 {record[key]['acc1']:.2f} %")
+    return "; ".join(parts)
 
 
 def init_distributed() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 
@@ -189,3 +190,15 @@ def test_info_prints_text_a_person_reads(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "backend       qnnpack" in lines and "url           None" not in lines
     assert any(line.startswith("metrics       {\"ImageNet-1K\": {\"acc1\": 71.658") for line in lines), lines
+
+
+def test_qat_prints_one_readable_line_per_epoch_beside_the_bars(tiny_data, tmp_path, capsys):
+    """stdout holds the report alone; each epoch's summary goes to stderr with the progress bars."""
+    assert qzoo.cli.main(["qat", "resnet18", "--data", str(tiny_data), "--image-size", "32", "--epochs", "2",
+                          "--batch-size", "12", "--out", str(tmp_path / "q")]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "qzoo qat: resnet18" and "{" not in out
+    assert "(18 images; the source model, before QAT)" in out.splitlines()[1]
+    summaries = re.findall(r"epoch (\d)/2: loss \d+\.\d{3}, \d+\.\d s; fake-quant acc@1 \d+\.\d\d %; int8 acc@1 "
+                           r"\d+\.\d\d %", err)
+    assert summaries == ["1", "2"]
