@@ -153,9 +153,9 @@ def unpack_archive(archive: str | os.PathLike[str], cache_dir: str | os.PathLike
 
     The folder is named after the archive's sha256, filled in a staging sibling and renamed into
     place, so an interrupted extraction is never mistaken for a finished one; staging folders of
-    processes that died are removed. Members that would land outside the folder (absolute paths,
-    ``..``, links) are refused (tarfile's ``data`` filter; the same rules for a zip), and an archive
-    whose members add up to more than :func:`_unpack_bound` is refused before anything is written.
+    processes that died are removed. Members that would land outside the folder (``..``, links) are
+    refused and absolute names land inside it (tarfile's ``data`` filter; the same rules for a zip), and
+    an archive whose members add up to more than :func:`_unpack_bound` is refused before anything is written.
     Every refusal is a ``ValueError`` naming the archive.
     """
     archive = Path(archive)
@@ -178,33 +178,6 @@ def unpack_archive(archive: str | os.PathLike[str], cache_dir: str | os.PathLike
         shutil.rmtree(staging, ignore_errors=True)  # FilterError, ReadError, truncated streams, zip methods
         raise ValueError(f"{archive} cannot be unpacked ({type(error).__name__}: {error}); pass a .tar.gz or .zip "
                          "of ImageFolder images with plain files inside one folder") from None
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, gzip.BadGzipFile):
-            raise ValueError(f"{archive} is not a gzip file ({error}); pass a .tar.gz of ImageFolder images") from None
-        if not target.is_dir():  # another process may have won the rename
-            raise
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
-    root.mkdir(parents=True, exist_ok=True)
-    _files.remove_stale_partials(root, target.name)  # staging folders of extractions that were killed
-    staging = _files.partial_path(target)
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        with tarfile.open(archive) as tar:
-            total = sum(member.size for member in tar.getmembers())
-            if total > _unpack_bound(archive):
-                raise ValueError(f"{archive} would unpack to {total:,} bytes, more than {_unpack_bound(archive):,} "
-                                 f"({UNPACK_RATIO}x its size + {UNPACK_SLACK >> 20} MiB): not an image archive; "
-                                 "set QZOO_MAX_UNPACK_BYTES if it really is one")
-            tar.extractall(staging, filter="data")
-        staging.rename(target)
-    except (tarfile.TarError, EOFError, zlib.error) as error:  # FilterError, ReadError, truncated streams
-        shutil.rmtree(staging, ignore_errors=True)
-        raise ValueError(f"{archive} cannot be unpacked ({type(error).__name__}: {error}); pass a .tar.gz of "
-                         "ImageFolder images with plain files inside one folder") from None
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, gzip.BadGzipFile):
