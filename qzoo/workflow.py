@@ -186,7 +186,7 @@ def describe_data(data: str | os.PathLike[str], split: str) -> str:
     return f"{str(data).lower()} ({split})" if datasets.is_dataset_name(data) else str(data_root(data, split))
 
 
-def test_is_held_out(data: str | os.PathLike[str]) -> bool:
+def split_is_held_out(data: str | os.PathLike[str]) -> bool:
     """False when ``data`` is one ImageFolder without ``train/`` and ``test/``: then the images a command
     calibrates or trains on are among those it evaluates, and its accuracy is not a held-out figure."""
     return datasets.is_dataset_name(data) or data_root(data, "train") != data_root(data, "test")
@@ -283,7 +283,7 @@ def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str 
               "float_layers": list(options.float_layers), "weight_scheme": options.weight_scheme,
               "ptq_methods": list(record_of(int8).ptq_methods), "float": float_metrics, "int8": int8_metrics,
               "float_file_bytes": _file_bytes(float_model), "int8_file_bytes": _file_bytes(int8),
-              "held_out": test_is_held_out(data)}
+              "held_out": split_is_held_out(data)}
     metrics = {dataset or _dataset_name(data): {k: int8_metrics[k] for k in ("acc1", "acc5")}}
     hub.save_pretrained(int8, out, metrics=metrics, transforms=dataclasses.asdict(transforms),
                         categories=list(loaded.categories or test.class_names), unquantized=loaded.source,
@@ -385,7 +385,7 @@ def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train
     int8_metrics = train.evaluate(int8, _batches(test, transforms), progress=progress, desc="eval int8")
     report = {"source": loaded.source, "backend": backend, "recipe": recipe.to_dict(), "float": float_metrics,
               "int8": int8_metrics, "history": history, "world_size": world, "rank": rank,
-              "int8_sha256": serialization.state_digest(int8), "held_out": test_is_held_out(data)}
+              "int8_sha256": serialization.state_digest(int8), "held_out": split_is_held_out(data)}
     if rank == 0:
         metrics = {dataset or _dataset_name(data): {k: int8_metrics[k] for k in ("acc1", "acc5")}}
         hub.save_pretrained(int8, out, metrics=metrics, transforms=dataclasses.asdict(transforms),
@@ -419,7 +419,7 @@ def sensitivity_report(loaded: Loaded, data: str, *, images: int = 64, calib_ima
     quantization.calibrate(prepared, _batches(calibration, transforms, 32), progress=progress)
     report = sensitivity.sensitivity(prepared, _batches(test, transforms, 8), progress=progress)
     report.update(source=loaded.source, backend=backend, calibration_images=len(calibration),
-                  data=describe_data(data, "test"), held_out=test_is_held_out(data))
+                  data=describe_data(data, "test"), held_out=split_is_held_out(data))
     if max_drop is not None:
         validation = load_images(data, "test", transforms, loaded.categories, progress, data_dir=data_dir,
                                  sample=validation_images, seed=seed)

@@ -122,7 +122,7 @@ def test_a_folder_without_splits_is_reported_as_not_held_out(tiny_data, tmp_path
     assert qzoo.cli.main(["ptq", "resnet18", "--data", str(tiny_data), "--image-size", "32",
                           "--calib-images", "6", "--out", str(tmp_path / "b"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["held_out"] is True
-    assert workflow.test_is_held_out("torch/cifar10") and not workflow.test_is_held_out(tiny_data / "test")
+    assert workflow.split_is_held_out("torch/cifar10") and not workflow.split_is_held_out(tiny_data / "test")
 
 
 def test_reports_say_how_many_images_tie_at_the_top(capsys):
