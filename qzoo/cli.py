@@ -156,7 +156,8 @@ def _parser() -> argparse.ArgumentParser:
     predict = _command(commands, "predict", "classify photographs with a pretrained model (int8 "
                        f"{workflow.PREDICT_DEFAULT} unless --model says otherwise)",
                        "qzoo predict photo.jpg other.png --top 3")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE",
+                         help="image files (JPEG, PNG, ...), or folders: the image files below them")
     predict.add_argument("--model", default=workflow.PREDICT_DEFAULT,
                          help="a weights entry, float or int8 (`qzoo list --pretrained`), a qzoo folder or a hub "
                               "repository; not a bare architecture (random weights)")

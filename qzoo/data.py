@@ -198,12 +198,12 @@ def image_folder_classes(root: str | os.PathLike[str]) -> list[str]:
     classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
     if not classes:
         raise ValueError(f"{root} has no class sub-folders: lay images out as {root}/<class>/<image>.jpg")
-    if not any(_images_in(root / name) for name in classes):
+    if not any(images_in(root / name) for name in classes):
         raise ValueError(f"{root} has class folders but no images ({', '.join(IMAGE_SUFFIXES)})")
     return classes
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
     """Image files below ``folder``, hidden ones left out as hidden class folders are: macOS's ``._x.jpg``
     AppleDouble files (in archives made on a Mac) and ``.ipynb_checkpoints`` hold no photographs."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
@@ -330,7 +330,7 @@ class ImageTensors:
         resize = resize or size
         classes = image_folder_classes(root)
         names = folder_class_names(root, classes)
-        files = [(path, label) for label, name in enumerate(classes) for path in _images_in(root / name)]
+        files = [(path, label) for label, name in enumerate(classes) for path in images_in(root / name)]
         if sample is not None:
             picked = balanced_indices(torch.tensor([label for _, label in files]), min(sample, len(files)), seed=seed)
             files = [files[i] for i in picked.tolist()]

@@ -25,8 +25,8 @@ from . import datasets, hub, onnx_export, quantization, sensitivity, serializati
 from ._files import write_atomic
 from ._record import record_of
 from .benchmark import interleaved_latency_ms
-from .data import (ImageTensors, decode_image, image_folder_classes, is_archive, synthetic_images,
-                   unpack_archive)
+from .data import (IMAGE_SUFFIXES, ImageTensors, decode_image, image_folder_classes, images_in, is_archive,
+                   synthetic_images, unpack_archive)
 from ._tracing import tracing_warnings_silenced
 from .inference import optimize_for_inference
 from .pretrained import (CIFAR10_TRANSFORMS, CIFAR100_TRANSFORMS, IMAGENET_CATEGORIES, IMAGENET_TRANSFORMS,
@@ -522,11 +522,16 @@ PREDICT_DEFAULT = "efficientnet_lite0.imagenet1k_int8_ptq"
 
 def predict(loaded: Loaded, images: list[str], *, top: int = 5) -> list[dict[str, Any]]:
     """Classify image files with ``loaded``'s preprocessing: per file its ``top`` classes with
-    probabilities, or the one-line ``error`` that kept it from being read (the others still run)."""
+    probabilities, or the one-line ``error`` that kept it from being read (the others still run).
+    A folder stands for the image files below it (sorted; hidden ones left out, as in data folders)."""
     transforms = loaded.transforms or IMAGENET_TRANSFORMS
     mean, std = torch.tensor(transforms.mean).view(3, 1, 1), torch.tensor(transforms.std).view(3, 1, 1)
     results: list[dict[str, Any]] = []
-    for path in images:
+    for path in _expand_folders(images):
+        if Path(path).is_dir():
+            suffixes = ", ".join(IMAGE_SUFFIXES)
+            results.append({"image": path, "error": f"{path}: a folder without image files ({suffixes})"})
+            continue
         if not Path(path).is_file():
             results.append({"image": path, "error": f"{path}: no such file"})
             continue
@@ -544,6 +549,15 @@ def predict(loaded: Loaded, images: list[str], *, top: int = 5) -> list[dict[str
         results.append({"image": path, "top": [{"index": int(i), "label": names[int(i)], "probability": float(v)}
                                                for v, i in zip(values, indices)]})
     return results
+
+
+def _expand_folders(images: list[str]) -> list[str]:
+    """Each folder among ``images`` replaced by the image files below it; an empty folder stays, to be reported."""
+    expanded: list[str] = []
+    for path in images:
+        found = images_in(Path(path)) if Path(path).is_dir() else []
+        expanded.extend([str(file) for file in found] or [path])
+    return expanded
 
 
 def run_predict(images: list[str], *, source: str = PREDICT_DEFAULT, top: int = 5,

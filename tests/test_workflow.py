@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -358,3 +359,20 @@ def test_predict_lists_tied_classes_by_class_index(tmp_path):
     assert [row["label"] for row in result["top"]] == ["b", "d", "e", "a", "c"]
     best = [row["probability"] for row in result["top"][:3]]
     assert best == [best[0]] * 3 and best[0] > result["top"][3]["probability"]
+
+
+def test_predict_takes_a_folder_as_the_images_below_it(tmp_path):
+    """A folder stands for its image files, sorted, hidden ones left out; an empty one is one error."""
+    from PIL import Image
+
+    for name in ("b.png", "a.jpg", "sub/c.png", ".hidden.png", ".ipynb_checkpoints/d.png"):
+        (tmp_path / "photos" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30), (90, 120, 30)).save(tmp_path / "photos" / name)
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    (tmp_path / "empty").mkdir()
+    loaded = workflow.Loaded(_Tied(), None, tuple("abcde"), "tied")
+    results = workflow.predict(loaded, [str(tmp_path / "photos"), str(tmp_path / "empty")], top=1)
+    assert [Path(r["image"]).relative_to(tmp_path).as_posix() for r in results] == [
+        "photos/a.jpg", "photos/b.png", "photos/sub/c.png", "empty"]
+    assert all(r["top"][0]["label"] == "b" for r in results[:3])
+    assert results[3]["error"].endswith("empty: a folder without image files (.jpg, .jpeg, .png, .bmp, .webp)")
