@@ -403,11 +403,13 @@ def _build(factory: Any, config: dict[str, Any], path: Path) -> nn.Module:
 
 def push_to_hub(model: nn.Module, repo_id: str, *, private: bool = False, token: str | None = None,
                 commit_message: str = "Upload qzoo model", **metadata: Any) -> str:
-    """Save ``model`` as a qzoo folder and upload it to the hub repository ``repo_id``; returns the commit URL."""
+    """Save ``model`` as a qzoo folder and upload it to the hub repository ``repo_id``; returns the commit URL.
+
+    The folder is written first, so a model or metadata that cannot be saved creates no repository."""
     api = huggingface_hub.HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token,
                                 library_name="qzoo", library_version=__version__)
-    api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         save_pretrained(model, folder, **metadata)
+        api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
     return str(info)

@@ -232,6 +232,12 @@ def test_push_to_hub_uploads_a_loadable_folder(monkeypatch, tmp_path):
     assert uploaded == {"library_name": "qzoo", "repo": "me/r18"}
     x = images(2, seed=4)
     assert torch.equal(run(qzoo.from_pretrained(tmp_path), x), run(model, x))
+    uploaded.clear()
+    with pytest.raises(ValueError, match="calibrate and qzoo.convert"):  # nothing to upload: no repository made
+        qzoo.push_to_hub(qzoo.resnet18(prepare="ptq", num_classes=NUM_CLASSES), "me/empty")
+    with pytest.raises(ValueError, match="metrics: .*Out of range float"):
+        qzoo.push_to_hub(model, "me/empty", metrics={"a": {"acc1": float("nan")}})
+    assert "repo" not in uploaded
 
 
 def test_entries_are_consistent():
