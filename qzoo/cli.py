@@ -7,12 +7,13 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 from . import datasets, quantization, sensitivity, train, workflow
 from ._files import IntegrityError
 from .demo import run_cifar10_demo, run_demo
-from .pretrained import list_models
+from .pretrained import Mode, get_weights, list_models, list_weights
+from .registry import model_spec
 
 _EXAMPLES = """examples:
   qzoo list --pretrained
@@ -201,6 +202,27 @@ def _print_info(result: dict[str, Any]) -> None:
         print(f"{key:<{width}}  {json.dumps(value) if isinstance(value, (dict, list)) else value}")
 
 
+def _print_listing(names: list[str], pretrained: bool) -> None:
+    """``qzoo list`` as a table: each model's family and weights entries, or each entry's mode, backend,
+    recorded top-1 and file size (``--json`` keeps the plain list of names)."""
+    if pretrained:
+        rows = [("entry", "mode", "backend", "recorded acc@1 (data)", "MB")]
+        for name in names:
+            entry = get_weights(name)
+            data, values = next(iter(entry.metrics.items()), ("", {}))
+            top1 = f"{values['acc1']:.2f} ({data})" if "acc1" in values else "-"
+            rows.append((name, entry.mode, entry.backend or "-", top1, f"{entry.file_size_mb:.1f}"))
+    else:
+        rows = [("model", "family", "weights entries (NAME.tag: qzoo info NAME.tag)")]
+        for name in names:
+            tags = {mode: ", ".join(entry.partition(".")[2] for entry in list_weights(name, mode)) for mode in get_args(Mode)}
+            weights = "; ".join(f"{mode} {tags[mode]}" for mode in get_args(Mode) if tags[mode]) or "-"
+            rows.append((name, model_spec(name).family.rpartition(".")[2], weights))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
 def _print_target(source: str, target: dict[str, Any]) -> None:
     """The target mode's answer and the ``qzoo ptq`` flags that apply it."""
     kept = ",".join(target["float_layers"])
@@ -309,8 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     elif args.command == "predict":
         _print_predictions(result)
-    elif isinstance(result, list):
-        print("\n".join(result))
+    elif args.command == "list":
+        _print_listing(result, args.pretrained)
     elif args.command == "demo" and args.model is None:
         print(f"qzoo demo: PTQ of {result['model']} for {result['backend']} on the shipped CIFAR-10 sample "
               f"({result['calibration_images']} calibration images, {result['int8']['images']} test images, "

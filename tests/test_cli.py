@@ -202,3 +202,17 @@ def test_qat_prints_one_readable_line_per_epoch_beside_the_bars(tiny_data, tmp_p
     summaries = re.findall(r"epoch (\d)/2: loss \d+\.\d{3}, \d+\.\d s; fake-quant acc@1 \d+\.\d\d %; int8 acc@1 "
                            r"\d+\.\d\d %", err)
     assert summaries == ["1", "2"]
+
+
+def test_list_prints_a_table_of_models_and_of_entries(capsys):
+    assert qzoo.cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["model", "family"] and len(lines) == 1 + len(qzoo.list_models())
+    row = next(line for line in lines if line.startswith("mobilenet_v2 "))
+    assert row.split(None, 2)[1:] == ["mobilenetv2", "float cifar10_float, imagenet1k_v1, imagenet1k_v2; int8 "
+                                      "cifar10_int8_ptq, cifar10_int8_qat, imagenet1k_qnnpack_v1"]
+    assert qzoo.cli.main(["list", "--pretrained"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + len(qzoo.list_weights())
+    assert next(line for line in lines if line.startswith("mobilenet_v2.imagenet1k_qnnpack_v1 ")).split() == [
+        "mobilenet_v2.imagenet1k_qnnpack_v1", "int8", "qnnpack", "71.66", "(ImageNet-1K)", "3.4"]
