@@ -8,6 +8,7 @@ JSON-ready report, so the CLI only parses and prints. ``ptq``, ``qat``, ``bench`
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import io
@@ -112,19 +113,17 @@ def load_images(data: str | os.PathLike[str], split: str, transforms: Transforms
                 seed: int = 0) -> ImageTensors:
     """Decode a split of ``data`` (a folder, an archive, or a data set name such as ``torch/cifar10`` kept
     in ``data_dir``) with ``transforms``; with ``sample``, only a seeded class-balanced pick of that many
-    images. Classes that are not the model's ``categories`` are refused (:func:`check_classes`)."""
+    images, labelled by the model's class indices (:func:`match_classes`, which refuses other classes)."""
     if datasets.is_dataset_name(data):
         images = datasets.load_split(str(data), split, transforms.crop_size, resize=transforms.resize_size,
                                      interpolation=transforms.interpolation, root=data_dir, sample=sample, seed=seed,
                                      progress=progress)
-        check_classes(images, categories, str(data))
-        return images
+        return match_classes(images, categories, str(data))
     root = data_root(data, split)
     images = ImageTensors.from_folder(root, transforms.crop_size, resize=transforms.resize_size,
                                       interpolation=transforms.interpolation, sample=sample, seed=seed,
                                       progress=progress)
-    check_classes(images, categories, str(root))
-    return images
+    return match_classes(images, categories, str(root))
 
 
 def _is_imagenet_1k(classes: tuple[str, ...]) -> bool:
@@ -132,16 +131,29 @@ def _is_imagenet_1k(classes: tuple[str, ...]) -> bool:
         len(c) == 9 and c[0] == "n" and c[1:].isdigit() for c in classes)
 
 
-def check_classes(images: ImageTensors, categories: tuple[str, ...], where: str) -> None:
-    """Refuse data whose classes are not the model's ``categories``: they must equal the data's class
-    identifiers or their names, or be torchvision's ImageNet-1k names where the data's classes are the
-    1,000 ImageNet-1k WordNet ids (torchvision's list is indexed by those ids in sorted order)."""
+def match_classes(images: ImageTensors, categories: tuple[str, ...], where: str) -> ImageTensors:
+    """``images`` labelled by the model's class indices: the data's classes are the model's ``categories``
+    (their identifiers or names), torchvision's ImageNet-1k names for the 1,000 WordNet ids in sorted order
+    (torchvision's list is indexed so), or a subset of the model's classes named as the model names them
+    (each label then becomes that class's index). Anything else is refused, naming the classes that match
+    none of the model's."""
     if not categories or tuple(categories) in (images.classes, images.names):
-        return
+        return images
     if tuple(categories) == IMAGENET_CATEGORIES and _is_imagenet_1k(images.classes):
-        return
+        return images
+    counts = collections.Counter(categories)
+    index = {name: i for i, name in enumerate(categories) if counts[name] == 1}
+    unmatched = list(images.class_names)
+    for keys in (images.classes, images.names):
+        if keys and all(key in index for key in keys):
+            mapping = torch.tensor([index[key] for key in keys], dtype=torch.int64)
+            return ImageTensors(images.images, mapping[images.labels], tuple(categories))
+        if keys:
+            unmatched = [key for key in keys if key not in index]
     raise ValueError(f"{where} has classes {list(images.class_names)[:5]}... but the model predicts "
-                     f"{list(categories)[:5]}...: use data with the model's classes (one sub-folder each, same names)")
+                     f"{list(categories)[:5]}...: {unmatched[:5]} name none of its classes (or more than one); name "
+                     "each class folder as one of the model's classes (a subset is fine), or give the names in a "
+                     "classes.json beside them")
 
 
 def _transforms_for(loaded: Loaded, image_size: int | None) -> Transforms:

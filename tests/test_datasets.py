@@ -231,21 +231,39 @@ def test_an_image_folder_with_a_class_list_reports_names_and_matches_imagenet_mo
                                                      for i, (w, n) in enumerate(zip(WNIDS, ("tench", "goldfish", "Chihuahua")))]))
     images = ImageTensors.from_folder(folder, 16, cache=False, progress=False)
     assert images.classes == WNIDS and images.class_names == ("tench", "goldfish", "Chihuahua")
-    qzoo.workflow.check_classes(images, ("tench", "goldfish", "Chihuahua"), "here")  # names match
+    qzoo.workflow.match_classes(images, ("tench", "goldfish", "Chihuahua"), "here")  # names match
     with pytest.raises(ValueError, match="has classes \\['tench', 'goldfish', 'Chihuahua'\\]"):
-        qzoo.workflow.check_classes(images, ("a", "b", "c"), "here")
+        qzoo.workflow.match_classes(images, ("a", "b", "c"), "here")
     (folder / "classes.json").write_text(json.dumps([{"index": 0, "wnid": WNIDS[1], "name": "x"}]))
     with pytest.raises(ValueError, match="does not list the 3 class folders"):
         ImageTensors.from_folder(folder, 16, cache=False, progress=False)
 
 
+def test_a_subset_of_the_models_classes_is_labelled_by_the_models_indices(tmp_path):
+    """Folders named as some of the model's classes (identifiers or a classes.json's names): each label
+    becomes that class's index; a class the model lacks, or a name it uses twice, is refused by name."""
+    labels = torch.tensor([0, 1, 1, 2])
+    images = ImageTensors(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), labels, ("cat", "ship", "airplane"))
+    cifar = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    matched = qzoo.workflow.match_classes(images, cifar, "here")
+    assert matched.labels.tolist() == [3, 8, 8, 0] and matched.class_names == cifar
+    named = ImageTensors(images.images, labels, WNIDS, ("goldfish", "tench", "Chihuahua"))
+    matched = qzoo.workflow.match_classes(named, qzoo.pretrained.IMAGENET_CATEGORIES, "here")
+    assert matched.labels.tolist() == [1, 0, 0, qzoo.pretrained.IMAGENET_CATEGORIES.index("Chihuahua")]
+    with pytest.raises(ValueError, match=r"\['lorry'\] name none of its classes"):
+        qzoo.workflow.match_classes(ImageTensors(images.images, labels, ("cat", "lorry", "ship")), cifar, "here")
+    with pytest.raises(ValueError, match=r"\['crane'\] name none of its classes \(or more than one\)"):
+        qzoo.workflow.match_classes(ImageTensors(images.images, labels, ("tench", "crane", "goldfish")),
+                                    ("crane", "tench", "goldfish", "crane"), "here")  # a bird and a machine
+
+
 def test_imagenet_models_match_wordnet_id_folders_by_index():
     wnids = tuple(f"n{index:08d}" for index in range(1000))
     images = ImageTensors(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.zeros(1, dtype=torch.int64), wnids)
-    qzoo.workflow.check_classes(images, qzoo.pretrained.IMAGENET_CATEGORIES, "here")  # sorted ids: class indices
+    qzoo.workflow.match_classes(images, qzoo.pretrained.IMAGENET_CATEGORIES, "here")  # sorted ids: class indices
     shuffled = ImageTensors(images.images, images.labels, (wnids[1], wnids[0], *wnids[2:]))
     with pytest.raises(ValueError, match="but the model predicts \\['tench'"):
-        qzoo.workflow.check_classes(shuffled, qzoo.pretrained.IMAGENET_CATEGORIES, "here")
+        qzoo.workflow.match_classes(shuffled, qzoo.pretrained.IMAGENET_CATEGORIES, "here")
     with pytest.raises(ValueError):
-        qzoo.workflow.check_classes(ImageTensors(images.images, images.labels, wnids[:999] + ("x",)),
+        qzoo.workflow.match_classes(ImageTensors(images.images, images.labels, wnids[:999] + ("x",)),
                                     qzoo.pretrained.IMAGENET_CATEGORIES, "here")
