@@ -147,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", choices=quantization.BACKENDS, help=f"for a float source (default {quantization.DEFAULT_BACKEND})")
     bench.add_argument("--repeats", type=_positive_int, default=20,
                        help="interleaved calls per runner and batch size; medians are reported (default 20)")
+    bench.add_argument("--threads", type=_positive_int,
+                       help="intra-op threads for torch and ONNX Runtime (default: torch's, from OMP_NUM_THREADS or "
+                            "the cores)")
     export = _command(commands, "export", "write an int8 model as a frozen TorchScript or an ONNX file",
                       "qzoo export runs/r18-int8 --format onnx --out r18.onnx")
     _source(export, data=False)
@@ -312,7 +315,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | list[str]:
                                         seed=args.seed, backend=args.backend, plot=args.plot, max_drop=args.max_drop,
                                         validation_images=args.validation_images, **source)
     if args.command == "bench":
-        return workflow.run_bench(args.source, repeats=args.repeats, backend=args.backend, **source)
+        return workflow.run_bench(args.source, repeats=args.repeats, backend=args.backend, threads=args.threads,
+                                  **source)
     return workflow.run_export(args.source, args.out, format=args.format, overwrite=args.overwrite, **source)
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from . import datasets, hub, onnx_export, quantization, sensitivity, serialization, train
 from ._files import write_atomic
 from ._record import record_of
-from .benchmark import interleaved_latency_ms
+from .benchmark import interleaved_latency_ms, torch_threads
 from .data import (IMAGE_SUFFIXES, ImageTensors, decode_image, image_folder_classes, images_in, is_archive,
                    synthetic_images, unpack_archive)
 from ._tracing import tracing_warnings_silenced
@@ -514,10 +514,12 @@ def run_sensitivity(source: str, data: str, *, weights: str | None = None, image
 
 
 def run_bench(source: str, *, weights: str | None = None, image_size: int | None = None, repeats: int = 20,
-              backend: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """``qzoo bench``: load ``source`` and run :func:`bench`."""
+              backend: str | None = None, threads: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """``qzoo bench``: load ``source`` and run :func:`bench` with ``threads`` intra-op threads (torch's
+    and ONNX Runtime's; default: torch's current number), restored after."""
     loaded = load_model(source, weights=weights, progress=progress)
-    return bench(loaded, image_size=image_size or 224, repeats=repeats, backend=backend)
+    with torch_threads(threads):
+        return bench(loaded, image_size=image_size or 224, repeats=repeats, backend=backend)
 
 
 def run_export(source: str, out: str | os.PathLike[str], *, weights: str | None = None, format: str = "torchscript",

@@ -216,3 +216,15 @@ def test_list_prints_a_table_of_models_and_of_entries(capsys):
     assert len(lines) == 1 + len(qzoo.list_weights())
     assert next(line for line in lines if line.startswith("mobilenet_v2.imagenet1k_qnnpack_v1 ")).split() == [
         "mobilenet_v2.imagenet1k_qnnpack_v1", "int8", "qnnpack", "71.66", "(ImageNet-1K)", "3.4"]
+
+
+def test_bench_runs_with_the_threads_asked_for_and_restores_them(capsys):
+    before = torch.get_num_threads()
+    asked = before + 1  # another number than the one in force, so a missing restore shows
+    assert qzoo.cli.main(["bench", "mobilenet_v2.cifar10_int8_ptq", "--image-size", "32", "--repeats", "2",
+                          "--threads", str(asked), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["threads"] == asked and torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), qzoo.benchmark.torch_threads(asked):  # restored on the way out of an error too
+        assert torch.get_num_threads() == asked
+        raise RuntimeError
+    assert torch.get_num_threads() == before
