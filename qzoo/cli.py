@@ -159,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     predict = _command(commands, "predict", "classify photographs with a pretrained model (int8 "
                        f"{workflow.PREDICT_DEFAULT} unless --model says otherwise)",
-                       "qzoo predict photo.jpg other.png --top 3")
+                       "qzoo predict photo.jpg holiday/ --top 3")
     predict.add_argument("images", nargs="+", metavar="IMAGE",
                          help="image files (JPEG, PNG, ...), or folders: the image files below them")
     predict.add_argument("--model", default=workflow.PREDICT_DEFAULT,
