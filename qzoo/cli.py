@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import platform
 import sys
 from collections.abc import Sequence
 from typing import Any, get_args
@@ -30,6 +31,8 @@ _EXAMPLES = """examples:
   qzoo export runs/r18-int8 --format onnx --out r18-int8.onnx    # pip install "qzoo[onnx]"
 """
 
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+"""``platform.machine()`` names of x86 CPUs."""
 BACKEND_HELP = ("the int8 kernels to target: x86 (default; Intel and AMD CPUs), fbgemm (older x86), "
                 "qnnpack (ARM and mobile), onednn (oneDNN's kernels, for Intel CPUs with VNNI)")
 SOURCE_HELP = "a model name from `qzoo list`, a qzoo folder, a hub repo id or a weights entry name"
@@ -179,6 +182,12 @@ def _print_predictions(results: list[dict[str, Any]]) -> None:
             print(f"  {guess['probability']:6.1%}  {guess['label']} ({guess['index']})")
 
 
+def _backend_note(report: dict[str, Any]) -> None:
+    """Under timings of qnnpack on an x86 CPU: those kernels are ARM's, and x86 is the backend to time here."""
+    if report.get("latency_ms") and report.get("backend") == "qnnpack" and platform.machine().lower() in X86_MACHINES:
+        print("  note: qnnpack's int8 kernels are written for ARM CPUs; on this x86 CPU the x86 backend is the fast one")
+
+
 def _print_demo(report: dict) -> None:
     mib = 1024 * 1024
     print(f"qzoo demo: {report['model']}, PTQ for {report['backend']}, {report['calibration_images']} calibration "
@@ -191,6 +200,7 @@ def _print_demo(report: dict) -> None:
     for batch, times in report["latency_ms"].items():
         print(f"  batch {batch:>2} median fp32 / int8     {times['fp32']:.2f} ms / {times['int8']:.2f} ms "
               f"(int8 speed-up {report['speedup'][batch]:.2f}x)")
+    _backend_note(report)
 
 
 def _print_info(result: dict[str, Any]) -> None:
@@ -276,6 +286,7 @@ def _print_report(report: dict[str, Any]) -> None:
             eager += f", int8 on onnxruntime {times['int8 onnxruntime']:.2f} ms"
         print(f"  batch {batch:>2} median fp32 / int8  {times['fp32']:.2f} ms / {times['int8']:.2f} ms "
               f"(int8 speed-up {report['speedup'][batch]:.2f}x{eager})")
+    _backend_note(report)
     if "out" in report:
         print(f"  written to {report['out']}")
 

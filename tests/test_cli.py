@@ -228,3 +228,11 @@ def test_bench_runs_with_the_threads_asked_for_and_restores_them(capsys):
         assert torch.get_num_threads() == asked
         raise RuntimeError
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(("machine", "noted"), [("x86_64", True), ("aarch64", False)])
+def test_qnnpack_timings_on_an_x86_cpu_say_which_backend_is_fast_there(machine, noted, monkeypatch, capsys):
+    monkeypatch.setattr(qzoo.cli.platform, "machine", lambda: machine)
+    assert qzoo.cli.main(["bench", "mobilenet_v2.cifar10_float", "--backend", "qnnpack", "--image-size", "32",
+                          "--repeats", "2"]) == 0
+    assert ("note: qnnpack's int8 kernels are written for ARM CPUs" in capsys.readouterr().out) == noted
