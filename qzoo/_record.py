@@ -37,6 +37,8 @@ class ModelRecord:
     """How its conv-bn(-relu) groups were fused: BatchNorm folded (``ptq``) or kept (``qat``)."""
     float_layers: tuple[str, ...] = ()
     """Layers kept in float inside the prepared or int8 model (``prepare_ptq(float_layers=...)``)."""
+    float_logits: str | None = None
+    """The int8 linear layer whose output is left unrounded (:func:`qzoo.float_logits`), if any."""
     ptq_methods: tuple[str, ...] = ()
     """Accuracy methods applied on the way to int8, in order (``equalization``, ``high_bias_absorption``,
     ``bias_correction``): their effect is in the weights; recorded so the model card can say so."""

@@ -93,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
                     "(float vs int8 accuracy, size, speed); with --model, any model on synthetic images",
                     "qzoo demo --model mobilenet_v2 --json")
     demo.add_argument("--model", help="run the synthetic-image demo with this model from `qzoo list`")
-    demo.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS, help=BACKEND_HELP)
+    demo.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS,
+                      help=BACKEND_HELP)
     demo.add_argument("--image-size", type=_positive_int, default=64, help="with --model")
     demo.add_argument("--calibration-images", type=_positive_int, default=64, help="with --model")
     ptq = _command(commands, "ptq", "calibrate, convert, evaluate float and int8 side by side, save the int8 model",
@@ -102,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     ptq.add_argument("--calib-images", type=_positive_int, default=512,
                      help="calibration images, a class-balanced sample of the training split (default 512)")
     ptq.add_argument("--seed", type=int, default=0, help="picks the calibration sample (default 0)")
-    ptq.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS, help=BACKEND_HELP)
+    ptq.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS,
+                     help=BACKEND_HELP)
     ptq.add_argument("--out", required=True, help="new or empty folder for the int8 model (config.json, "
                      "model.safetensors, card)")
     ptq.add_argument("--float-layers", metavar="NAMES", default="",
@@ -112,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="cross-layer equalization and high-bias absorption before quantizing (exact in float)")
     ptq.add_argument("--bias-correction", action="store_true",
                      help="correct each layer's bias for its int8 error, on 64 calibration images")
+    ptq.add_argument("--float-logits", action="store_true",
+                     help="leave the output layer's sum unrounded: int8 weights and inputs, float logits without ties")
     ptq.add_argument("--overwrite", action="store_true", help="replace the qzoo model already in --out")
     qat = _command(commands, "qat", "quantization-aware fine-tuning (resumable; runs under torchrun)",
                    "torchrun --nproc_per_node=2 -m qzoo qat my-float-model/ --data cifar10/ "
@@ -123,9 +127,12 @@ def _parser() -> argparse.ArgumentParser:
     qat.add_argument("--batch-size", type=_positive_int, default=128,
                      help="images per step in each process (under torchrun, the step sees N times as many; default 128)")
     qat.add_argument("--weight-decay", type=_non_negative_float, default=5e-5, help="SGD's weight decay (default 5e-5)")
-    qat.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS, help=BACKEND_HELP)
+    qat.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS,
+                     help=BACKEND_HELP)
     qat.add_argument("--out", required=True, help="new or empty folder (or one holding this run's training/ "
                      "checkpoint, which is resumed)")
+    qat.add_argument("--float-logits", action="store_true",
+                     help="leave the int8 model's output layer unrounded: float logits without ties")
     qat.add_argument("--overwrite", action="store_true", help="replace the qzoo model already in --out")
     evaluate = _command(commands, "eval", "top-1/top-5 accuracy on the test split", "qzoo eval runs/r18-int8 --data d")
     _source(evaluate)
@@ -137,7 +144,8 @@ def _parser() -> argparse.ArgumentParser:
     sens.add_argument("--calib-images", type=_positive_int, default=256,
                       help="calibration images, a class-balanced sample of the training split (default 256)")
     sens.add_argument("--seed", type=int, default=0, help="picks the calibration sample (default 0)")
-    sens.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS, help=BACKEND_HELP)
+    sens.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS,
+                      help=BACKEND_HELP)
     sens.add_argument("--rows", type=_positive_int, default=15, help="layers in the printed table (default 15)")
     sens.add_argument("--plot", metavar="PNG", help='also write a bar chart (pip install "qzoo[plot]")')
     sens.add_argument("--max-drop", metavar="POINTS", type=_non_negative_float,
@@ -314,11 +322,12 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | list[str]:
                                 options=workflow.PtqOptions(
                                     float_layers=tuple(n for n in args.float_layers.split(",") if n),
                                     weight_scheme="per_tensor" if args.per_tensor else "per_channel",
-                                    equalize=args.equalize, bias_correction=args.bias_correction), **source)
+                                    equalize=args.equalize, bias_correction=args.bias_correction,
+                                    float_logits=args.float_logits), **source)
     if args.command == "qat":
         return workflow.run_qat(args.source, args.data, args.out, epochs=args.epochs, lr=args.lr,
                                 batch_size=args.batch_size, weight_decay=args.weight_decay, backend=args.backend,
-                                overwrite=args.overwrite, **source)
+                                overwrite=args.overwrite, float_logits=args.float_logits, **source)
     if args.command == "eval":
         return workflow.run_eval(args.source, args.data, **source)
     if args.command == "sensitivity":

@@ -78,6 +78,8 @@ def _config(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
     kept = {"float_layers": list(record.float_layers)} if record.float_layers else {}
     if record.ptq_methods:
         kept["ptq_methods"] = list(record.ptq_methods)
+    if record.float_logits:
+        kept["float_logits"] = record.float_logits
     return {"library": "qzoo", "qzoo_version": __version__, "architecture": architecture, "kwargs": kwargs,
             "mode": mode, "backend": record.backend, "weights": record.weights, **kept, **metadata}
 
@@ -112,7 +114,8 @@ model = {load}
 - preprocessing: `{json.dumps(config.get('transforms'))}`
 - recipe: {config.get('recipe') or 'not recorded'}
 - PTQ accuracy methods: {', '.join(config.get('ptq_methods') or ()) or 'none'}; layers kept float: {
-    ', '.join(config.get('float_layers') or ()) or 'none'}
+    ', '.join(config.get('float_layers') or ()) or 'none'}{
+    f"; float logits (unrounded output) from {config['float_logits']}" if config.get('float_logits') else ''}
 - made from: {config.get('unquantized') or config.get('weights') or 'not recorded'}
 - written by qzoo {config['qzoo_version']}; `model.safetensors` sha256 `{config['sha256']}`
 """
@@ -310,7 +313,7 @@ def int8_parts(source: str | os.PathLike[str] | Source, *, revision: str | None 
     record = ModelRecord(architecture=config["architecture"], kwargs=config["kwargs"], weights=config.get("weights"),
                          backend=config.get("backend"), mode="int8",
                          float_layers=tuple(config.get("float_layers", ())),
-                         ptq_methods=tuple(config.get("ptq_methods", ())))
+                         float_logits=config.get("float_logits"), ptq_methods=tuple(config.get("ptq_methods", ())))
     return record, tensors, entries
 
 
@@ -386,7 +389,8 @@ def _build(factory: Any, config: dict[str, Any], path: Path) -> nn.Module:
         header, state = serialization.read_int8(path)
         _check_same_model(header, config, path)
         model = quantization.int8_skeleton(factory(**kwargs), backend or quantization.DEFAULT_BACKEND,
-                                           float_layers=config.get("float_layers", ()))
+                                           float_layers=config.get("float_layers", ()),
+                                           float_logits_layer=config.get("float_logits"))
         serialization.load_int8_state(model, state, str(path))
     else:
         model = factory(**kwargs).eval()

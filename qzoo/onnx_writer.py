@@ -174,7 +174,28 @@ class _Writer:
 
     # ------------------------------------------------------------------------------------ modules
 
+    def float_logits_linear(self, name: str, x: Value) -> Value:
+        """A :class:`qzoo.quantization.FloatLogitsLinear`: its int8 weights behind ``DequantizeLinear``, a
+        float ``Gemm`` with the float bias, and no output grid (the logits stay float)."""
+        values = self.tensors[f"{name}.weight"].numpy()
+        scale = self.tensors[f"{name}.weight_scale"].to(torch.float32).numpy()
+        zero_point = self.tensors[f"{name}.weight_zero_point"].numpy()
+        if values.dtype != np.int8 or not (np.isfinite(scale).all() and (scale > 0).all()):
+            raise ValueError(f"{name}: float-logits weights must be int8 with finite positive scales")
+        if x.grid is None or x.rank != 2:
+            raise ValueError(f"{name}: float logits need an int8 input of rank 2, got rank {x.rank}")
+        (weight,) = self.node("DequantizeLinear", [self.constant(f"{name}.weight", values),
+                                                   self.constant(f"{name}.weight_scale", scale),
+                                                   self.constant(f"{name}.weight_zero_point",
+                                                                 zero_point.astype(np.int8))], name, axis=0)
+        bias = self.tensors.get(f"{name}.bias")
+        bias_name = [self.constant(f"{name}.bias", bias.to(torch.float32).numpy())] if bias is not None else []
+        (out,) = self.node("Gemm", [x.name, weight, *bias_name], name, transB=1)
+        return Value(out, None, x.rank)
+
     def conv_or_linear(self, name: str, module: nn.Module, x: Value) -> Value:
+        if f"{name}.weight_scale" in self.tensors:  # FloatLogitsLinear: int8 weights, float output
+            return self.float_logits_linear(name, x)
         inner = module[0] if quantization.is_fused_block(module) else module
         relu = quantization.is_fused_block(module) and len(module) > 1 and isinstance(module[1], nn.ReLU)
         packed = f"{name}._packed_params._packed_params"

@@ -23,7 +23,7 @@ def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = quantizati
              num_batches: int | None = None, qconfig: quantization.QConfig | None = None, inplace: bool = False,
              progress: bool = True, relu6_range: bool = True, float_layers: Iterable[str] = (),
              equalize: bool = False, bias_correction: bool = False, correction_images: int = 64,
-             flow: str = "eager") -> nn.Module:
+             float_logits: bool = False, flow: str = "eager") -> nn.Module:
     """Post-training quantization in one call: prepare, calibrate on ``data``, convert to int8.
 
     ``model`` is a float model (a qzoo factory's, or any module with stubs and optionally
@@ -32,7 +32,8 @@ def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = quantizati
     ``relu6_range`` and ``float_layers`` are :func:`qzoo.prepare_ptq`'s. ``equalize`` first runs
     cross-layer equalization and high-bias absorption on the float model
     (:mod:`qzoo.equalization`); ``bias_correction`` corrects each layer's bias after calibration on
-    the first ``correction_images`` calibration images (:mod:`qzoo.bias_correction`).
+    the first ``correction_images`` calibration images (:mod:`qzoo.bias_correction`). ``float_logits``
+    leaves the output layer's sum unrounded (:func:`qzoo.float_logits`): no ties among the logits.
 
     ``flow="pt2e"`` (experimental, ``pip install "qzoo[pt2e]"``) quantizes the same float model
     through ``torch.export`` and torchao instead, and returns a :class:`qzoo.pt2e.Pt2eModel`
@@ -41,7 +42,7 @@ def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = quantizati
     float_layers = tuple(float_layers)
     use_pt2e = pt2e.check_flow(flow, "quantize", backend, qconfig=qconfig is not None, inplace=inplace,
                                relu6_range=not relu6_range, float_layers=bool(float_layers),
-                               bias_correction=bias_correction)
+                               bias_correction=bias_correction, float_logits=float_logits)
     float_model = model if inplace else copy.deepcopy(model)
     if equalize:
         pairs = equalization.equalize(float_model)
@@ -55,4 +56,5 @@ def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = quantizati
     quantization.calibrate(prepared, data, num_batches, progress=progress)
     if bias_correction:
         correct_bias(prepared, data, max_images=correction_images, progress=progress)
-    return quantization.convert(prepared)
+    int8 = quantization.convert(prepared)
+    return quantization.float_logits(int8) if float_logits else int8

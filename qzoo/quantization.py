@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.ao.nn.intrinsic as nni
 import torch.ao.nn.intrinsic.qat as nniqat
+import torch.ao.nn.quantized as nnq
 import torch.ao.quantization as tq
 from torch import Tensor, nn
 from torch.ao.nn.quantized import FloatFunctional
@@ -53,6 +54,8 @@ __all__ = [
     "require_int8",
     "FloatLayer",
     "FloatOps",
+    "FloatLogitsLinear",
+    "float_logits",
 ]
 
 BACKENDS: tuple[str, ...] = ("x86", "fbgemm", "qnnpack", "onednn")
@@ -306,7 +309,8 @@ def check_int8_input(images: Any) -> None:
         )
     if images.dim() != 4:
         hint = ": add the batch dimension (images.unsqueeze(0))" if images.dim() == 3 else ""
-        raise ValueError(f"this int8 model takes a batch of images shaped (N, C, H, W), got {tuple(images.shape)}{hint}")
+        raise ValueError(f"this int8 model takes a batch of images shaped (N, C, H, W), got "
+                         f"{tuple(images.shape)}{hint}")
     # numpy's max and min propagate NaN and reach +-Inf, so two vectorized passes test every value exactly:
     # 60x faster than torch's elementwise test (0.6 ms per 224x224 image, 10 % of an int8 call) and twice
     # as fast as a sum, on this thread, where torch's would wake its OpenMP workers, which then spin on
@@ -727,13 +731,105 @@ def convert(model: nn.Module) -> nn.Module:
     return _convert(model, require_calibration=True)
 
 
-def int8_skeleton(model: nn.Module, backend: str = DEFAULT_BACKEND, float_layers: Iterable[str] = ()) -> nn.Module:
+def int8_skeleton(model: nn.Module, backend: str = DEFAULT_BACKEND, float_layers: Iterable[str] = (),
+                  float_logits_layer: str | None = None) -> nn.Module:
     """The int8 structure of a float model with placeholder scales, to load an int8 state_dict into
-    (``float_layers`` as the saved model kept them). Its outputs mean nothing until a converted
-    model's ``state_dict`` is loaded.
+    (``float_layers`` and ``float_logits_layer`` as the saved model had them). Its outputs mean nothing
+    until a converted model's ``state_dict`` is loaded.
     """
     prepare_ptq(model, backend, float_layers=float_layers)
-    return _convert(model, require_calibration=False)
+    _convert(model, require_calibration=False)
+    return model if float_logits_layer is None else float_logits(model, float_logits_layer)
+
+
+class FloatLogitsLinear(nn.Module):
+    """An int8 linear layer whose output stays float: int8 weights (per output channel) and int8 inputs,
+    multiplied and summed in float, without the rounding to an 8-bit output grid.
+
+    A converted ``Linear`` stores its output on 128 (x86) or 256 levels, so close logits become equal
+    and top-1 among them falls to the tie rule; this layer keeps the sum as it is. The weights are plain
+    int8 values with float scales and integer zero points (no quantized tensor type), the bias float32.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float64))
+        self.register_buffer("weight_zero_point", torch.zeros(out_features, dtype=torch.int64))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        # the float weights the int8 values stand for, made once per load instead of once per call (eager
+        # Lite0: 10 % of a batch-1 call); not saved: the file keeps int8
+        self.register_buffer("float_weight", self.dequantized_weight(), persistent=False)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.float_weight = self.dequantized_weight()
+
+    @classmethod
+    def from_int8(cls, linear: nn.Module) -> FloatLogitsLinear:
+        """The same layer as a converted ``torch.ao.nn.quantized.Linear``: its int8 weights and bias, exactly."""
+        weight, bias = linear.weight(), linear.bias()
+        layer = cls(linear.in_features, linear.out_features, bias is not None)
+        if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            scale, zero_point = weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
+        else:  # one scale for the layer, written out per channel
+            scale = torch.full((linear.out_features,), weight.q_scale(), dtype=torch.float64)
+            zero_point = torch.full((linear.out_features,), weight.q_zero_point(), dtype=torch.int64)
+        layer.weight.copy_(weight.int_repr())
+        layer.weight_scale.copy_(scale)
+        layer.weight_zero_point.copy_(zero_point)
+        if bias is not None:
+            layer.bias.copy_(bias.detach())
+        layer.float_weight = layer.dequantized_weight()
+        return layer
+
+    def dequantized_weight(self) -> Tensor:
+        """The float32 weights the int8 values stand for."""
+        scale = self.weight_scale.to(torch.float32).unsqueeze(1)
+        return (self.weight.to(torch.float32) - self.weight_zero_point.to(torch.float32).unsqueeze(1)) * scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.linear(x.dequantize() if x.is_quantized else x, self.float_weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights, float output"
+
+
+def _output_linear(model: nn.Module) -> str:
+    """The name of the model's last int8 linear layer (the classifier of every qzoo family)."""
+    names = [name for name, module in model.named_modules() if type(module) is nnq.Linear]
+    if not names:
+        raise ValueError("float_logits: the model has no int8 linear layer (a plain nn.Linear converted by "
+                         "qzoo.convert); name the layer with layer=")
+    return names[-1]
+
+
+def float_logits(model: nn.Module, layer: str | None = None) -> nn.Module:
+    """Make an int8 model's output layer compute its output in float (:class:`FloatLogitsLinear`), in place.
+
+    ``layer`` (default: the last int8 linear layer, every qzoo family's classifier) must be a converted
+    ``Linear`` whose output only the model's output ``DeQuantStub`` reads (a layer feeding another int8
+    op would hand it a float tensor, which that op refuses). Its weights and inputs stay int8; its output
+    is no longer rounded to 8 bits, so logits keep their order instead of tying, and none is clamped to
+    the range calibration saw. The file keeps the int8 weights (a few kilobytes more: float64 scales and
+    int64 zero points per output); ``qzoo.save_pretrained``, ``from_pretrained`` and the ONNX writer follow it.
+    """
+    require_int8(model, "float_logits")
+    if record_of(model).float_logits is not None:
+        raise RuntimeError(f"float_logits: {record_of(model).float_logits} already computes its output in float")
+    name = _output_linear(model) if layer is None else layer
+    try:
+        target = model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"float_logits: the model has no layer {name!r}") from None
+    if type(target) is not nnq.Linear:
+        raise ValueError(f"float_logits: {name} is a {type(target).__name__}; only a converted Linear without a "
+                         "fused ReLU (torch.ao.nn.quantized.Linear) can give float logits")
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, FloatLogitsLinear.from_int8(target))
+    update_record(model, float_logits=name)
+    return model
 
 
 def is_qat_state(state: dict[str, Any]) -> bool:

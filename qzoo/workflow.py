@@ -257,17 +257,21 @@ class PtqOptions:
     """Cross-layer equalization and high-bias absorption first (:mod:`qzoo.equalization`)."""
     bias_correction: bool = False
     """Empirical bias correction after calibration (:mod:`qzoo.bias_correction`)."""
+    float_logits: bool = False
+    """The output layer's sum left unrounded (:func:`qzoo.float_logits`): logits without ties."""
 
     def quantize_kwargs(self, backend: str) -> dict[str, Any]:
         """The matching keyword arguments of :func:`qzoo.quantize`."""
         return {"float_layers": self.float_layers, "equalize": self.equalize, "bias_correction": self.bias_correction,
+                "float_logits": self.float_logits,
                 "qconfig": quantization.get_qconfig(backend, weights=self.weight_scheme)}
 
     def flags(self) -> str:
         """The ``qzoo ptq`` flags that ask for these options (empty for the defaults)."""
         return "".join([f" --float-layers {','.join(self.float_layers)}" if self.float_layers else "",
                         " --per-tensor" if self.weight_scheme == "per_tensor" else "",
-                        " --equalize" if self.equalize else "", " --bias-correction" if self.bias_correction else ""])
+                        " --equalize" if self.equalize else "", " --bias-correction" if self.bias_correction else "",
+                        " --float-logits" if self.float_logits else ""])
 
 
 def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str = quantization.DEFAULT_BACKEND,
@@ -293,7 +297,8 @@ def ptq(loaded: Loaded, data: str, out: str | os.PathLike[str], *, backend: str 
     int8_metrics = train.evaluate(int8, _batches(test, transforms), progress=progress, desc="eval int8")
     report = {"source": loaded.source, "backend": backend, "calibration_images": len(sample), "seed": seed,
               "float_layers": list(options.float_layers), "weight_scheme": options.weight_scheme,
-              "ptq_methods": list(record_of(int8).ptq_methods), "float": float_metrics, "int8": int8_metrics,
+              "ptq_methods": list(record_of(int8).ptq_methods), "float_logits": record_of(int8).float_logits,
+              "float": float_metrics, "int8": int8_metrics,
               "float_file_bytes": _file_bytes(float_model), "int8_file_bytes": _file_bytes(int8),
               "held_out": split_is_held_out(data)}
     metrics = {dataset or _dataset_name(data): {k: int8_metrics[k] for k in ("acc1", "acc5")}}
@@ -368,13 +373,14 @@ def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train
         backend: str = quantization.DEFAULT_BACKEND,
         image_size: int | None = None, dataset: str | None = None, command: str | None = None,
         data_dir: str | os.PathLike[str] | None = None, overwrite: bool = False, progress: bool = True,
-        device: str | None = None) -> dict[str, Any]:
+        device: str | None = None, float_logits: bool = False) -> dict[str, Any]:
     """Quantization-aware fine-tuning of a float model on the ``train`` split (augmented), resumable from
     ``out/training``; evaluates float, and the converted int8 model after every epoch, on ``test``;
     saves the final int8 model as a qzoo folder in ``out``. Runs under torchrun unchanged; ``device``
     (``"cuda"``) trains there, while int8 models are converted and evaluated on the CPU.
     ``dataset`` and ``command`` name the data and the reproducing command in the model card; ``data_dir``
-    holds named data sets (:func:`load_images`); ``out`` follows :func:`check_output_folder` (a ``training/`` checkpoint in it is resumed)."""
+    holds named data sets (:func:`load_images`); ``out`` follows :func:`check_output_folder` (a ``training/``
+    checkpoint in it is resumed). ``float_logits`` leaves the final int8 model's output layer unrounded (:func:`qzoo.float_logits`)."""
     check_output_folder(out, loaded.source, overwrite=overwrite, resumable=True)
     transforms = _transforms_for(loaded, image_size)
     train_set = load_images(data, "train", transforms, loaded.categories, progress, data_dir=data_dir)
@@ -394,6 +400,8 @@ def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train
                         evaluate_fn=lambda m: train.evaluate(m, _batches(test, transforms)), progress=progress,
                         device=device)
     int8 = train.int8_copy(model)
+    if float_logits:
+        quantization.float_logits(int8)
     int8_metrics = train.evaluate(int8, _batches(test, transforms), progress=progress, desc="eval int8")
     report = {"source": loaded.source, "backend": backend, "recipe": recipe.to_dict(), "float": float_metrics,
               "int8": int8_metrics, "history": history, "world_size": world, "rank": rank,
@@ -402,7 +410,7 @@ def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train
         metrics = {dataset or _dataset_name(data): {k: int8_metrics[k] for k in ("acc1", "acc5")}}
         hub.save_pretrained(int8, out, metrics=metrics, transforms=dataclasses.asdict(transforms),
                             categories=list(loaded.categories or test.class_names), unquantized=loaded.source,
-                            recipe=command or qat_command(loaded, recipe))
+                            recipe=command or qat_command(loaded, recipe, float_logits))
         report.update(out=str(out), float_file_bytes=_file_bytes(loaded.model), int8_file_bytes=_file_bytes(int8))
     return report
 
@@ -442,10 +450,10 @@ def sensitivity_report(loaded: Loaded, data: str, *, images: int = 64, calib_ima
     return report
 
 
-def qat_command(loaded: Loaded, recipe: train.Recipe) -> str:
+def qat_command(loaded: Loaded, recipe: train.Recipe, float_logits: bool = False) -> str:
     """The command line that reproduces a QAT run."""
     return (f"qzoo qat {loaded.source} --epochs {recipe.epochs} --lr {recipe.lr} --batch-size {recipe.batch_size} "
-            f"--weight-decay {recipe.weight_decay}")
+            f"--weight-decay {recipe.weight_decay}{' --float-logits' if float_logits else ''}")
 
 
 # ----------------------------------------------------------------------------- one job per CLI command
@@ -482,7 +490,7 @@ def run_ptq(source: str, data: str, out: str | os.PathLike[str], *, weights: str
 def run_qat(source: str, data: str, out: str | os.PathLike[str], *, weights: str | None = None, epochs: int = 2,
             lr: float = 0.005, batch_size: int = 128, weight_decay: float = 5e-5,
             backend: str = quantization.DEFAULT_BACKEND, image_size: int | None = None,
-            data_dir: str | os.PathLike[str] | None = None, overwrite: bool = False,
+            data_dir: str | os.PathLike[str] | None = None, overwrite: bool = False, float_logits: bool = False,
             progress: bool = True) -> dict[str, Any]:
     """``qzoo qat``: check ``out``, join torchrun's process group (if any), load ``source`` for ``data``
     and run :func:`qat` with :meth:`train.Recipe.qat_finetune`."""
@@ -491,7 +499,7 @@ def run_qat(source: str, data: str, out: str | os.PathLike[str], *, weights: str
     recipe = train.Recipe.qat_finetune(epochs, lr, batch_size=batch_size, weight_decay=weight_decay)
     loaded = _load_for(source, data, weights, data_dir, progress)
     return qat(loaded, data, out, recipe=recipe, backend=backend, image_size=image_size, data_dir=data_dir,
-               overwrite=overwrite, progress=progress)
+               overwrite=overwrite, progress=progress, float_logits=float_logits)
 
 
 def run_eval(source: str, data: str, *, weights: str | None = None, image_size: int | None = None,

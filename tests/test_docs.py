@@ -84,6 +84,17 @@ def test_the_cifar10_recheck_table_is_what_the_committed_folders_record():
     assert publish._published_acc1(folders["mobilenet_v2.cifar10_float"]) == 78.41  # first table shows them
 
 
+def test_the_float_logits_table_is_what_its_results_record():
+    """docs/quantization.md's float-logits table is rendered from results/float-logits.json, every published
+    int8 entry in it, each measured with no ties once its logits are float."""
+    tool = _tool("float_logits")
+    results = json.loads(tool.RESULTS.read_text())
+    doc = tool.DOC.read_text().split(tool.MARKERS[0], 1)[1].split(tool.MARKERS[1], 1)[0]
+    assert doc.strip() == tool.table(results)
+    assert [row["entry"] for row in results["rows"]] == tool.CIFAR10 + tool.IMAGENET
+    assert all(row["float_logits"]["ties"] == 0 < row["rounded"]["ties"] for row in results["rows"])
+
+
 def test_the_published_lite_files_table_is_what_its_results_record():
     """docs/imagenet-sample.md's table of the published int8 files on each CPU and torch is rendered from
     results/imagenet-lite-published.json (one run per CPU, threads and torch), and its interval is the paired one."""
