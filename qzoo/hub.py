@@ -156,16 +156,20 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], **metad
 
 def check_save_target(directory: Path) -> None:
     """Refuse to write a qzoo folder over files qzoo did not write: a ``config.json`` that is not a qzoo
-    one, or a ``model.safetensors`` without one. Other files in the folder are left alone."""
+    one, or a ``model.safetensors`` without one that lacks qzoo's header (a save interrupted between its
+    two files leaves qzoo's weights without their config; the next save replaces them). Other files in
+    the folder are left alone."""
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"{directory} is a file, not a folder: choose a new or empty folder to save into")
-    config = directory / CONFIG_NAME
-    if not (config.exists() or (directory / WEIGHTS_NAME).exists()):
+    config, weights = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    if not (config.exists() or weights.exists()):
         return
     try:
         ours = json.loads(config.read_text()).get("library") == "qzoo"
     except (OSError, ValueError, AttributeError):
         ours = False
+    if not ours and not config.exists():
+        ours = serialization.is_qzoo_file(weights)
     if not ours:
         raise ValueError(f"{directory} holds a {CONFIG_NAME} or {WEIGHTS_NAME} that qzoo did not write; qzoo never "
                          "overwrites them: choose a new or empty folder")

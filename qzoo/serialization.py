@@ -44,7 +44,7 @@ from ._record import record_of
 from ._version import __version__
 
 __all__ = ["IntegrityError", "write_atomic", "save_state", "load_state", "read_header", "save_int8", "read_int8",
-           "read_int8_tensors", "int8_tensors",
+           "read_int8_tensors", "int8_tensors", "is_qzoo_file",
            "load_int8_state", "state_digest", "stored_values", "read_torch_checkpoint"]
 
 FORMAT = "qzoo.state"
@@ -86,6 +86,14 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     if raw is None:
         raise ValueError(f"{path} is a safetensors file without a qzoo header; it was not written by qzoo")
     return json.loads(raw)
+
+
+def is_qzoo_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a safetensors file qzoo wrote (its header names one of qzoo's formats)."""
+    try:
+        return read_header(path).get("format") in (FORMAT, INT8_FORMAT)
+    except (safetensors.SafetensorError, OSError, ValueError, AttributeError):
+        return False
 
 
 def stored_values(path: str | os.PathLike[str]) -> int:

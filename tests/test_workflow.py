@@ -66,6 +66,19 @@ def test_an_out_folder_qzoo_did_not_write_is_never_touched(tiny_data, tmp_path, 
     assert snapshot(foreign) == {"model.safetensors": before["model.safetensors"]}
 
 
+def test_a_save_interrupted_between_its_files_does_not_block_the_next(tmp_path):
+    """qzoo's own weights without their config (a save killed between the two atomic writes) are replaced."""
+    model = refreshed(qzoo.resnet18(num_classes=NUM_CLASSES))
+    folder = qzoo.save_pretrained(model, tmp_path / "m")
+    (folder / "config.json").unlink()
+    qzoo.save_pretrained(model, folder)
+    assert torch.equal(qzoo.from_pretrained(folder).fc.weight, model.fc.weight)
+    (folder / "config.json").unlink()
+    (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")  # not qzoo's
+    with pytest.raises(ValueError, match="qzoo did not write"):
+        qzoo.save_pretrained(model, folder)
+
+
 def test_ptq_never_replaces_its_own_source(int8_folder, tiny_data, capsys, no_work):
     before = snapshot(int8_folder)
     line = fails_with_one_line(capsys, "ptq", str(int8_folder), "--data", str(tiny_data), "--out", str(int8_folder),
