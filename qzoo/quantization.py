@@ -798,11 +798,15 @@ class FloatLogitsLinear(nn.Module):
 
 def _output_linear(model: nn.Module) -> str:
     """The name of the model's last int8 linear layer (the classifier of every qzoo family)."""
-    names = [name for name, module in model.named_modules() if type(module) is nnq.Linear]
+    names = [(name, type(module) is nnq.Linear) for name, module in model.named_modules()
+             if type(module) is nnq.Linear or (isinstance(module, FloatLayer) and isinstance(module.layer, nn.Linear))]
+    if names and not names[-1][1]:
+        raise ValueError(f"float_logits: the last linear layer, {names[-1][0]}, is kept float (float_layers), so the "
+                         "logits are float already before their requantization; name another layer with layer=")
     if not names:
         raise ValueError("float_logits: the model has no int8 linear layer (a plain nn.Linear converted by "
                          "qzoo.convert); name the layer with layer=")
-    return names[-1]
+    return names[-1][0]
 
 
 def float_logits(model: nn.Module, layer: str | None = None) -> nn.Module:

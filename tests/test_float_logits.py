@@ -97,6 +97,9 @@ def test_what_cannot_give_float_logits_is_refused():
         qzoo.float_logits(copy.deepcopy(int8), layer="conv1")
     with pytest.raises(ValueError, match="no layer 'head'"):
         qzoo.float_logits(copy.deepcopy(int8), layer="head")
+    head_kept_float = quantized_copy(fresh_model("resnet18"), calibration=images(16, seed=1), float_layers=["fc"])
+    with pytest.raises(ValueError, match="the last linear layer, fc, is kept float"):
+        qzoo.float_logits(head_kept_float)
     once = qzoo.float_logits(int8)
     with pytest.raises(RuntimeError, match="fc already computes its output in float"):
         qzoo.float_logits(once)
