@@ -142,11 +142,19 @@ class _Writer:
             raise ValueError(f"{key}: a weight scale is not a finite positive number")
         zero_point = self.tensors[f"{key}:zero_point"].numpy().astype(values.dtype).reshape(-1)
         per_channel = spec.get("qscheme") == "per_channel_affine"
-        scale_name = self.constant(f"{hint}.weight_scale", scale if per_channel else scale.reshape(()))
-        zero_name = self.constant(f"{hint}.weight_zero_point", zero_point if per_channel else zero_point.reshape(()))
+        axis = int(spec.get("axis", 0)) if per_channel else None
+        return self.dequantized_weight(hint, values, scale, zero_point, axis), scale
+
+    def dequantized_weight(self, hint: str, values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
+                           axis: int | None) -> str:
+        """``DequantizeLinear`` of int8 weight values: per channel along ``axis``, or per tensor (``None``)."""
+        if axis is None:
+            scale, zero_point = scale.reshape(()), zero_point.reshape(())
+        scale_name = self.constant(f"{hint}.weight_scale", scale)
+        zero_name = self.constant(f"{hint}.weight_zero_point", zero_point)
         (weight,) = self.node("DequantizeLinear", [self.constant(f"{hint}.weight", values), scale_name, zero_name],
-                              hint, **({"axis": int(spec.get("axis", 0))} if per_channel else {}))
-        return weight, scale
+                              hint, **({} if axis is None else {"axis": axis}))
+        return weight
 
     def int32_bias(self, bias: Tensor, input_grid: Grid, weight_scale: np.ndarray, hint: str) -> str:
         """The bias as int32 at ``input scale x weight scale`` (float32) behind ``DequantizeLinear``, as ORT's
@@ -184,10 +192,7 @@ class _Writer:
             raise ValueError(f"{name}: float-logits weights must be int8 with finite positive scales")
         if x.grid is None or x.rank != 2:
             raise ValueError(f"{name}: float logits need an int8 input of rank 2, got rank {x.rank}")
-        (weight,) = self.node("DequantizeLinear", [self.constant(f"{name}.weight", values),
-                                                   self.constant(f"{name}.weight_scale", scale),
-                                                   self.constant(f"{name}.weight_zero_point",
-                                                                 zero_point.astype(np.int8))], name, axis=0)
+        weight = self.dequantized_weight(name, values, scale, zero_point.astype(np.int8), axis=0)
         bias = self.tensors.get(f"{name}.bias")
         bias_name = [self.constant(f"{name}.bias", bias.to(torch.float32).numpy())] if bias is not None else []
         (out,) = self.node("Gemm", [x.name, weight, *bias_name], name, transB=1)
