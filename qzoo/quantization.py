@@ -311,10 +311,20 @@ def check_int8_input(images: Any) -> None:
         hint = ": add the batch dimension (images.unsqueeze(0))" if images.dim() == 3 else ""
         raise ValueError(f"this int8 model takes a batch of images shaped (N, C, H, W), got "
                          f"{tuple(images.shape)}{hint}")
-    # numpy's max and min propagate NaN and reach +-Inf, so two vectorized passes test every value exactly:
-    # 60x faster than torch's elementwise test (0.6 ms per 224x224 image, 10 % of an int8 call) and twice
-    # as fast as a sum, on this thread, where torch's would wake its OpenMP workers, which then spin on
-    # the cores ONNX Runtime's own threads need next (measured: 1.6 ms at 2 threads, RegNetX-400MF).
+    _refuse_non_finite(images)
+
+
+# torch.compile runs this as it is, outside its graph: traced, the numpy view failed dynamo's guards under
+# inference_mode ("Guard failed on the same frame it was created", torch 2.14)
+@torch.compiler.disable
+def _refuse_non_finite(images: Tensor) -> None:
+    """Refuse NaN and Inf in ``images``.
+
+    numpy's max and min propagate NaN and reach +-Inf, so two vectorized passes test every value exactly:
+    60x faster than torch's elementwise test (0.6 ms per 224x224 image, 10 % of an int8 call) and twice
+    as fast as a sum, on this thread, where torch's would wake its OpenMP workers, which then spin on
+    the cores ONNX Runtime's own threads need next (measured: 1.6 ms at 2 threads, RegNetX-400MF).
+    """
     values = images.detach().numpy()
     if values.size and not (np.isfinite(values.max()) and np.isfinite(values.min())):
         raise ValueError("the images contain NaN or Inf values, which int8 would turn into plausible logits: "

@@ -175,6 +175,22 @@ def test_nan_or_inf_images_are_refused_by_int8_models():
     assert model(images(2, seed=1)[:0]).shape == (0, NUM_CLASSES)  # numpy's max of nothing would raise
 
 
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_an_int8_model_under_torch_compile_gives_its_eager_logits_and_still_refuses_nan(mode):
+    """torch.compile(int8 model) runs the input check outside its graph: under inference_mode, tracing it
+    failed dynamo's guards (torch 2.14); its logits are the eager model's, bit for bit, and NaN is refused."""
+    model = quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)))
+    x = images(2, seed=1)
+    torch._dynamo.reset()
+    compiled = torch.compile(model)
+    with mode():
+        expected = model(x)
+        assert expected.std() > 0 and torch.equal(compiled(x), expected)
+        x[1, 0, 0, 0] = float("nan")
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            compiled(x)
+
+
 def test_torchvision_weights_offline_name_the_fix(torch_home, capsys, with_entries):
     import dataclasses
 
