@@ -25,6 +25,7 @@ import torch
 
 import qzoo
 from qzoo import pretrained, train, workflow
+from qzoo.benchmark import torch_threads
 from qzoo.data import ImageTensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,12 +109,8 @@ def bench(name: str) -> None:
 
 
 def _bench_threads(loaded: workflow.Loaded, threads: int) -> dict[str, Any]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return workflow.bench(loaded, image_size=32, repeats=30)
-    finally:
-        torch.set_num_threads(before)
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ from torchvision.models import ResNet18_Weights
 
 import qzoo
 from qzoo import train
-from qzoo.benchmark import interleaved_latency_ms
+from qzoo.benchmark import interleaved_latency_ms, torch_threads
 from qzoo.data import ImageTensors
 from qzoo.models.efficientnet_lite import SamePad2d, SameSubsample2d
 from qzoo.pretrained import Transforms
@@ -305,18 +305,15 @@ def latency(float_model: nn.Module, int8_folder: Path, size: int, repeats: int) 
     torch's x86 engine runs convs through oneDNN, calls of other batch sizes in between make later
     batch-1 calls at 2 threads several times slower (docs/imagenet-sample.md)."""
     x = qzoo.synthetic_images(1, size, seed=5)
-    threads, measured = torch.get_num_threads(), {}
-    try:
-        for count in (1, 2):
-            torch.set_num_threads(count)
+    measured = {}
+    for count in (1, 2):
+        with torch_threads(count):
             int8 = qzoo.from_pretrained(int8_folder)
             runners = {"fp32": float_model, "int8": qzoo.optimize_for_inference(int8, x), "int8 eager": int8,
                        "int8 onnxruntime": qzoo.optimize_for_inference(int8, x, runtime="onnxruntime")}
             with torch.inference_mode():
                 measured[str(count)] = {k: round(v, 2) for k, v in
                                         interleaved_latency_ms(runners, x, repeats=repeats).items()}
-    finally:
-        torch.set_num_threads(threads)
     return measured
 
 

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 import qzoo
 from qzoo import workflow
-from qzoo.benchmark import interleaved_latency_ms
+from qzoo.benchmark import interleaved_latency_ms, torch_threads
 from qzoo.data import ImageTensors, synthetic_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -129,11 +129,10 @@ def _runners(name: str, threads: int) -> dict[str, Callable[[Tensor], Tensor]]:
 
 
 def latency(models: list[str], batches: list[int], threads_list: list[int], repeats: int) -> list[dict[str, Any]]:
-    rows, before = [], torch.get_num_threads()
-    try:
-        for name in models:
-            for threads in threads_list:
-                torch.set_num_threads(threads)
+    rows = []
+    for name in models:
+        for threads in threads_list:
+            with torch_threads(threads):
                 for batch in batches:
                     torch._dynamo.reset()  # inductor's kernels are built for the thread count they compile under
                     runners = _runners(name, threads)
@@ -142,8 +141,6 @@ def latency(models: list[str], batches: list[int], threads_list: list[int], repe
                     rows.append({"model": name, "batch": batch, "threads": threads,
                                  **{k: round(v, 2) for k, v in ms.items()}})
                     print(json.dumps(rows[-1]), flush=True)
-    finally:
-        torch.set_num_threads(before)
     return rows
 
 
