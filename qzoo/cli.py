@@ -271,6 +271,15 @@ def _held_out_note(command: str, report: dict[str, Any]) -> None:
               "also evaluates: these accuracies are not on held-out images (add a test/ split for one)")
 
 
+def _subset_note(report: dict[str, Any]) -> None:
+    """Say so when QAT trained on images of only some of the model's classes: it fits the model to those."""
+    trained, classes = report.get("trained_classes"), report.get("model_classes")
+    if trained is not None and trained < classes:
+        print(f"  note: the train split has images of {trained} of the model's {classes} classes; QAT fits the "
+              "model to those and it will seldom predict the others (train on images of every class to keep "
+              "them)")
+
+
 def _print_report(report: dict[str, Any]) -> None:
     """A readable rendering of a workflow report: accuracies, sizes, speed-ups, output."""
     mib = 1024 * 1024
@@ -377,4 +386,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qzoo {args.command}: {args.source}")
         _print_report(result)
         _held_out_note(args.command, result)
+        _subset_note(result)
     return 1 if failed else 0

@@ -405,7 +405,8 @@ def qat(loaded: Loaded, data: str, out: str | os.PathLike[str], *, recipe: train
     int8_metrics = train.evaluate(int8, _batches(test, transforms), progress=progress, desc="eval int8")
     report = {"source": loaded.source, "backend": backend, "recipe": recipe.to_dict(), "float": float_metrics,
               "int8": int8_metrics, "history": history, "world_size": world, "rank": rank,
-              "int8_sha256": serialization.state_digest(int8), "held_out": split_is_held_out(data)}
+              "int8_sha256": serialization.state_digest(int8), "held_out": split_is_held_out(data),
+              "trained_classes": int(train_set.labels.unique().numel()), "model_classes": len(train_set.classes)}
     if rank == 0:
         metrics = {dataset or _dataset_name(data): {k: int8_metrics[k] for k in ("acc1", "acc5")}}
         hub.save_pretrained(int8, out, metrics=metrics, transforms=dataclasses.asdict(transforms),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -202,6 +203,28 @@ def test_qat_prints_one_readable_line_per_epoch_beside_the_bars(tiny_data, tmp_p
     summaries = re.findall(r"epoch (\d)/2: loss \d+\.\d{3}, \d+\.\d s; fake-quant acc@1 \d+\.\d\d %; int8 acc@1 "
                            r"\d+\.\d\d %", err)
     assert summaries == ["1", "2"]
+    assert "of the model's" not in out  # every class has training images: no subset note
+
+
+def test_qat_on_a_subset_of_the_models_classes_says_so(tiny_data, tmp_path, capsys):
+    """Training images of two of the model's three classes: the report counts them and the text warns that QAT
+    fits the model to those (the third class is seldom predicted after)."""
+    subset = tmp_path / "data"
+    for split in ("train", "test"):
+        for name in ("cat", "ship"):
+            shutil.copytree(tiny_data / split / name, subset / split / name)
+    transforms = {"crop_size": 32, "resize_size": 32, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    source = qzoo.save_pretrained(qzoo.resnet18(num_classes=3).eval(), tmp_path / "float", transforms=transforms,
+                                  categories=["cat", "dog", "ship"])
+    assert qzoo.cli.main(["qat", str(source), "--data", str(subset), "--epochs", "1", "--batch-size", "12",
+                          "--out", str(tmp_path / "q"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["trained_classes"], report["model_classes"]) == (2, 3)
+    assert qzoo.cli.main(["qat", str(source), "--data", str(subset), "--epochs", "1", "--batch-size", "12",
+                          "--out", str(tmp_path / "q2")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "  note: the train split has images of 2 of the model's 3 classes; QAT fits the model to those and it "
+        "will seldom predict the others (train on images of every class to keep them)")
 
 
 def test_list_prints_a_table_of_models_and_of_entries(capsys):
