@@ -8,6 +8,7 @@ checks the state it is given and says what to do instead of producing a silently
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import importlib
@@ -301,7 +302,8 @@ def check_int8_input(images: Any) -> None:
     return finite, plausible logits for a broken image.
     """
     if not isinstance(images, Tensor):
-        return
+        hint = ": convert it with torch.from_numpy(array)" if isinstance(images, np.ndarray) else ""
+        raise TypeError(f"this int8 model takes a float32 CPU Tensor of images, got {type(images).__name__}{hint}")
     if images.dtype != torch.float32 or images.device.type != "cpu":
         raise TypeError(
             f"this int8 model takes float32 CPU images, got {images.dtype} on {images.device}: "
@@ -358,6 +360,29 @@ class QuantizableModel(nn.Module):
             check_int8_input(args[0] if args else next(iter(kwargs.values()), None))
         with _int8_engine(self):
             return super().__call__(*args, **kwargs)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # torch's quantized modules unpickle without their nn.Module state (no hooks, no _modules) and fail on
+        # their first call, so torch.save(int8_model) would write a file that loads broken; prepared models fail
+        # in pickle on their observers' local functions. Both are refused here, naming what works.
+        mode = record_of(self).mode
+        if mode == "int8":
+            raise TypeError("torch.save(model) and pickle do not work for int8 models (torch's quantized modules "
+                            "load broken): save with qzoo.save_pretrained(model, folder) and load with "
+                            "qzoo.from_pretrained(folder), or load torch.save(model.state_dict()) into "
+                            "qzoo.int8_skeleton(float_model, backend)")
+        if mode in ("ptq", "qat"):
+            raise TypeError(f"torch.save(model) and pickle do not work for models prepared for {mode.upper()} "
+                            "(torch's observers hold local functions): save model.state_dict() and load it into "
+                            f"the same float model prepared again{', or use qzoo.save_pretrained' * (mode == 'qat')}")
+        return super().__reduce_ex__(protocol)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> nn.Module:
+        """What copy.deepcopy does by default (a new instance given a deep copy of the state), int8 included."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return copied
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         with _int8_engine(self):
@@ -457,6 +482,14 @@ def _require_float(model: nn.Module, step: str) -> None:
             f"{step}: the model is already prepared (it holds observers); prepare runs once: "
             "calibrate or train it and call qzoo.convert, or start again from a float model"
         )
+    dtypes = {str(p.dtype) for p in model.parameters() if p.is_floating_point()} - {str(torch.float32)}
+    if dtypes:
+        raise TypeError(f"{step}: the model has {', '.join(sorted(dtypes))} weights; quantization starts from "
+                        "float32 weights: call model.float() first")
+    if not any(isinstance(m, QuantStub) for m in model.modules()):
+        raise TypeError(f"{step}: {type(model).__name__} has no QuantStub, so its int8 version could not take float "
+                        "images: build it with a qzoo factory (qzoo.get_model(name)) and load your state_dict into "
+                        "it (torchvision's keys load as they are), or add QuantStub and DeQuantStub to your model")
 
 
 def _require_prepared(model: nn.Module, step: str) -> str:

@@ -4,6 +4,9 @@ batching, threads and layouts, and keep their own engine when models of two back
 from __future__ import annotations
 
 import contextlib
+import copy
+import io
+import pickle
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,6 +42,29 @@ def test_an_int8_model_accepts_moves_that_keep_it_float32_cpu(resnet_int8):
         assert keep(resnet_int8) is resnet_int8
     assert torch.equal(run(resnet_int8, x), before)
     assert qzoo.resnet18(num_classes=NUM_CLASSES).half().fc.weight.dtype == torch.float16  # float models move
+
+
+def test_an_int8_model_refuses_pickling_and_deep_copies_exactly(resnet_int8):
+    """torch.save of a whole int8 model would write a file whose quantized modules load broken (torch's own
+    limitation): it is refused, naming qzoo's way, as are prepared models (torch's observers cannot be
+    pickled); deepcopy still works, and float models pickle."""
+    x = images(2, seed=1)
+    for save in (lambda m: torch.save(m, io.BytesIO()), pickle.dumps):
+        with pytest.raises(TypeError, match=r"do not work for int8 models .* qzoo.save_pretrained\(model, folder\)"):
+            save(resnet_int8)
+    copied = copy.deepcopy(resnet_int8)
+    assert copied is not resnet_int8 and qzoo.is_int8(copied) and torch.equal(run(copied, x), run(resnet_int8, x))
+    assert qzoo.model_record(copied) == qzoo.model_record(resnet_int8)
+    float_model = refreshed(qzoo.resnet18(num_classes=NUM_CLASSES))
+    loaded = pickle.loads(pickle.dumps(float_model))
+    assert torch.equal(run(loaded, x), run(float_model, x))
+    assert qzoo.model_record(loaded) == qzoo.model_record(float_model)
+    for mode, prepare in (("QAT", qzoo.prepare_qat), ("PTQ", qzoo.prepare_ptq)):
+        with pytest.raises(TypeError, match=f"do not work for models prepared for {mode} .* save model.state_dict"):
+            pickle.dumps(prepare(copy.deepcopy(float_model)))
+    with pytest.raises(TypeError, match=r"takes a float32 CPU Tensor of images, got ndarray: convert it with "
+                                        r"torch.from_numpy\(array\)"):
+        resnet_int8(x.numpy())
 
 
 @contextlib.contextmanager
