@@ -78,6 +78,9 @@ def calibration_batches(data: Iterable[Any], num_batches: int | None = None, *,
     """
     if num_batches is not None and num_batches < 1:
         raise ValueError(f"num_batches must be a positive integer, got {num_batches}")
+    if isinstance(data, Tensor) and data.dim() <= 4:  # a stack of batches (5-D) iterates batch by batch
+        raise TypeError(f"the calibration data is one Tensor of shape {tuple(data.shape)}, which yields one image "
+                        "at a time: pass batches, e.g. [images] or images.split(32)")
     total = num_batches
     if total is None and hasattr(data, "__len__"):
         total = len(data)  # type: ignore[arg-type]

@@ -101,16 +101,28 @@ def refresh_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> nn.Module:
     gives it realistic activations for numeric checks and demos.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError("refresh_batchnorm: the model has no BatchNorm layers (int8 and PTQ-prepared models "
+                         "have them folded into their convs): refresh the float model before quantizing it")
     momenta = [m.momentum for m in norms]
+    saved = [{k: v.clone() for k, v in norm.state_dict().items()} for norm in norms]
     was_training = model.training
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None
     model.train()
+    seen = 0
     try:
         with torch.no_grad():
             for batch in batches:
                 model(batch)
+                seen += 1
+        if not seen:
+            raise ValueError("refresh_batchnorm got no batches: the statistics are left as they were")
+    except BaseException:  # an empty, failing or interrupted pass keeps the statistics the model had
+        for norm, state in zip(norms, saved):
+            norm.load_state_dict(state)
+        raise
     finally:
         for norm, momentum in zip(norms, momenta):
             norm.momentum = momentum

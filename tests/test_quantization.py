@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+import torchvision
 from helpers import (HEAVY, NUM_CLASSES, arguments, assert_varies, cosine, fresh_model, images, input_size,
                      quantized_copy, refreshed, run)
 from torch import nn
@@ -182,10 +183,31 @@ def test_calibrate_refuses_empty_data_nan_integer_images_and_unprepared_models()
         qzoo.calibrate(model, [torch.full((1, 3, 8, 8), float("inf"))], progress=False)
     with pytest.raises(TypeError, match="float32 images"):
         qzoo.calibrate(model, [torch.zeros(1, 3, 8, 8, dtype=torch.uint8)], progress=False)
+    with pytest.raises(TypeError, match=r"one Tensor of shape \(8, 3, 64, 64\), which yields one image at a time: "
+                                        r"pass batches, e.g. \[images\] or images.split\(32\)"):
+        qzoo.calibrate(model, images(8, seed=1), progress=False)
+    qzoo.calibrate(model, images(8, seed=1).view(2, 4, 3, 64, 64), progress=False)  # a stack of batches is fine
     with pytest.raises(ValueError, match="positive"):
         qzoo.calibrate(model, images(4, 1).split(2), num_batches=0, progress=False)
     with pytest.raises(RuntimeError, match="prepare_ptq"):
         qzoo.calibrate(fresh(), images(4, 1).split(2), progress=False)
+
+
+@pytest.mark.parametrize("prepare", [qzoo.prepare_ptq, qzoo.prepare_qat])
+def test_prepare_refuses_models_whose_int8_version_could_not_run(prepare):
+    """A model without QuantStub (torchvision's own ResNet) would convert to an int8 model that cannot take
+    float images, and half-precision weights fail deep in the observers: both are refused before any change,
+    naming the fix; the qzoo model built from the torchvision model's state_dict prepares."""
+    plain = torchvision.models.resnet18(num_classes=NUM_CLASSES)
+    with pytest.raises(TypeError, match=r"ResNet has no QuantStub, .*\(qzoo.get_model\(name\)\) and load your "
+                                        "state_dict"):
+        prepare(plain)
+    assert not any(hasattr(m, "activation_post_process") for m in plain.modules())
+    with pytest.raises(TypeError, match=r"torch.float16 weights; .* call model.float\(\) first"):
+        prepare(fresh().half())
+    rebuilt = qzoo.resnet18(num_classes=NUM_CLASSES)
+    rebuilt.load_state_dict(plain.state_dict())
+    assert qzoo.model_record(prepare(rebuilt)).mode == ("ptq" if prepare is qzoo.prepare_ptq else "qat")
 
 
 def test_workflow_refuses_out_of_order_steps():

@@ -356,3 +356,27 @@ def test_evaluate_ranks_equal_logits_by_class_index_and_counts_the_ties():
     assert train.top_classes(scores, 3).tolist() == [[1, 2, 0], [0, 1, 2], [3, 2, 1]]
     metrics = train.evaluate(torch.nn.Identity(), [(scores, torch.tensor([2, 3, 3]))])
     assert metrics["ties"] == 2 and round(metrics["acc1"], 2) == 33.33 and metrics["acc5"] == 100
+
+
+def test_refresh_batchnorm_fills_statistics_from_data_and_keeps_them_when_it_cannot():
+    """Statistics become the data's (cumulative average, momentum and mode restored); no batches, a failing
+    batch or a model without BatchNorm (an int8 one: folded) leave the model as it was and say why."""
+    model = qzoo.resnet18(num_classes=NUM_CLASSES).eval()
+    x = images(8, seed=1)
+    train.refresh_batchnorm(model, x.split(4))
+    first = model.bn1
+    expected = torch.nn.functional.conv2d(x, model.conv1.weight, stride=2, padding=3).mean((0, 2, 3))
+    assert torch.allclose(first.running_mean, expected, atol=1e-5) and first.momentum == 0.1 and not model.training
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def failing():
+        yield x[:4]
+        raise OSError("a batch failed to load")
+
+    for batches, error, message in (([], ValueError, "got no batches"), (failing(), OSError, "failed to load")):
+        with pytest.raises(error, match=message):
+            train.refresh_batchnorm(model, batches)
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and not model.training
+    int8 = qzoo.quantize(model, [x], progress=False)
+    with pytest.raises(ValueError, match="no BatchNorm layers .* refresh the float model before quantizing"):
+        train.refresh_batchnorm(int8, [x])
