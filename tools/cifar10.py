@@ -85,6 +85,9 @@ def train_float(name: str, data: str, data_dir: str | None, device: str | None, 
 
 
 def quantize(name: str, step: str, data: str, data_dir: str | None, device: str | None) -> None:
+    if not float_folder(name).is_dir():
+        raise SystemExit(f"no float {name} at {float_folder(name)}: train it first "
+                         f"(python tools/cifar10.py train {name})")
     loaded = workflow.load_model(str(float_folder(name)))
     out = RUNS / f"{name}-{step}"
     command = f"python tools/cifar10.py {step} {name}{_flags(data, device if step == 'qat' else None)}"
