@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from torchvision.models import ResNet18_Weights, WeightsEnum
 
@@ -215,7 +215,14 @@ def catalogue() -> Mapping[str, Weights]:
 
 
 def list_weights(architecture: str | None = None, mode: Mode | None = None) -> list[str]:
-    """Names of the weights entries, optionally only those of one architecture and/or mode."""
+    """Names of the weights entries, optionally only those of one architecture and/or mode; an unknown
+    architecture or mode is refused (an empty list would read as "no weights yet")."""
+    if architecture is not None and architecture not in registry.model_names():
+        close = difflib.get_close_matches(architecture, registry.model_names(), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(f"unknown model {architecture!r}; {hint}qzoo.list_models() lists them")
+    if mode is not None and mode not in get_args(Mode):
+        raise ValueError(f"mode={mode!r}: choose {' or '.join(map(repr, get_args(Mode)))}")
     return sorted(name for name, entry in catalogue().items()
                   if architecture in (None, entry.architecture) and mode in (None, entry.mode))
 
@@ -232,7 +239,7 @@ def get_weights(name: str) -> Weights:
     if name in entries:
         return entries[name]
     architecture = name.split(".")[0]
-    known = list_weights(architecture)
+    known = list_weights(architecture) if architecture in registry.model_names() else []
     if known:
         raise ValueError(f"unknown weights {name!r}; entries for {architecture!r}: {', '.join(known)}")
     close = difflib.get_close_matches(name, [*registry.model_names(), *entries], n=3)
@@ -353,6 +360,19 @@ def _looks_like_path(text: str) -> bool:
 
 
 def resolve_source(source: str | os.PathLike[str] | Source, revision: str | None = None) -> Source:
+    """Where ``qzoo.from_pretrained(source)`` reads from (see :func:`_resolve`); ``revision`` picks a version
+    of a hub repository and is refused for anything else, which has one version only."""
+    resolved = _resolve(source, revision)
+    if revision is not None and not isinstance(resolved, HubRepo):
+        what = ("a file entry pinned by its sha256" if isinstance(resolved, Weights) else "a local folder"
+                if resolved.entry is None else "an entry read from the weights/ folder of qzoo's repository")
+        name = source.name if isinstance(source, Weights) else str(source)
+        raise ValueError(f"revision={revision!r} picks a version of a hub repository, but {name} is {what}: "
+                         "omit revision")
+    return resolved
+
+
+def _resolve(source: str | os.PathLike[str] | Source, revision: str | None) -> Source:
     """Where ``qzoo.from_pretrained(source)`` reads from, in one order that never guesses across kinds.
 
     1. ``hf-hub:user/name``: that hub repository.

@@ -119,6 +119,14 @@ def test_a_malicious_pickle_with_a_matching_hash_never_runs(torch_home, tmp_path
     (lambda: qzoo.mobilenet_v2(quantize=True, weights="DEFAULT", num_classes=10), "1000 classes but num_classes=10"),
     (lambda: qzoo.get_weights("resnet18.cifar100"), "entries for 'resnet18': .*resnet18.imagenet1k_fbgemm_v1"),
     (lambda: qzoo.get_weights("resnet81"), "unknown model or weights 'resnet81'; did you mean resnet18"),
+    (lambda: qzoo.list_weights("resnet81"), "unknown model 'resnet81'; did you mean resnet18"),  # not "no weights"
+    (lambda: qzoo.list_weights(mode="fp16"), "mode='fp16': choose 'float' or 'int8'"),
+    (lambda: qzoo.from_pretrained("resnet18.imagenet1k_v1", revision="v2"),
+     "revision='v2' picks a version of a hub repository, but resnet18.imagenet1k_v1 is a file entry pinned"),
+    (lambda: qzoo.from_pretrained("mobilenet_v2.cifar10_int8_ptq", revision="v2"),
+     "but mobilenet_v2.cifar10_int8_ptq is an entry read from the weights/ folder of qzoo's repository: omit"),
+    (lambda: qzoo.from_pretrained(pretrained.REPOSITORY_WEIGHTS / "resnet18.cifar10_int8_ptq", revision="main"),
+     "but .*resnet18.cifar10_int8_ptq is a local folder: omit revision"),
     (lambda: qzoo.resnet50(quantize=True, weights="IMAGENET1K_FBGEMM_V1", backend="qnnpack"),
      "quantized for backend 'fbgemm'.*pass backend='fbgemm'"),
 ])
