@@ -964,7 +964,7 @@ def require_int8(model: nn.Module, caller: str) -> str:
 def simulation_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The layers of a calibrated PTQ-prepared model that int8 quantizes, by module name: each conv,
     linear, fused block, ``FloatFunctional`` and ``QuantStub`` whose output observer saw data."""
-    _require_prepared(model, "simulation_layers")
+    _require_prepared(model, "the int8 simulation (qzoo.sensitivity, bias correction)")
     layers = {}
     for name, module in model.named_modules():
         observer = module._modules.get("activation_post_process")

@@ -127,8 +127,9 @@ def test_a_layer_given_a_bad_range_tops_the_report():
 
 def test_simulation_needs_a_calibrated_ptq_model():
     model = qzoo.mobilenet_v2(num_classes=10)
-    with pytest.raises(RuntimeError, match="needs a prepared model"):
-        simulation_layers(model)
+    with pytest.raises(RuntimeError, match=r"the int8 simulation \(qzoo.sensitivity, bias correction\) needs a "
+                                           "prepared model: call qzoo.prepare_ptq"):
+        sensitivity.sensitivity(model, [images(2, seed=1)])
     with pytest.raises(RuntimeError, match="run qzoo.calibrate"):
         simulation_layers(qzoo.prepare_ptq(model))
 
