@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import quantization, serialization
+from ._record import record_of
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """``torch.compile``'s modes, as :func:`fit` takes them."""
@@ -58,10 +59,21 @@ class Recipe:
     """Seeds each epoch's random draws (dropout), so a run, resumed or not, repeats bit for bit."""
 
     def __post_init__(self) -> None:
+        numbers = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        not_finite = [f"{k}={v}" for k, v in numbers.items() if isinstance(v, float) and not math.isfinite(v)]
+        if not_finite:
+            raise ValueError(f"recipe values must be finite numbers, got {', '.join(not_finite)}")
         if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
             raise ValueError(f"recipe needs epochs >= 1, lr > 0 and batch_size >= 1, got {self}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} must be in [0, epochs={self.epochs})")
+        if not (0 <= self.momentum < 1 and self.weight_decay >= 0 and 0 <= self.label_smoothing < 1):
+            raise ValueError(f"recipe needs 0 <= momentum < 1, weight_decay >= 0 and 0 <= label_smoothing < 1, "
+                             f"got momentum={self.momentum}, weight_decay={self.weight_decay}, "
+                             f"label_smoothing={self.label_smoothing}")
+        for name in ("freeze_observers_after", "freeze_bn_after"):
+            if numbers[name] is not None and numbers[name] < 1:
+                raise ValueError(f"{name}={numbers[name]}: name an epoch (counting from 1), or None never to freeze")
 
     @classmethod
     def qat_finetune(cls, epochs: int, lr: float, *, batch_size: int = 128, weight_decay: float = 5e-5) -> Recipe:
@@ -144,6 +156,9 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, prog
         with torch.inference_mode():
             for images, labels in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
                 logits = model(images.to(device)).float().cpu()
+                if labels.numel() and int(labels.max()) >= logits.shape[1]:
+                    raise ValueError(f"a label is {int(labels.max())} but the model scores {logits.shape[1]} classes: "
+                                     "the data's classes are not the model's (label them by the model's indices)")
                 hits = top_classes(logits, 5) == labels.view(-1, 1)
                 ties += int(tied_at_top(logits).sum())
                 correct1 += int(hits[:, 0].sum())
@@ -279,6 +294,11 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
     """
     out = Path(out_dir)
     rank, world = rank_and_world()
+    mode = record_of(model).mode
+    if mode in ("int8", "ptq"):
+        kind = "an int8" if mode == "int8" else "a PTQ-prepared"
+        raise ValueError(f"fit trains float or QAT-prepared models, not {kind} one: train the float model, or "
+                         "qzoo.prepare_qat(float_model) for QAT, then qzoo.convert")
     qat = quantization.model_backend(model) is not None
     if bf16 and (qat or torch.device(device or "cpu").type != "cuda"):
         raise ValueError("bf16 autocast is for float training on a CUDA device: QAT simulates int8 in float32")
@@ -324,7 +344,9 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
                 total_loss += loss.detach()  # on the device: reading it every step would stall a GPU's queue
                 if not bar.disable and (step % 20 == 0 or step == steps - 1):
                     bar.set_postfix(loss=f"{total_loss.item() / (step + 1):.3f}", lr=f"{lr:.4f}")
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss.item() / max(1, steps),
+        if steps == 0:
+            raise ValueError(f"epoch {epoch + 1} got no batches (batches({epoch}) yielded nothing): check the data")
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss.item() / steps,
                                   "seconds": round(time.perf_counter() - started, 1)}
         if rank == 0:
             if evaluate_fn is not None:

@@ -87,6 +87,13 @@ def test_recipe_schedule_and_json():
     assert train.Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
     with pytest.raises(ValueError, match="warmup_epochs"):
         train.Recipe(epochs=1, lr=0.1, warmup_epochs=1)
+    for bad, message in (({"lr": float("nan")}, "finite numbers, got lr=nan"),
+                         ({"weight_decay": float("inf")}, "finite numbers, got weight_decay=inf"),
+                         ({"momentum": 1.0}, "0 <= momentum < 1"), ({"weight_decay": -1e-4}, "weight_decay >= 0"),
+                         ({"label_smoothing": 1.0}, "label_smoothing < 1"),
+                         ({"freeze_bn_after": 0}, "freeze_bn_after=0: name an epoch")):
+        with pytest.raises(ValueError, match=message):
+            train.Recipe(**{"epochs": 2, "lr": 0.1, **bad})
 
 
 class Killed(Exception):
@@ -380,3 +387,22 @@ def test_refresh_batchnorm_fills_statistics_from_data_and_keeps_them_when_it_can
     int8 = qzoo.quantize(model, [x], progress=False)
     with pytest.raises(ValueError, match="no BatchNorm layers .* refresh the float model before quantizing"):
         train.refresh_batchnorm(int8, [x])
+
+
+def test_fit_and_evaluate_refuse_what_would_give_a_silent_result(tmp_path):
+    """An epoch without batches would be checkpointed as trained (loss 0), an int8 or PTQ-prepared model fails deep
+    in autograd, and labels beyond the model's classes would score 0 % as if measured: each is refused by name."""
+    x, y = images(8, seed=1), torch.arange(8) % 3
+    recipe = train.Recipe(epochs=1, lr=0.01, batch_size=4)
+    model = qzoo.resnet18(num_classes=3)
+    with pytest.raises(ValueError, match=r"epoch 1 got no batches \(batches\(0\) yielded nothing\)"):
+        train.fit(model, lambda epoch: [], recipe, tmp_path / "empty", progress=False)
+    assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").iterdir())  # no checkpoint written
+    int8 = qzoo.quantize(qzoo.resnet18(num_classes=3).eval(), [x], progress=False)
+    prepared = qzoo.prepare_ptq(qzoo.resnet18(num_classes=3))
+    for refused, kind in ((int8, "an int8"), (prepared, "a PTQ-prepared")):
+        with pytest.raises(ValueError, match=f"fit trains float or QAT-prepared models, not {kind} one"):
+            train.fit(refused, lambda epoch: [(x, y)], recipe, tmp_path / "r", progress=False)
+    with pytest.raises(ValueError, match="a label is 7 but the model scores 3 classes"):
+        train.evaluate(model, [(x, y + 5)])
+    assert train.evaluate(model, [(x, y)])["images"] == 8
