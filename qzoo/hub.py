@@ -62,6 +62,8 @@ def _check_metadata(metadata: dict[str, Any]) -> None:
 
 def _config(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
     _check_metadata(metadata)
+    if getattr(model, "qzoo_not_saved", None):
+        raise ValueError(model.qzoo_not_saved)
     record = record_of(model)
     architecture = record.architecture
     if architecture is None:

@@ -205,7 +205,24 @@ def _is_observer_node(node: torch.fx.Node) -> bool:
     return node.op == "call_module" and str(node.target).startswith("activation_post_process_")
 
 
-class Pt2eModel(nn.Module):
+NOT_SAVED = ("a PT2E model is not saved or pickled (it holds a captured graph and, once converted, inductor's "
+             "compiled code): save the float model (qzoo.save_pretrained) and run qzoo.quantize(..., flow='pt2e') "
+             "after loading it, or use the eager flow (the default), whose int8 models save")
+
+
+class _Unsaved:
+    """Refuse pickling (torch.save) with :data:`NOT_SAVED`; ``qzoo.save_pretrained`` reads the same reason."""
+
+    qzoo_not_saved = NOT_SAVED
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(NOT_SAVED)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return quantization.deepcopy_module(self, memo)  # type: ignore[arg-type]
+
+
+class Pt2eModel(_Unsaved, nn.Module):
     """An int8 model of the PT2E flow: torchao's converted graph, run by inductor with freezing.
 
     Takes any batch size at the image size it was calibrated at. The first call, and the first
@@ -228,13 +245,20 @@ class Pt2eModel(nn.Module):
                                "qzoo.prepare_qat(model, flow='pt2e', example=...) before qzoo.convert")
         return self
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Pt2eModel:
+        """A copy of the graph, compiled anew (a deep copy of the compiled module would be the bare graph, which
+        runs torch's reference ops instead of inductor's int8 kernels and gives other logits)."""
+        copied = Pt2eModel(copy.deepcopy(self.graph, memo), self.image_shape)
+        memo[id(self)] = copied
+        return copied
+
     def forward(self, images: Tensor) -> Tensor:
         _check_images(images, self.image_shape, "this PT2E int8 model")
         with torch.no_grad(), _inductor_freezing(), _routine_noise_silenced():
             return self._compiled(images)
 
 
-class Pt2eQatModel(nn.Module):
+class Pt2eQatModel(_Unsaved, nn.Module):
     """A float model prepared by PT2E for QAT: train it like any module, then :func:`qzoo.convert`.
 
     ``train()`` and ``eval()`` switch the captured graph's BatchNorm and dropout the way

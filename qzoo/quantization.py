@@ -333,6 +333,15 @@ def _refuse_non_finite(images: Tensor) -> None:
                          "check the decoding and preprocessing of these inputs")
 
 
+def deepcopy_module(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    """What ``copy.deepcopy`` does by default (a new instance given a deep copy of the state), for modules
+    whose ``__reduce_ex__`` refuses pickling."""
+    copied = type(module).__new__(type(module))
+    memo[id(module)] = copied
+    copied.__setstate__(copy.deepcopy(module.__getstate__(), memo))
+    return copied
+
+
 class QuantizableModel(nn.Module):
     """Mixin for qzoo's top-level models: an int8 model loads and runs under its own backend.
 
@@ -378,11 +387,7 @@ class QuantizableModel(nn.Module):
         return super().__reduce_ex__(protocol)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> nn.Module:
-        """What copy.deepcopy does by default (a new instance given a deep copy of the state), int8 included."""
-        copied = type(self).__new__(type(self))
-        memo[id(self)] = copied
-        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
-        return copied
+        return deepcopy_module(self, memo)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         with _int8_engine(self):

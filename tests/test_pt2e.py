@@ -9,6 +9,7 @@ torchao annotates nothing), the flow's own checks skip and the refusals are test
 from __future__ import annotations
 
 import copy
+import pickle
 import sys
 import warnings
 
@@ -130,11 +131,12 @@ def test_every_family_converts_with_every_conv_on_int8_and_float_fidelity_like_e
 
 
 @needs_flow
-def test_ptq_on_cifar10_matches_eager_int8_accuracy_at_any_batch_size_without_warnings():
+def test_ptq_on_cifar10_matches_eager_int8_accuracy_at_any_batch_size_without_warnings(tmp_path):
     """The shipped CIFAR-10 MobileNetV2 on the embedded sample's 2,000 test images: PT2E int8 within
     0.5 points (10 images) of the eager int8 model calibrated on the same 500 images, and of float;
     the compiled model takes any batch size (rows equal to single-image calls) and only the image size
-    it was captured at; none of torch's or torchao's routine warnings reaches the user."""
+    it was captured at; none of torch's or torchao's routine warnings reaches the user. A deep copy is
+    compiled too (the same logits, not the reference graph's); pickling and save_pretrained are refused."""
     loaded, calibration, test = _cifar10()
     before = copy.deepcopy(loaded.model.state_dict())
     with warnings.catch_warnings(record=True) as caught:
@@ -163,6 +165,11 @@ def test_ptq_on_cifar10_matches_eager_int8_accuracy_at_any_batch_size_without_wa
         int8(x.half())
     with pytest.raises(RuntimeError, match="does not train"):
         int8.train()
+    copied = copy.deepcopy(int8)
+    assert isinstance(copied, pt2e.Pt2eModel) and copied.graph is not int8.graph and torch.equal(copied(x), int8(x))
+    for save in (pickle.dumps, lambda model: qzoo.save_pretrained(model, tmp_path / "pt2e")):
+        with pytest.raises((TypeError, ValueError), match=r"a PT2E model is not saved or pickled .* flow='pt2e'\)"):
+            save(int8)
 
 
 @needs_flow
@@ -188,6 +195,9 @@ def test_qat_trains_the_captured_graph_and_converts_to_what_it_simulated():
     fake_top1, fake_classes = _top1(qat, test[:3])
     # eval: no running statistic or observed range moved (the exported graph still counts batches)
     assert all(torch.equal(v, frozen[k]) for k, v in qat.state_dict().items() if not k.endswith("num_batches_tracked"))
+    assert isinstance(copy.deepcopy(qat), pt2e.Pt2eQatModel)
+    with pytest.raises(TypeError, match="a PT2E model is not saved or pickled"):
+        pickle.dumps(qat)
     int8 = qzoo.convert(qat)
     int8_top1, int8_classes = _top1(int8, test[:3])
     assert (int8_classes == fake_classes).double().mean() >= 0.97 and abs(int8_top1 - fake_top1) <= 1.0
