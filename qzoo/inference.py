@@ -14,7 +14,7 @@ trained CIFAR-10 int8 models top-1 agrees on 96-99% of images and accuracy moves
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,14 @@ class OptimizedModel(nn.Module):
         super().__init__()
         self.graph = graph
         self.backend = backend
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("an optimized TorchScript model is not pickled: write it with `qzoo export` "
+                        "(qzoo.workflow.run_export) or torch.jit.save(model.graph, path), and run the loaded graph "
+                        f"under qzoo.quantized_engine({self.backend!r})")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> nn.Module:
+        return quantization.deepcopy_module(self, memo)
 
     def forward(self, images: Tensor) -> Tensor:
         quantization.check_int8_input(images)

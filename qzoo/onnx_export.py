@@ -94,19 +94,27 @@ class OnnxRuntimeModel(nn.Module):
     """An ONNX Runtime session over an exported int8 model, called like the model: images in, logits out.
 
     ``threads`` sets the intra-op threads (default: ``torch.get_num_threads()``). The pool does not
-    spin between calls, so it leaves the cores to the torch work of the same process.
+    spin between calls, so it leaves the cores to the torch work of the same process. ``copy.deepcopy``
+    and pickling (``torch.save``, worker processes) carry the ONNX file and open a new session from it.
     """
 
     def __init__(self, onnx_model: bytes | str | os.PathLike[str], threads: int | None = None) -> None:
         super().__init__()
         onnxruntime = _onnxruntime()
         self.onnx_model = onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes()
+        self.threads = threads
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(self.onnx_model, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return OnnxRuntimeModel, (self.onnx_model, self.threads)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OnnxRuntimeModel:
+        return OnnxRuntimeModel(self.onnx_model, self.threads)
 
     def forward(self, images: Tensor) -> Tensor:
         quantization.check_int8_input(images)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
+import pickle
 import subprocess
 import sys
 import warnings
@@ -56,6 +58,10 @@ def test_optimize_for_inference_takes_int8_models_and_float32_images_only():
                                             images(2, seed=0))
     with pytest.raises(TypeError, match="float32 CPU images"):
         optimized(images(1, seed=0).half())
+    with pytest.raises(TypeError, match=r"not pickled: write it with `qzoo export` .* qzoo.quantized_engine\('x86'\)"):
+        pickle.dumps(optimized)
+    x = images(2, seed=1)
+    assert torch.equal(copy.deepcopy(optimized)(x), optimized(x))
 
 
 def test_a_call_of_another_backend_inside_a_running_one_is_refused_not_deadlocked():

@@ -3,6 +3,8 @@ and ORT follows trained int8 models."""
 
 from __future__ import annotations
 
+import copy
+import pickle
 import sys
 import warnings
 from pathlib import Path
@@ -118,6 +120,8 @@ def test_onnxruntime_path_runs_any_batch_and_size_saves_and_reloads(tmp_path):
     assert torch.equal(OnnxRuntimeModel(path, threads=1)(x), fast(x))
     with pytest.raises(TypeError, match="float32 CPU images"):
         fast(x.double())
+    for copied in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):  # the file travels, a new session opens
+        assert copied.session is not fast.session and copied.threads == 1 and torch.equal(copied(x), fast(x))
 
 
 @pytest.mark.parametrize("folder", ["resnet18.cifar10_int8_ptq", "mobilenet_v2.cifar10_int8_qat"])
