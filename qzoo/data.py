@@ -22,7 +22,7 @@ import numpy as np
 import safetensors.torch
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 from torchvision import transforms
@@ -213,12 +213,14 @@ def images_in(folder: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def read_rgb(path: str | os.PathLike[str]) -> Image.Image:
+def read_rgb(path: str | os.PathLike[str], *, upright: bool = False) -> Image.Image:
     """Decode an image file to 8-bit RGB; one ``ValueError`` line, naming the file, for anything unreadable.
 
     Grey, palette, alpha and CMYK images are converted as PIL does. 16-bit grey is rounded to the
     nearest 8-bit level (PIL's own conversion saturates it to white). 16-bit colour is refused:
     PIL decodes only its high byte, and a silent cut is worse than asking for a conversion.
+    ``upright`` turns the image as its EXIF orientation says (a phone photo as it is shown); data sets
+    are read without it, as torchvision's ``ImageFolder`` reads them, so accuracies match its.
     """
     try:
         with Image.open(path) as image:
@@ -232,15 +234,17 @@ def read_rgb(path: str | os.PathLike[str]) -> Image.Image:
             if image.mode not in ("RGB", "L", "LA", "1", "P", "RGBA", "CMYK"):
                 raise ValueError(f"{path} has image mode {image.mode!r}; qzoo reads 8-bit colour or grey images "
                                  "and 16-bit grey: convert it to RGB (e.g. PIL's image.convert('RGB')) first")
-            return image.convert("RGB")  # decodes: a file cut short fails here, not at open
+            rgb = image.convert("RGB")  # decodes: a file cut short fails here, not at open
+            return ImageOps.exif_transpose(rgb) if upright else rgb
     except (OSError, Image.DecompressionBombError, SyntaxError) as error:
         raise ValueError(f"{path} is not a readable image ({error})") from None
 
 
-def decode_image(path: Path, size: int, resize: int, interpolation: str = "bilinear") -> Tensor:
-    """One image file as uint8 (3, size, size): shorter side resized to ``resize``, centre crop; unreadable
-    files raise ``ValueError`` naming the file."""
-    return resize_crop(read_rgb(path), size, resize, interpolation)
+def decode_image(path: Path, size: int, resize: int, interpolation: str = "bilinear", *,
+                 upright: bool = False) -> Tensor:
+    """One image file as uint8 (3, size, size): shorter side resized to ``resize``, centre crop (``upright``:
+    :func:`read_rgb`'s); unreadable files raise ``ValueError`` naming the file."""
+    return resize_crop(read_rgb(path, upright=upright), size, resize, interpolation)
 
 
 def resize_crop(image: Image.Image, size: int, resize: int, interpolation: str = "bilinear") -> Tensor:

@@ -546,7 +546,8 @@ PREDICT_DEFAULT = "efficientnet_lite0.imagenet1k_int8_ptq"
 def predict(loaded: Loaded, images: list[str], *, top: int = 5) -> list[dict[str, Any]]:
     """Classify image files with ``loaded``'s preprocessing: per file its ``top`` classes with
     probabilities, or the one-line ``error`` that kept it from being read (the others still run).
-    A folder stands for the image files below it (sorted; hidden ones left out, as in data folders)."""
+    A folder stands for the image files below it (sorted; hidden ones left out, as in data folders).
+    Photos are turned upright by their EXIF orientation, as they are shown."""
     transforms = loaded.transforms or IMAGENET_TRANSFORMS
     mean, std = torch.tensor(transforms.mean).view(3, 1, 1), torch.tensor(transforms.std).view(3, 1, 1)
     results: list[dict[str, Any]] = []
@@ -559,7 +560,8 @@ def predict(loaded: Loaded, images: list[str], *, top: int = 5) -> list[dict[str
             results.append({"image": path, "error": f"{path}: no such file"})
             continue
         try:
-            pixels = decode_image(Path(path), transforms.crop_size, transforms.resize_size, transforms.interpolation)
+            pixels = decode_image(Path(path), transforms.crop_size, transforms.resize_size, transforms.interpolation,
+                                  upright=True)
         except (ValueError, OSError) as error:
             results.append({"image": path, "error": " ".join(str(error).split())})
             continue

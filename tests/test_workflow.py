@@ -8,6 +8,7 @@ import shutil
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import NUM_CLASSES, images, make_image_folder, quantized_copy, refreshed
@@ -388,6 +389,37 @@ def test_predict_lists_tied_classes_by_class_index(tmp_path):
     assert [row["label"] for row in result["top"]] == ["b", "d", "e", "a", "c"]
     best = [row["probability"] for row in result["top"][:3]]
     assert best == [best[0]] * 3 and best[0] > result["top"][3]["probability"]
+
+
+class _Seen(torch.nn.Module):
+    """Keeps the images it was called with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen = x.clone()
+        return torch.zeros(len(x), 2)
+
+
+def test_predict_turns_phone_photos_upright_and_data_folders_stay_as_torchvision_reads_them(tmp_path):
+    """A photo stored sideways with EXIF orientation 6 (as phones write them) is classified as it is shown:
+    the model sees exactly the upright image's pixels. Data folders are read without EXIF, as torchvision's
+    ImageFolder reads them, so measured accuracies stay comparable with its."""
+    from PIL import Image
+
+    upright = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 48, 3), dtype=np.uint8))
+    upright.save(tmp_path / "upright.png")
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera wrote; EXIF says: turn it back
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.png", exif=exif)
+    model = _Seen()
+    loaded = workflow.Loaded(model, None, ("a", "b"), "seen")
+    seen = []
+    for name in ("upright.png", "phone.png"):
+        workflow.predict(loaded, [str(tmp_path / name)], top=1)
+        seen.append(model.seen)
+    assert torch.equal(seen[0], seen[1]) and seen[0].std() > 0
+    assert qzoo.data.read_rgb(tmp_path / "phone.png").size == (30, 48)  # data folders: as stored
+    assert qzoo.data.read_rgb(tmp_path / "phone.png", upright=True).size == (48, 30)
 
 
 def test_predict_takes_a_folder_as_the_images_below_it(tmp_path):
