@@ -271,6 +271,15 @@ def _held_out_note(command: str, report: dict[str, Any]) -> None:
               "also evaluates: these accuracies are not on held-out images (add a test/ split for one)")
 
 
+def _random_weights_note(args: argparse.Namespace) -> None:
+    """Say so when an accuracy command ran a bare architecture, whose weights are random."""
+    if args.command in _USES or args.command == "eval":
+        if args.source in list_models() and not args.weights:
+            entries = ", ".join(list_weights(args.source, "float")) or "none yet"
+            print(f"  note: {args.source} has random weights (a model name without --weights), so these accuracies "
+                  f"mean nothing: add --weights (its float entries: {entries}) or name a trained folder")
+
+
 def _subset_note(report: dict[str, Any]) -> None:
     """Say so when QAT trained on images of only some of the model's classes: it fits the model to those."""
     trained, classes = report.get("trained_classes"), report.get("model_classes")
@@ -382,9 +391,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "target" in result:
             _print_target(args.source, result["target"])
         _held_out_note(args.command, result)
+        _random_weights_note(args)
     else:
         print(f"qzoo {args.command}: {args.source}")
         _print_report(result)
         _held_out_note(args.command, result)
         _subset_note(result)
+        _random_weights_note(args)
     return 1 if failed else 0

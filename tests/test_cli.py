@@ -120,6 +120,8 @@ def test_a_folder_without_splits_is_reported_as_not_held_out(tiny_data, tmp_path
                           "--calib-images", "6", "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     assert "note: the data has no train/ and test/ folders, so qzoo ptq calibrates on images it also evaluates" in out
+    assert ("note: resnet18 has random weights (a model name without --weights), so these accuracies mean nothing: "
+            "add --weights (its float entries: resnet18.imagenet1k_v1) or name a trained folder") in out
     assert qzoo.cli.main(["ptq", "resnet18", "--data", str(tiny_data), "--image-size", "32",
                           "--calib-images", "6", "--out", str(tmp_path / "b"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["held_out"] is True
@@ -222,9 +224,11 @@ def test_qat_on_a_subset_of_the_models_classes_says_so(tiny_data, tmp_path, caps
     assert (report["trained_classes"], report["model_classes"]) == (2, 3)
     assert qzoo.cli.main(["qat", str(source), "--data", str(subset), "--epochs", "1", "--batch-size", "12",
                           "--out", str(tmp_path / "q2")]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == (
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == (
         "  note: the train split has images of 2 of the model's 3 classes; QAT fits the model to those and it "
         "will seldom predict the others (train on images of every class to keep them)")
+    assert "random weights" not in out  # a trained folder, not a bare architecture
 
 
 def test_list_prints_a_table_of_models_and_of_entries(capsys):
