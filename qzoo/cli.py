@@ -95,8 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", help="run the synthetic-image demo with this model from `qzoo list`")
     demo.add_argument("--backend", default=quantization.DEFAULT_BACKEND, choices=quantization.BACKENDS,
                       help=BACKEND_HELP)
-    demo.add_argument("--image-size", type=_positive_int, default=64, help="with --model")
-    demo.add_argument("--calibration-images", type=_positive_int, default=64, help="with --model")
+    demo.add_argument("--image-size", type=_positive_int, help="with --model (default 64)")
+    demo.add_argument("--calibration-images", type=_positive_int, help="with --model (default 64)")
     ptq = _command(commands, "ptq", "calibrate, convert, evaluate float and int8 side by side, save the int8 model",
                    "qzoo ptq resnet18 --weights IMAGENET1K_V1 --data imagenet-sample --out runs/r18-int8")
     _source(ptq)
@@ -326,11 +326,17 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | list[str]:
         return workflow.describe(args.name)
     if args.command == "predict":
         return workflow.run_predict(args.images, source=args.model, top=args.top, progress=progress)
-    if args.command == "demo" and args.model is None:
-        return run_cifar10_demo(backend=args.backend, progress=progress)
     if args.command == "demo":
-        return run_demo(args.model, backend=args.backend, image_size=args.image_size,
-                        calibration_images=args.calibration_images, progress=progress)
+        sizes = {"image_size": args.image_size, "calibration_images": args.calibration_images}
+        given = {key: value for key, value in sizes.items() if value is not None}
+        if args.model is None and given:
+            flags = " and ".join("--" + key.replace("_", "-") for key in given)
+            verb = "go" if len(given) > 1 else "goes"
+            raise ValueError(f"{flags} {verb} with --model: without it the demo runs the shipped CIFAR-10 model on "
+                             "the shipped sample, at its own size")
+        if args.model is None:
+            return run_cifar10_demo(backend=args.backend, progress=progress)
+        return run_demo(args.model, backend=args.backend, progress=progress, **given)
     source = {"weights": args.weights, "image_size": args.image_size, "progress": progress}
     if args.command in ("ptq", "qat", "eval", "sensitivity"):
         source["data_dir"] = args.data_dir

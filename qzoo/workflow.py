@@ -60,6 +60,9 @@ def load_model(source: str, *, weights: str | None = None, num_classes: int | No
         else:
             model = get_factory(source)(weights=entry, progress=progress, **kwargs).eval()
         return Loaded(model, entry.transforms if entry else None, entry.categories if entry else (), source)
+    if weights:
+        raise ValueError(f"--weights {weights} picks float weights for a model name, but {source} brings its own "
+                         "weights (a folder, weights entry or hub repository): drop --weights")
     resolved = resolve_source(source)  # once: the config and the weights come from the same place
     if isinstance(resolved, Weights):  # an entry for a checkpoint file (torchvision's, a package's): no config
         return Loaded(hub.from_pretrained(resolved, progress=progress), resolved.transforms, resolved.categories,

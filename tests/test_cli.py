@@ -58,6 +58,14 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit():
         f"`qzoo list` (qzoo.list_models()) lists all {len(qzoo.list_models())}"
     )
     assert "Traceback" not in result.stderr
+    weights = qzoo_cli("eval", "mobilenet_v2.cifar10_int8_ptq", "--weights", "IMAGENET1K_V1", "--data", "d")
+    assert weights.returncode == 2 and weights.stderr.strip() == (
+        "qzoo: error: --weights IMAGENET1K_V1 picks float weights for a model name, but mobilenet_v2.cifar10_int8_ptq "
+        "brings its own weights (a folder, weights entry or hub repository): drop --weights")
+    ignored = qzoo_cli("demo", "--image-size", "64")  # would be ignored: the CIFAR-10 demo has its own size
+    assert ignored.returncode == 2 and ignored.stderr.strip() == (
+        "qzoo: error: --image-size goes with --model: without it the demo runs the shipped CIFAR-10 model on the "
+        "shipped sample, at its own size")
 
 
 @pytest.fixture(scope="module")
