@@ -365,7 +365,8 @@ def export(loaded: Loaded, out: str | os.PathLike[str], *, format: str = "torchs
         with tracing_warnings_silenced():
             torch.jit.save(optimize_for_inference(model, image_size=image_size).graph, buffer)
         write_atomic(out, buffer.getvalue())
-        note = f"run it under torch.backends.quantized.engine = {backend!r}"
+        note = (f"run it under torch.backends.quantized.engine = {backend!r}; checked bit-exact at "
+                f"{image_size}x{image_size}")
     else:
         raise ValueError(f"format={format!r}: choose 'torchscript' or 'onnx'")
     return {"source": loaded.source, "format": format, "out": str(out), "backend": backend,
@@ -536,10 +537,15 @@ def run_bench(source: str, *, weights: str | None = None, image_size: int | None
 
 def run_export(source: str, out: str | os.PathLike[str], *, weights: str | None = None, format: str = "torchscript",
                image_size: int | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """``qzoo export``: check ``out``, load ``source`` and run :func:`export`."""
+    """``qzoo export``: check ``out``, load ``source`` and run :func:`export` (TorchScript checked at
+    ``image_size``, by default the model's own crop size; the ONNX graph takes any size)."""
+    if image_size is not None and format == "onnx":
+        raise ValueError("--image-size is for --format torchscript (checked at that size); the ONNX graph takes any "
+                         "batch, height and width: drop --image-size")
     check_output_file(out, source, overwrite=overwrite)
     loaded = load_model(source, weights=weights, progress=progress)
-    return export(loaded, out, format=format, image_size=image_size or 224, overwrite=overwrite)
+    size = image_size or (loaded.transforms.crop_size if loaded.transforms else 224)
+    return export(loaded, out, format=format, image_size=size, overwrite=overwrite)
 
 
 PREDICT_DEFAULT = "efficientnet_lite0.imagenet1k_int8_ptq"

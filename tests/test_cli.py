@@ -106,15 +106,18 @@ def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, trained_float_fold
     bench = qzoo_cli("bench", str(out), "--image-size", "32", "--repeats", "3", "--json")
     assert bench.returncode == 0, bench.stderr
     assert set(json.loads(bench.stdout)["latency_ms"]) == {"1", "16"}
-    exported = qzoo_cli("export", str(out), "--image-size", "32", "--out", str(tmp_path / "m.pt"), "--json")
+    exported = qzoo_cli("export", str(out), "--out", str(tmp_path / "m.pt"), "--json")  # checked at its crop, 32
     assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["note"].endswith("checked bit-exact at 32x32")
     assert "Warning" not in exported.stderr
     scripted = torch.jit.load(str(tmp_path / "m.pt"))
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode(), qzoo.quantized_engine("x86"):
         assert torch.equal(scripted(x), qzoo.from_pretrained(out)(x))
     onnx_path = tmp_path / "m.onnx"
-    exported = qzoo_cli("export", str(out), "--image-size", "32", "--format", "onnx", "--out", str(onnx_path))
+    sized = qzoo_cli("export", str(out), "--image-size", "32", "--format", "onnx", "--out", str(onnx_path))
+    assert sized.returncode == 2 and "--image-size is for --format torchscript" in sized.stderr
+    exported = qzoo_cli("export", str(out), "--format", "onnx", "--out", str(onnx_path))
     assert exported.returncode == 0, exported.stderr
     assert "Warning" not in exported.stderr
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
