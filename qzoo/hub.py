@@ -60,6 +60,14 @@ def _check_metadata(metadata: dict[str, Any]) -> None:
                              f"and this does not fit ({error}); convert it first (e.g. float(tensor))") from None
 
 
+def check_categories(categories: Any, kwargs: dict[str, Any], where: str) -> None:
+    """Refuse class names that do not fit the model: one name per class (``num_classes``, when given)."""
+    classes = kwargs.get("num_classes")
+    if categories and isinstance(classes, int) and len(categories) != classes:
+        raise ValueError(f"{where}: {len(categories)} class names for a model of num_classes={classes}: give one "
+                         "name per class, in class-index order")
+
+
 def _config(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
     _check_metadata(metadata)
     if getattr(model, "qzoo_not_saved", None):
@@ -76,6 +84,7 @@ def _config(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
     except TypeError:
         raise ValueError(f"the model's keyword arguments {kwargs} are not JSON data; only models built "
                          "from plain arguments (numbers, strings, lists) can be saved as a folder") from None
+    check_categories(metadata.get("categories"), kwargs, "categories")
     mode = model_mode(model)
     kept = {"float_layers": list(record.float_layers)} if record.float_layers else {}
     if record.ptq_methods:

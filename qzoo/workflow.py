@@ -68,6 +68,7 @@ def load_model(source: str, *, weights: str | None = None, num_classes: int | No
         return Loaded(hub.from_pretrained(resolved, progress=progress), resolved.transforms, resolved.categories,
                       str(source))
     config = hub.read_config(resolved, progress=progress)
+    hub.check_categories(config.get("categories"), config.get("kwargs") or {}, f"{Path(str(source)) / hub.CONFIG_NAME}")
     model = hub.from_pretrained(resolved, progress=progress)
     transforms = _config_transforms(config["transforms"], source) if config.get("transforms") else None
     return Loaded(model, transforms, tuple(config.get("categories") or ()), str(source))

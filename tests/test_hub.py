@@ -79,12 +79,19 @@ def test_metadata_the_config_cannot_hold_is_refused_before_anything_is_written(t
     for metadata, message in [({"metrics": {"a": torch.tensor(1.0)}}, "metrics=.*give {data: {metric: value}}"),
                               ({"metrics": {"a": {"acc1": torch.tensor(1.0)}}}, "metrics: .*Tensor is not JSON"),
                               ({"metrics": {"a": {"acc1": float("nan")}}}, "metrics: .*Out of range float"),
-                              ({"recipe": {"lr": float("inf")}}, "recipe: .*Out of range float")]:
+                              ({"recipe": {"lr": float("inf")}}, "recipe: .*Out of range float"),
+                              ({"categories": ["a", "b"]}, f"categories: 2 class names for a model of num_classes={NUM_CLASSES}: "
+                                                           "give one name per class")]:
         with pytest.raises(ValueError, match=message):
             qzoo.save_pretrained(model, tmp_path / "out", **metadata)
         assert not (tmp_path / "out").exists()
     qzoo.save_pretrained(model, tmp_path / "out", metrics={"a": {"acc1": 1.0}})  # the retry needs no clean-up
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["metrics"] == {"a": {"acc1": 1.0}}
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["metrics"] == {"a": {"acc1": 1.0}}
+    config["categories"] = ["a"]  # a hand-edited config: one name for a model of NUM_CLASSES classes
+    (tmp_path / "out" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=f"out/config.json: 1 class names for a model of num_classes={NUM_CLASSES}"):
+        qzoo.workflow.load_model(str(tmp_path / "out"))
 
 
 def test_a_ptq_prepared_or_foreign_model_cannot_be_saved(tmp_path):
