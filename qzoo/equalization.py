@@ -23,6 +23,7 @@ would see zeros, not ``c``, at its borders).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -154,7 +155,12 @@ def equalize(model: nn.Module, *, rounds: int = 50, tolerance: float = 1e-6) -> 
     up to rounding; call before ``prepare_ptq``/``prepare_qat`` (fusion folds the new BatchNorm).
     """
     _require_unfused(model)
-    pairs, _ = equalization_pairs(model)
+    pairs, passed_over = equalization_pairs(model)
+    if not pairs:
+        why = (f"its {len(passed_over)} conv pairs have ReLU6, hardswish or another non-ReLU between them"
+               if passed_over else "its convs meet at residual sums, shared modules or other layers")
+        warnings.warn(f"equalize: no conv pair of this model can be rescaled exactly ({why}): the model is "
+                      "unchanged", UserWarning, stacklevel=2)
     for _ in range(rounds):
         if max((_rescale(model, pair) for pair in pairs), default=0.0) <= tolerance:
             break

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 
 import pytest
 import torch
-from helpers import HEAVY, fresh_model, input_size, make_image_folder, relative_error
+from helpers import HEAVY, NUM_CLASSES, fresh_model, input_size, make_image_folder, relative_error
 from torch import nn
 
 import qzoo
@@ -61,6 +62,19 @@ def test_pairs_stop_at_residual_sums_shared_modules_and_non_relu_activations():
     # ReLU6 between every expand, depthwise and project conv: passed over, not rescaled
     assert {p.activation.rsplit(".", 1)[1] for p in passed_over} == {"relu6"} and len(passed_over) == 28
     assert all(p.activation is None for p in pairs) and len(pairs) == 2  # project -> next expand, no skip
+
+
+def test_equalize_says_so_when_no_pair_can_be_rescaled():
+    """EfficientNet-B1: SiLU and squeeze-excitation everywhere, residual sums after every projection: nothing to
+    rescale exactly. The model is unchanged and a warning says so (asking for it did nothing)."""
+    model = qzoo.efficientnet_b1(num_classes=NUM_CLASSES).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.warns(UserWarning, match="equalize: no conv pair of this model can be rescaled exactly .* unchanged"):
+        assert equalize(model) == []
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert equalize(qzoo.resnet18(num_classes=NUM_CLASSES).eval())  # pairs found: no warning
 
 
 def test_equalization_is_exact_on_a_trained_network_and_equalizes_every_pair(trained):
