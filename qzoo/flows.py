@@ -20,8 +20,8 @@ def prepare_qat(model: nn.Module, backend: str = quantization.DEFAULT_BACKEND,
                 float_layers: Iterable[str] = (), flow: str = "eager", example: Tensor | None = None) -> nn.Module:
     """Fuse for QAT (if the model has ``fuse_model``) and insert fake-quant modules.
 
-    Returns ``model`` in train mode, ready to fine-tune, then :func:`convert`. ``relu6_range`` and
-    ``float_layers`` as in :func:`qzoo.prepare_ptq`. ``flow="pt2e"`` (experimental, ``qzoo[pt2e]``)
+    Returns ``model`` itself (changed in place) in train mode, ready to fine-tune, then :func:`convert`.
+    ``relu6_range`` and ``float_layers`` as in :func:`qzoo.prepare_ptq`. ``flow="pt2e"`` (experimental, ``qzoo[pt2e]``)
     instead captures a copy of the float model at ``example``'s image size through ``torch.export``
     and returns a :class:`qzoo.pt2e.Pt2eQatModel` (``model`` itself is left as it was).
     """
@@ -36,6 +36,8 @@ def convert(model: nn.Module) -> nn.Module:
     """Convert a calibrated (PTQ) or trained (QAT) model to int8 under its backend, in eval mode
     (:func:`qzoo.quantization.convert`: refused if its observers never saw data; audited after).
     A :class:`qzoo.pt2e.Pt2eQatModel` becomes a :class:`qzoo.pt2e.Pt2eModel` (``convert_pt2e``).
+    In place, as every step of the workflow: the prepared model is gone afterwards. To evaluate int8
+    during QAT and go on training, convert a ``copy.deepcopy`` (:func:`qzoo.train.int8_copy` for the eager flow).
     """
     if isinstance(model, pt2e.Pt2eQatModel):
         return pt2e.convert(model)

@@ -667,7 +667,7 @@ def prepare_ptq(model: nn.Module, backend: str = DEFAULT_BACKEND, qconfig: QConf
                 relu6_range: bool = True, float_layers: Iterable[str] = ()) -> nn.Module:
     """Fuse (if the model has ``fuse_model``) and insert observers for post-training quantization.
 
-    Returns ``model`` in eval mode, ready for :func:`calibrate`. An explicit ``qconfig``
+    Returns ``model`` itself (changed in place) in eval mode, ready for :func:`calibrate`. An explicit ``qconfig``
     overrides qzoo's preset for ``backend``. ``relu6_range=False`` keeps torch's own handling of
     a ReLU6 after a conv (see :class:`ReLU6AsRange`), for comparisons. ``float_layers`` names
     layers (after fusion, as :func:`qzoo.sensitivity.sensitivity` reports them) that stay float in
@@ -771,7 +771,7 @@ def _convert(model: nn.Module, *, require_calibration: bool) -> nn.Module:
 
 
 def convert(model: nn.Module) -> nn.Module:
-    """Convert a calibrated (PTQ) or trained (QAT) model to int8 under its backend, in eval mode.
+    """Convert a calibrated (PTQ) or trained (QAT) model to int8 under its backend, in eval mode and in place.
 
     Refuses a model whose observers never saw data (torch would silently use scale 1 and
     zero point 0), and audits the result: no float Conv/Linear left, every scale finite and positive.
