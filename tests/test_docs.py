@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 import qzoo
@@ -118,3 +119,28 @@ def test_the_published_lite_files_table_is_what_its_results_record():
     assert lite.logit_sqnr_db(reference, reference * 1.1) == 20.0  # noise 0.01 of the signal's power
     tied = torch.tensor([[1.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 3.0, 3.0]])  # rows 0 and 2 tie; row 0's label is tied
     assert lite.top_ties(tied, torch.tensor([1, 0, 0])) == {"tied_top": 2, "tied_top_with_label": 1}
+
+
+def test_the_cifar10_tool_trains_a_longer_recipe_with_cutout_and_records_it(tmp_path, monkeypatch):
+    """`tools/cifar10.py train --epochs N --cutout S` (prepared for the next GPU run): the recipe runs N epochs,
+    the recorded command names both flags, and a checkpoint of another cutout is refused, not resumed."""
+    from helpers import make_image_folder
+
+    from qzoo.pretrained import CIFAR10_CLASSES
+
+    tool = _tool("cifar10")
+    monkeypatch.setattr(tool, "RUNS", tmp_path / "runs")
+    data = make_image_folder(tmp_path / "data", classes=CIFAR10_CLASSES, per_class=(2, 1))
+    tool.train_float("resnet18", str(data), None, None, None, epochs=2, cutout=16)
+    config = json.loads((tool.float_folder("resnet18") / "config.json").read_text())
+    assert config["recipe"] == "python tools/cifar10.py train resnet18 --data data --epochs 2 --cutout 16"
+    from qzoo.train import _CHECKPOINT
+
+    state = json.loads((tmp_path / "runs" / "resnet18-float" / _CHECKPOINT / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2] and state["identity"] == {"cutout": 16}
+    assert state["recipe"]["epochs"] == 2 and state["recipe"]["lr"] == tool.FLOAT_RECIPES["resnet18"].lr
+    with pytest.raises(ValueError, match="checkpoint of another run"):
+        tool.train_float("resnet18", str(data), None, None, None, epochs=2, cutout=8)
+    usage = subprocess.run([sys.executable, str(ROOT / "tools" / "cifar10.py"), "ptq", "resnet18", "--cutout", "16"],
+                           capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and "--epochs and --cutout are for train" in usage.stderr

@@ -2,6 +2,7 @@
 
     python tools/cifar10.py train resnet18 --device cuda  # float training from scratch (resumable; a GPU: bf16 autocast)
     python tools/cifar10.py train mobilenet_v2 --device cuda --compile reduce-overhead  # CUDA graphs for small models
+    python tools/cifar10.py train resnet18 --device cuda --epochs 60 --cutout 16  # a longer recipe, cutout regularized
     python tools/cifar10.py ptq resnet18                  # calibrate on 512 seeded training images, evaluate on 10,000
     python tools/cifar10.py qat resnet18 --device cuda    # QAT from the float model (resumable; int8 evaluated on the CPU)
     python tools/cifar10.py bench resnet18        # fp32 vs int8 latency at batch 1 and 16, side by side
@@ -54,32 +55,39 @@ def load_split(split: str, data: str = DEFAULT_DATA, data_dir: str | None = None
                                 data_dir=data_dir)
 
 
-def _flags(data: str, device: str | None, compile_mode: str | None = None) -> str:
-    """How a run's data, device and compile mode appear in its recorded command: the data by file or folder
-    name unless it is the default, the others when given."""
-    return ("" if data == DEFAULT_DATA else f" --data {Path(data).name}") + (f" --device {device}" if device else "") \
-        + (f" --compile {compile_mode}" if compile_mode else "")
+def _flags(data: str, device: str | None, compile_mode: str | None = None, epochs: int | None = None,
+           cutout: int = 0) -> str:
+    """How a run's data, device, compile mode and recipe changes appear in its recorded command: the data by
+    file or folder name unless it is the default, the others when given."""
+    given = {"--device": device, "--compile": compile_mode, "--epochs": epochs, "--cutout": cutout or None}
+    return ("" if data == DEFAULT_DATA else f" --data {Path(data).name}") + "".join(
+        f" {flag} {value}" for flag, value in given.items() if value is not None)
 
 
 def float_folder(name: str) -> Path:
     return RUNS / f"{name}-float" / "model"
 
 
-def train_float(name: str, data: str, data_dir: str | None, device: str | None, compile_mode: str | None) -> None:
+def train_float(name: str, data: str, data_dir: str | None, device: str | None, compile_mode: str | None,
+                epochs: int | None = None, cutout: int = 0) -> None:
+    """Train the float model from scratch with its recipe (``epochs``: that many instead; ``cutout``: erase a
+    square of that side in each training image); resumable, and a checkpoint of other settings is refused."""
     torch.manual_seed(0)
     model = qzoo.get_model(name, **ARCHITECTURES[name])
-    recipe = FLOAT_RECIPES[name]
+    recipe = FLOAT_RECIPES[name] if epochs is None else dataclasses.replace(FLOAT_RECIPES[name], epochs=epochs)
     train_set, test = load_split("train", data, data_dir), load_split("test", data, data_dir)
     history = train.fit(model, lambda epoch: train_set.batches(recipe.batch_size, augment=True, shuffle=True,
-                                                               seed=epoch),
+                                                               seed=epoch, cutout=cutout),
                         recipe, RUNS / f"{name}-float", evaluate_fn=lambda m: train.evaluate(m, test.batches(500)),
-                        device=device, bf16=torch.device(device or "cpu").type == "cuda", compile_mode=compile_mode)
+                        identity={"cutout": cutout} if cutout else None, device=device, bf16=torch.device(device or "cpu").type == "cuda",
+                        compile_mode=compile_mode)
     metrics = history[-1]["eval"]
     qzoo.save_pretrained(model.cpu().eval(), float_folder(name), name=f"{name}.cifar10_float",
                          metrics={"CIFAR-10": {"acc1": metrics["acc1"], "acc5": metrics["acc5"]}},
                          transforms=dataclasses.asdict(pretrained.CIFAR10_TRANSFORMS),
                          categories=list(pretrained.CIFAR10_CLASSES),
-                         recipe=f"python tools/cifar10.py train {name}{_flags(data, device, compile_mode)}",
+                         recipe=f"python tools/cifar10.py train {name}"
+                                f"{_flags(data, device, compile_mode, epochs, cutout)}",
                          license="BSD-3-Clause (qzoo); CIFAR-10 images (Krizhevsky, 2009)")
     print(json.dumps(history[-1]))
 
@@ -126,9 +134,17 @@ def main() -> None:
     parser.add_argument("--compile", choices=train.COMPILE_MODES, metavar="MODE",
                         help="train: through torch.compile in this mode (reduce-overhead: CUDA graphs; "
                         f"one of {', '.join(train.COMPILE_MODES)})")
+    parser.add_argument("--epochs", type=int, help="train: this many epochs instead of the recipe's (same "
+                        "schedule shape: warm-up, then cosine to zero)")
+    parser.add_argument("--cutout", type=int, default=0, help="train: erase a square of this side in each "
+                        "training image (DeVries & Taylor; default 0, none)")
     add_data_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if (args.epochs is not None or args.cutout) and args.step != "train":
+        parser.error("--epochs and --cutout are for train (the float recipe); QAT keeps its own")
+    if (args.epochs is not None and args.epochs < 1) or args.cutout < 0:
+        parser.error(f"--epochs {args.epochs} / --cutout {args.cutout}: use epochs >= 1 and cutout >= 0")
     if args.device and args.step not in ("train", "qat"):
         parser.error(f"--device is for train and qat; {args.step} runs int8 models on the CPU")
     if args.compile and args.step != "train":
@@ -137,7 +153,7 @@ def main() -> None:
         torch.device(args.device)  # a bad name fails here, before any data is read
         torch.backends.cudnn.benchmark = True
     if args.step == "train":
-        train_float(args.model, args.data, args.data_dir, args.device, args.compile)
+        train_float(args.model, args.data, args.data_dir, args.device, args.compile, args.epochs, args.cutout)
     elif args.step == "bench":
         bench(args.model)
     else:
