@@ -10,8 +10,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any, get_args
 
+import torch
+import torchvision
+
 from . import datasets, quantization, sensitivity, train, workflow
 from ._files import IntegrityError
+from ._version import __version__
 from .demo import run_cifar10_demo, run_demo
 from .pretrained import Mode, get_weights, list_models, list_weights
 from .registry import model_spec
@@ -83,6 +87,8 @@ def _source(parser: argparse.ArgumentParser, data: bool = True) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qzoo", description="Quantizable CNNs for PTQ and QAT.",
                                      epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", help="print qzoo's, torch's and torchvision's versions",
+                        version=f"qzoo {__version__} (torch {torch.__version__}, torchvision {torchvision.__version__})")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = _command(commands, "list", "list the models, or with --pretrained the weights entries",
                        "qzoo list --pretrained --json")

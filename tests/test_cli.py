@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+import torchvision
 from helpers import make_image_folder, write_png16
 
 import qzoo
@@ -25,6 +26,12 @@ from qzoo.onnx_export import OnnxRuntimeModel
 
 def qzoo_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "qzoo", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_version_names_qzoo_torch_and_torchvision():
+    result = qzoo_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == (
+        f"qzoo {qzoo.__version__} (torch {torch.__version__}, torchvision {torchvision.__version__})")
 
 
 def test_list_json():
