@@ -246,16 +246,15 @@ def check_plotting() -> None:
 
 def plot(report: dict[str, Any], path: str | Path) -> Path:
     """A PNG bar chart of the report (``pip install "qzoo[plot]"``): per layer in execution order, the
-    model-output SQNR with only that layer int8 and with only that layer float (no error drawn at 80 dB)."""
+    model-output SQNR with only that layer int8 and with only that layer float (no error drawn at 80 dB).
+    Drawn on a figure of its own, outside pyplot: the caller's matplotlib backend and figures are left alone."""
     check_plotting()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
+    from matplotlib.figure import Figure
 
     layers = report["layers"]
     positions = range(len(layers))
-    figure, axis = pyplot.subplots(figsize=(max(8.0, 0.18 * len(layers)), 4.5))
+    figure = Figure(figsize=(max(8.0, 0.18 * len(layers)), 4.5))
+    axis = figure.subplots()
     axis.bar([p - 0.2 for p in positions], [min(_db(layer["only_quantized"]["sqnr_db"]), 80) for layer in layers],
              width=0.4, label="only this layer int8")
     axis.bar([p + 0.2 for p in positions], [min(_db(layer["only_float"]["sqnr_db"]), 80) for layer in layers],
@@ -267,5 +266,4 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=120)
-    pyplot.close(figure)
     return path

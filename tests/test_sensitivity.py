@@ -135,9 +135,10 @@ def test_simulation_needs_a_calibrated_ptq_model():
 
 
 def test_cli_sensitivity_writes_json_and_a_chart(tmp_path, capsys):
-    pytest.importorskip("matplotlib", reason="the chart is the optional qzoo[plot] extra")
+    matplotlib = pytest.importorskip("matplotlib", reason="the chart is the optional qzoo[plot] extra")
     data = make_image_folder(tmp_path / "data")
     chart = tmp_path / "chart.png"
+    matplotlib.use("svg")  # a caller's backend (a notebook's, say): drawing the chart must not switch it
     status = qzoo.cli.main(["sensitivity", "resnet18", "--data", str(data), "--image-size", "32", "--images", "6",
                             "--calib-images", "12", "--plot", str(chart), "--json"])
     captured = capsys.readouterr()
@@ -145,7 +146,7 @@ def test_cli_sensitivity_writes_json_and_a_chart(tmp_path, capsys):
     report = json.loads(captured.out)
     assert report["images"] == 6 and report["calibration_images"] == 12 and len(report["layers"]) == 30
     assert {"output_sqnr_db", "only_quantized", "only_float"} <= set(report["layers"][0])
-    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.get_backend() == "svg"
     assert qzoo.cli.main(["sensitivity", "resnet18", "--data", str(data), "--image-size", "32", "--images", "6",
                           "--calib-images", "12"]) == 0
     printed = capsys.readouterr().out
