@@ -87,8 +87,9 @@ def _source(parser: argparse.ArgumentParser, data: bool = True) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qzoo", description="Quantizable CNNs for PTQ and QAT.",
                                      epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", help="print qzoo's, torch's and torchvision's versions",
-                        version=f"qzoo {__version__} (torch {torch.__version__}, torchvision {torchvision.__version__})")
+    versions = f"qzoo {__version__} (torch {torch.__version__}, torchvision {torchvision.__version__})"
+    parser.add_argument("--version", action="version", version=versions,
+                        help="print qzoo's, torch's and torchvision's versions")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = _command(commands, "list", "list the models, or with --pretrained the weights entries",
                        "qzoo list --pretrained --json")

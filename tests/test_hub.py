@@ -80,8 +80,8 @@ def test_metadata_the_config_cannot_hold_is_refused_before_anything_is_written(t
                               ({"metrics": {"a": {"acc1": torch.tensor(1.0)}}}, "metrics: .*Tensor is not JSON"),
                               ({"metrics": {"a": {"acc1": float("nan")}}}, "metrics: .*Out of range float"),
                               ({"recipe": {"lr": float("inf")}}, "recipe: .*Out of range float"),
-                              ({"categories": ["a", "b"]}, f"categories: 2 class names for a model of num_classes={NUM_CLASSES}: "
-                                                           "give one name per class")]:
+                              ({"categories": ["a", "b"]},
+                               f"categories: 2 class names for a model of num_classes={NUM_CLASSES}: give one name")]:
         with pytest.raises(ValueError, match=message):
             qzoo.save_pretrained(model, tmp_path / "out", **metadata)
         assert not (tmp_path / "out").exists()

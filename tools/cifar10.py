@@ -2,7 +2,7 @@
 
     python tools/cifar10.py train resnet18 --device cuda  # float training from scratch (resumable; a GPU: bf16 autocast)
     python tools/cifar10.py train mobilenet_v2 --device cuda --compile reduce-overhead  # CUDA graphs for small models
-    python tools/cifar10.py train resnet18 --device cuda --epochs 60 --cutout 16  # a longer recipe, cutout regularized
+    python tools/cifar10.py train resnet18 --device cuda --epochs 60 --cutout 16  # longer, with cutout
     python tools/cifar10.py ptq resnet18                  # calibrate on 512 seeded training images, evaluate on 10,000
     python tools/cifar10.py qat resnet18 --device cuda    # QAT from the float model (resumable; int8 evaluated on the CPU)
     python tools/cifar10.py bench resnet18        # fp32 vs int8 latency at batch 1 and 16, side by side
@@ -79,8 +79,8 @@ def train_float(name: str, data: str, data_dir: str | None, device: str | None, 
     history = train.fit(model, lambda epoch: train_set.batches(recipe.batch_size, augment=True, shuffle=True,
                                                                seed=epoch, cutout=cutout),
                         recipe, RUNS / f"{name}-float", evaluate_fn=lambda m: train.evaluate(m, test.batches(500)),
-                        identity={"cutout": cutout} if cutout else None, device=device, bf16=torch.device(device or "cpu").type == "cuda",
-                        compile_mode=compile_mode)
+                        identity={"cutout": cutout} if cutout else None, device=device,
+                        bf16=torch.device(device or "cpu").type == "cuda", compile_mode=compile_mode)
     metrics = history[-1]["eval"]
     qzoo.save_pretrained(model.cpu().eval(), float_folder(name), name=f"{name}.cifar10_float",
                          metrics={"CIFAR-10": {"acc1": metrics["acc1"], "acc5": metrics["acc5"]}},
