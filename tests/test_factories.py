@@ -55,6 +55,7 @@ def test_each_mode_of_each_factory(name):
         ({"prepare": "ptq", "quantize": True}, "cannot apply"),
         ({"prepare": "int8"}, "None \\(float\\), 'ptq' or 'qat'"),
         ({"backend": "tensorrt"}, "x86, fbgemm, qnnpack, onednn"),
+        ({"backend": "qnnpack"}, "applies with prepare='ptq', prepare='qat' or quantize=True; a float model has no"),
         ({"weights": "IMAGENET1K_V9"}, "IMAGENET1K_V1"),
         ({"weights": "ResNet50_Weights.IMAGENET1K_V1"}, "choose one of ResNet18_Weights"),
         ({"weights": ResNet50_Weights.IMAGENET1K_V2}, "ResNet18_Weights"),

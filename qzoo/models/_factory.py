@@ -55,8 +55,9 @@ Arguments (keyword-only, the same for every qzoo factory):
         ``backend``), the pretrained one; with ``weights=None``, or architecture arguments
         such as ``num_classes=5``, a random-init model calibrated on synthetic images, as
         ``torchvision.models.quantization`` builds it. {int8_note}
-    backend: ``"x86"`` (the default), ``"fbgemm"``, ``"qnnpack"`` or ``"onednn"``; with
-        ``quantize=True``, ``None`` means the int8 weights' own backend.
+    backend: ``"x86"`` (the default), ``"fbgemm"``, ``"qnnpack"`` or ``"onednn"``, for ``prepare`` or
+        ``quantize=True`` (a float model has none); with ``quantize=True``, ``None`` means the int8 weights'
+        own backend.
     progress: show a progress bar while downloading.
     **kwargs: architecture arguments of the model ({kwargs}).
 
@@ -148,6 +149,9 @@ def build(spec: ModelSpec, builder: Callable[..., nn.Module], *, weights: Weight
             f"quantize=True returns a converted int8 model, so prepare={prepare!r} cannot apply: "
             f"use prepare={prepare!r} alone, then qzoo.calibrate/train and qzoo.convert"
         )
+    if backend is not None and not quantize and prepare is None:
+        raise ValueError(f"backend={backend!r} applies with prepare='ptq', prepare='qat' or quantize=True; a float "
+                         f"model has no backend: pass it to qzoo.quantize or qzoo.prepare_qat later")
     if quantize:
         if isinstance(weights, _Auto):  # torchvision's rule: arguments describe a model no published file fits
             weights = None if kwargs else "DEFAULT"
