@@ -287,6 +287,14 @@ def _random_weights_note(args: argparse.Namespace) -> None:
                   f"mean nothing: add --weights (its float entries: {entries}) or name a trained folder")
 
 
+def _calibration_note(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Say so when the train split held fewer images than --calib-images asked for."""
+    used, asked = report.get("calibration_images"), getattr(args, "calib_images", None)
+    if args.command == "ptq" and used is not None and asked is not None and used < asked:
+        print(f"  note: the train split has {used} images, so all of them calibrated the model (--calib-images "
+              f"asked for {asked})")
+
+
 def _subset_note(report: dict[str, Any]) -> None:
     """Say so when QAT trained on images of only some of the model's classes: it fits the model to those."""
     trained, classes = report.get("trained_classes"), report.get("model_classes")
@@ -409,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qzoo {args.command}: {args.source}")
         _print_report(result)
         _held_out_note(args.command, result)
+        _calibration_note(args, result)
         _subset_note(result)
         _random_weights_note(args)
     return 1 if failed else 0

@@ -133,16 +133,22 @@ def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, trained_float_fold
 
 
 def test_a_folder_without_splits_is_reported_as_not_held_out(tiny_data, tmp_path, capsys):
-    """One ImageFolder serves as both splits: the report says the accuracy is on calibration images."""
+    """One ImageFolder serves as both splits: the report says the accuracy is on calibration images; a train
+    split smaller than --calib-images is said to have calibrated with all of its images."""
     assert qzoo.cli.main(["ptq", "resnet18", "--data", str(tiny_data / "train"), "--image-size", "32",
                           "--calib-images", "6", "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     assert "note: the data has no train/ and test/ folders, so qzoo ptq calibrates on images it also evaluates" in out
+    assert "note: the train split has" not in out  # 6 asked, 6 used
     assert ("note: resnet18 has random weights (a model name without --weights), so these accuracies mean nothing: "
             "add --weights (its float entries: resnet18.imagenet1k_v1) or name a trained folder") in out
     assert qzoo.cli.main(["ptq", "resnet18", "--data", str(tiny_data), "--image-size", "32",
                           "--calib-images", "6", "--out", str(tmp_path / "b"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["held_out"] is True
+    assert qzoo.cli.main(["ptq", "resnet18", "--data", str(tiny_data), "--image-size", "32",
+                          "--calib-images", "100", "--out", str(tmp_path / "c")]) == 0
+    assert ("  note: the train split has 36 images, so all of them calibrated the model (--calib-images asked for "
+            "100)") in capsys.readouterr().out.splitlines()
     assert workflow.split_is_held_out("torch/cifar10") and not workflow.split_is_held_out(tiny_data / "test")
 
 
