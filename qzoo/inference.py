@@ -14,7 +14,7 @@ trained CIFAR-10 int8 models top-1 agrees on 96-99% of images and accuracy moves
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,7 @@ from .data import synthetic_images
 from .onnx_export import OnnxRuntimeModel, export_onnx
 
 
-class OptimizedModel(nn.Module):
+class OptimizedModel(quantization.NotPickled, nn.Module):
     """A frozen TorchScript int8 graph that runs under the backend it was packed for.
 
     A bare TorchScript module follows the process-global quantized engine; this wrapper takes
@@ -37,13 +37,10 @@ class OptimizedModel(nn.Module):
         self.graph = graph
         self.backend = backend
 
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        raise TypeError("an optimized TorchScript model is not pickled: write it with `qzoo export` "
-                        "(qzoo.workflow.run_export) or torch.jit.save(model.graph, path), and run the loaded graph "
-                        f"under qzoo.quantized_engine({self.backend!r})")
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> nn.Module:
-        return quantization.deepcopy_module(self, memo)
+    def not_pickled_reason(self) -> str:
+        return ("an optimized TorchScript model is not pickled: write it with `qzoo export` "
+                "(qzoo.workflow.run_export) or torch.jit.save(model.graph, path), and run the loaded graph "
+                f"under qzoo.quantized_engine({self.backend!r})")
 
     def forward(self, images: Tensor) -> Tensor:
         quantization.check_int8_input(images)

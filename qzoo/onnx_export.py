@@ -113,9 +113,6 @@ class OnnxRuntimeModel(nn.Module):
     def __reduce__(self) -> tuple[Any, ...]:
         return OnnxRuntimeModel, (self.onnx_model, self.threads)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> OnnxRuntimeModel:
-        return OnnxRuntimeModel(self.onnx_model, self.threads)
-
     def forward(self, images: Tensor) -> Tensor:
         quantization.check_int8_input(images)
         (logits,) = self.session.run(None, {self.input_name: images.detach().contiguous().numpy()})

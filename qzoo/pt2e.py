@@ -210,16 +210,13 @@ NOT_SAVED = ("a PT2E model is not saved or pickled (it holds a captured graph an
              "after loading it, or use the eager flow (the default), whose int8 models save")
 
 
-class _Unsaved:
+class _Unsaved(quantization.NotPickled):
     """Refuse pickling (torch.save) with :data:`NOT_SAVED`; ``qzoo.save_pretrained`` reads the same reason."""
 
     qzoo_not_saved = NOT_SAVED
 
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        raise TypeError(NOT_SAVED)
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        return quantization.deepcopy_module(self, memo)  # type: ignore[arg-type]
+    def not_pickled_reason(self) -> str:
+        return NOT_SAVED
 
 
 class Pt2eModel(_Unsaved, nn.Module):

@@ -333,16 +333,30 @@ def _refuse_non_finite(images: Tensor) -> None:
                          "check the decoding and preprocessing of these inputs")
 
 
-def deepcopy_module(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
-    """What ``copy.deepcopy`` does by default (a new instance given a deep copy of the state), for modules
-    whose ``__reduce_ex__`` refuses pickling."""
-    copied = type(module).__new__(type(module))
-    memo[id(module)] = copied
-    copied.__setstate__(copy.deepcopy(module.__getstate__(), memo))
-    return copied
+class NotPickled:
+    """Mixin for modules that cannot survive pickling (``torch.save``, worker processes): pickling raises the
+    reason :meth:`not_pickled_reason` gives, naming what works instead; ``copy.deepcopy`` keeps working."""
+
+    def not_pickled_reason(self) -> str | None:
+        """Why this module is not pickled, or ``None`` where it is."""
+        return None
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        reason = self.not_pickled_reason()
+        if reason:
+            raise TypeError(reason)
+        return super().__reduce_ex__(protocol)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        # what copy.deepcopy does by default (a new instance given a deep copy of the state), which would
+        # otherwise go through the refusing __reduce_ex__
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))  # type: ignore[attr-defined]
+        return copied
 
 
-class QuantizableModel(nn.Module):
+class QuantizableModel(NotPickled, nn.Module):
     """Mixin for qzoo's top-level models: an int8 model loads and runs under its own backend.
 
     Packed int8 weights are repacked for the *global* engine when a state_dict is loaded, and
@@ -370,24 +384,21 @@ class QuantizableModel(nn.Module):
         with _int8_engine(self):
             return super().__call__(*args, **kwargs)
 
-    def __reduce_ex__(self, protocol: Any) -> Any:
+    def not_pickled_reason(self) -> str | None:
         # torch's quantized modules unpickle without their nn.Module state (no hooks, no _modules) and fail on
         # their first call, so torch.save(int8_model) would write a file that loads broken; prepared models fail
-        # in pickle on their observers' local functions. Both are refused here, naming what works.
+        # in pickle on their observers' local functions. Float models pickle.
         mode = record_of(self).mode
         if mode == "int8":
-            raise TypeError("torch.save(model) and pickle do not work for int8 models (torch's quantized modules "
-                            "load broken): save with qzoo.save_pretrained(model, folder) and load with "
-                            "qzoo.from_pretrained(folder), or load torch.save(model.state_dict()) into "
-                            "qzoo.int8_skeleton(float_model, backend)")
+            return ("torch.save(model) and pickle do not work for int8 models (torch's quantized modules load "
+                    "broken): save with qzoo.save_pretrained(model, folder) and load with "
+                    "qzoo.from_pretrained(folder), or load torch.save(model.state_dict()) into "
+                    "qzoo.int8_skeleton(float_model, backend)")
         if mode in ("ptq", "qat"):
-            raise TypeError(f"torch.save(model) and pickle do not work for models prepared for {mode.upper()} "
-                            "(torch's observers hold local functions): save model.state_dict() and load it into "
-                            f"the same float model prepared again{', or use qzoo.save_pretrained' * (mode == 'qat')}")
-        return super().__reduce_ex__(protocol)
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> nn.Module:
-        return deepcopy_module(self, memo)
+            return (f"torch.save(model) and pickle do not work for models prepared for {mode.upper()} (torch's "
+                    "observers hold local functions): save model.state_dict() and load it into the same float "
+                    f"model prepared again{', or use qzoo.save_pretrained' * (mode == 'qat')}")
+        return None
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         with _int8_engine(self):
