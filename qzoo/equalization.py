@@ -31,6 +31,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from ._record import note_ptq_method
+from .models._blocks import QuantizableSiLU
 from .quantization import fused_mode
 
 __all__ = ["Pair", "absorb_high_bias", "equalization_pairs", "equalize"]
@@ -49,6 +50,8 @@ class Pair:
 
 
 _HOMOGENEOUS = (nn.ReLU,)
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, QuantizableSiLU, nn.Hardtanh, nn.Sigmoid, nn.Hardsigmoid,
+                nn.GELU)
 _RELU_FUNCTIONS = (torch.relu, torch.nn.functional.relu, torch.relu_)
 
 
@@ -69,19 +72,25 @@ def _only_user(node: fx.Node) -> fx.Node | None:
 def _activation(modules: dict[str, nn.Module], node: fx.Node) -> tuple[str, bool] | None:
     """``(name, homogeneous)`` for an activation node, ``None`` for anything else."""
     module = _module(modules, node)
-    if module is not None and isinstance(module, (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.Hardtanh,
-                                                  nn.Sigmoid, nn.Hardsigmoid, nn.GELU)):
+    if module is not None and isinstance(module, _ACTIVATIONS):
         return str(node.target), isinstance(module, _HOMOGENEOUS)
     if node.op == "call_function" and node.target in _RELU_FUNCTIONS:
         return node.name, True
     return None
 
 
+class _ActivationLeafTracer(fx.Tracer):
+    """Keeps a :class:`QuantizableSiLU` whole (one node, as ``nn.SiLU`` is) instead of its sigmoid and product."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, QuantizableSiLU) or super().is_leaf_module(module, qualified_name)
+
+
 def equalization_pairs(model: nn.Module) -> tuple[list[Pair], list[Pair]]:
     """The conv pairs of ``model`` equalization can rescale exactly, and those it passes over because
-    the activation between them is not a ReLU (ReLU6, hardswish...). Module names as ``model`` has them."""
+    the activation between them is not a ReLU (ReLU6, hardswish, SiLU...). Module names as ``model`` has them."""
     modules = dict(model.named_modules())
-    graph = fx.symbolic_trace(model).graph
+    graph = _ActivationLeafTracer().trace(model)
     uses: dict[str, int] = {}
     for node in graph.nodes:
         if node.op == "call_module":
@@ -157,7 +166,8 @@ def equalize(model: nn.Module, *, rounds: int = 50, tolerance: float = 1e-6) -> 
     _require_unfused(model)
     pairs, passed_over = equalization_pairs(model)
     if not pairs:
-        why = (f"its {len(passed_over)} conv pairs have ReLU6, hardswish or another non-ReLU between them"
+        kinds = sorted({type(model.get_submodule(pair.activation)).__name__ for pair in passed_over})
+        why = (f"its {len(passed_over)} conv pairs have {' or '.join(kinds)} between them, not a ReLU"
                if passed_over else "its convs meet at residual sums, shared modules or other layers")
         warnings.warn(f"equalize: no conv pair of this model can be rescaled exactly ({why}): the model is "
                       "unchanged", UserWarning, stacklevel=2)

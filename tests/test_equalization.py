@@ -25,6 +25,7 @@ from qzoo.equalization import (
     equalization_pairs,
     equalize,
 )
+from qzoo.models._blocks import QuantizableSiLU
 from qzoo.quantization import Int8Simulation
 
 
@@ -66,10 +67,17 @@ def test_pairs_stop_at_residual_sums_shared_modules_and_non_relu_activations():
 
 def test_equalize_says_so_when_no_pair_can_be_rescaled():
     """EfficientNet-B1: SiLU and squeeze-excitation everywhere, residual sums after every projection: nothing to
-    rescale exactly. The model is unchanged and a warning says so (asking for it did nothing)."""
+    rescale exactly. The model is unchanged and a warning says so (asking for it did nothing), counting the
+    pairs a SiLU stopped (qzoo's SiLU is a sigmoid and a product inside: still one activation here)."""
     model = qzoo.efficientnet_b1(num_classes=NUM_CLASSES).eval()
+    pairs, passed_over = equalization_pairs(model)
+    # 23 blocks: 21 expand -> depthwise pairs (stage 1's two blocks expand nothing), 23 squeeze-excitation
+    # fc1 -> fc2, and the stem -> the first depthwise conv
+    assert not pairs and len(passed_over) == 21 + 23 + 1
+    assert all(isinstance(model.get_submodule(p.activation), QuantizableSiLU) for p in passed_over)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.warns(UserWarning, match="equalize: no conv pair of this model can be rescaled exactly .* unchanged"):
+    with pytest.warns(UserWarning, match="no conv pair of this model can be rescaled exactly .its 45 conv pairs have "
+                                         "QuantizableSiLU between them, not a ReLU.: the model is unchanged"):
         assert equalize(model) == []
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     with warnings.catch_warnings():
