@@ -51,10 +51,16 @@ def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = quantizati
         return pt2e.quantize(float_model, data, num_batches=num_batches, progress=progress)
     prepared = quantization.prepare_ptq(float_model, backend, qconfig, relu6_range=relu6_range,
                                         float_layers=float_layers)
-    if bias_correction:
-        data = list(itertools.islice(data, num_batches))  # read twice: calibration, then correction
-    quantization.calibrate(prepared, data, num_batches, progress=progress)
-    if bias_correction:
-        correct_bias(prepared, data, max_images=correction_images, progress=progress)
-    int8 = quantization.convert(prepared)
+    try:
+        if bias_correction:
+            data = list(itertools.islice(data, num_batches))  # read twice: calibration, then correction
+        quantization.calibrate(prepared, data, num_batches, progress=progress)
+        if bias_correction:
+            correct_bias(prepared, data, max_images=correction_images, progress=progress)
+        int8 = quantization.convert(prepared)
+    except BaseException as error:
+        if inplace:  # a copy is simply dropped; the caller's own model is what changed
+            error.add_note("qzoo.quantize(inplace=True) stopped after preparing the model: it is now fused and "
+                           "observed, not the float model passed in. Build it again, or pass inplace=False.")
+        raise
     return quantization.float_logits(int8) if float_logits else int8

@@ -193,6 +193,28 @@ def test_calibrate_refuses_empty_data_nan_integer_images_and_unprepared_models()
         qzoo.calibrate(fresh(), images(4, 1).split(2), progress=False)
 
 
+def test_quantize_leaves_the_float_model_alone_and_says_what_a_failed_inplace_call_changed():
+    """A failed call on a copy leaves the caller's model as it was; with ``inplace=True`` the model is already
+    fused and observed when calibration fails, and the error says so instead of leaving a silent half-state."""
+    model = fresh()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bad = images(4, seed=1)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN") as failed:
+        qzoo.quantize(model, [bad], progress=False)
+    assert not getattr(failed.value, "__notes__", None)
+    assert model.state_dict().keys() == before.keys()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="NaN") as failed:
+        qzoo.quantize(model, [bad], progress=False, inplace=True)
+    assert failed.value.__notes__ == ["qzoo.quantize(inplace=True) stopped after preparing the model: it is now "
+                                      "fused and observed, not the float model passed in. Build it again, or pass "
+                                      "inplace=False."]
+    assert model.state_dict().keys() != before.keys()  # the observers the note speaks of
+    int8 = qzoo.quantize(fresh(), [images(4, seed=1)], progress=False, inplace=True)
+    assert qzoo.quantization.is_int8(int8)
+
+
 @pytest.mark.parametrize("prepare", [qzoo.prepare_ptq, qzoo.prepare_qat])
 def test_prepare_refuses_models_whose_int8_version_could_not_run(prepare):
     """A model without QuantStub (torchvision's own ResNet) would convert to an int8 model that cannot take
