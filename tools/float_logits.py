@@ -45,10 +45,11 @@ def _odd_classes(images: ImageTensors) -> ImageTensors:
 
 
 def _top1(model: torch.nn.Module, images: ImageTensors, transforms: Any) -> tuple[dict[str, Any], torch.Tensor]:
-    batches = images.batches(100, mean=transforms.mean, std=transforms.std)
+    """``model``'s metrics on ``images`` and each image's top-1, from one pass (the logits are scored as they are)."""
     with torch.inference_mode():
-        logits = torch.cat([model(x) for x, _ in batches])
-    return train.evaluate(model, batches, progress=False), train.top_classes(logits, 1)[:, 0]
+        scored = [(model(x), labels) for x, labels in images.batches(100, mean=transforms.mean, std=transforms.std)]
+    logits = torch.cat([batch for batch, _ in scored])
+    return train.evaluate(torch.nn.Identity(), scored, progress=False), train.top_classes(logits, 1)[:, 0]
 
 
 def measure(entry: str, data: str, odd_only: bool, repeats: int) -> dict[str, Any]:
