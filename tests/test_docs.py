@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import platform
 import re
 import subprocess
 import sys
@@ -83,6 +84,18 @@ def test_the_cifar10_recheck_table_is_what_the_committed_folders_record():
     assert all(m["test_split"]["images"] == 10000 and "ties" in m["shipped_sample"] for m in folders.values())
     assert publish._published_acc1(folders["resnet18.cifar10_int8_ptq"]) == 90.34  # the run's, as docs/cifar10.md's
     assert publish._published_acc1(folders["mobilenet_v2.cifar10_float"]) == 78.41  # first table shows them
+
+
+def test_the_tools_name_a_cpu_by_its_model_name_family_and_model(tmp_path):
+    """Measurements record the CPU as "AMD EPYC family 26 model 2": the bare model name of a cloud machine
+    covers several generations (two "AMD EPYC" machines of this project ran fp32 several times apart)."""
+    catalogue = _tool("_catalogue")
+    block = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(block.format(n=0, family=26) + "\n" + block.format(n=1, family=25))
+    assert catalogue.cpu_name(cpuinfo) == "AMD EPYC family 26 model 2"  # the first processor's
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nCPU part\t: 0xd0c\n")  # an Arm machine: no family
+    assert catalogue.cpu_name(cpuinfo) == (platform.processor() or platform.machine())
 
 
 def test_the_float_logits_table_is_what_its_results_record():

@@ -46,14 +46,19 @@ def update_index(entries: list[dict[str, Any]], owns: Callable[[str], bool]) -> 
     pretrained.INDEX.write_text(json.dumps(kept + entries, indent=2) + "\n")
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux), for the measurements a tool records."""
-    cpuinfo = Path("/proc/cpuinfo")
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name with its family and model numbers (Linux: "AMD EPYC family 26 model 2"), for the
+    measurements a tool records.
+
+    Cloud machines often report a bare "AMD EPYC" or "Intel(R) Xeon(R) Processor" for CPUs of different
+    generations, whose speeds differ several times over: the numbers tell them apart."""
+    fields: dict[str, str] = {}
     if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+        for line in cpuinfo.read_text().split("\n\n", 1)[0].splitlines():  # the first processor's block
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    return f"{name} family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields else name
 
 
 def int8_isa() -> str:

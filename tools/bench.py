@@ -22,7 +22,6 @@ import datetime
 import functools
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,9 @@ import qzoo
 from qzoo import benchmark, serialization
 from qzoo.data import synthetic_images
 from qzoo.inference import optimize_for_inference
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _catalogue import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -83,15 +85,18 @@ def torchvision_int8(name: str, float_model: nn.Module, image_size: int) -> Call
 
 def onnx_runners(float_model: nn.Module, threads: int, folder: Path,
                  image_size: int) -> tuple[dict[str, Callable], dict[str, int]]:
-    """ONNX Runtime fp32 and static int8 (QDQ, per-channel, calibrated on the same batches)."""
+    """ONNX Runtime fp32 (torch's ``torch.export``-based exporter) and static int8 (ORT's QDQ quantizer, per-channel,
+    calibrated on the same batches)."""
     import onnxruntime
     from onnxruntime import quantization as ort_quantization
 
     fp32_path, int8_path = folder / "fp32.onnx", folder / "int8.onnx"
     if not fp32_path.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        torch.onnx.export(float_model, (calibration(image_size)[0][:1],), str(fp32_path), dynamo=False,
-                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}}, opset_version=17)
+        exported = torch.onnx.export(float_model, (calibration(image_size)[0][:1],), dynamo=True, verbose=False,
+                                     input_names=["x"], output_names=["y"],
+                                     dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+        exported.save(str(fp32_path))
         batches = iter([{"x": batch.numpy()} for batch in calibration(image_size)])
 
         class Reader(ort_quantization.CalibrationDataReader):
@@ -195,8 +200,10 @@ def bench_model(name: str, batches: list[int], threads_list: list[int], repeats:
                                             threads=threads)
             variants[QZOO_ORT] = on_ort
             sizes[QZOO_ORT] = len(on_ort.onnx_model)
-        except ImportError:
-            report["onnxruntime"] = "not installed: pip install -e '.[bench]'"
+        except ImportError as missing:  # onnxruntime, or onnxscript for torch's exporter
+            if "onnxruntime" not in report:
+                report["onnxruntime"] = f"skipped ({missing}): pip install -e '.[bench]'"
+                print(f"{name}: the ONNX Runtime columns are {report['onnxruntime']}", file=sys.stderr)
         for batch in batches:
             images = synthetic_images(batch, image_size, seed=5)
             timings = benchmark.interleaved_timings(variants, images, repeats=repeats,
@@ -240,12 +247,7 @@ def training_steps_ms(threads: int, steps: int = 6, batch: int = 16) -> dict[str
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     versions = {"torch": torch.__version__, "torchvision": torchvision.__version__, "qzoo": qzoo.__version__}
     try:
         import onnxruntime

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import qzoo  # noqa: E402
+from _catalogue import cpu_name  # noqa: E402
 from helpers import HEAVY, cosine, images, input_size, quantized_copy, run  # noqa: E402
 from test_quantization import trained_like  # noqa: E402
 
@@ -59,9 +59,7 @@ def markdown(rows: dict[str, dict[str, float | str]], command: str) -> str:
              "|---|---|---:|---:|---:|"]
     lines += [f"| `{name}` | {row['size']}x{row['size']} | {cell(row['x86'])} | {cell(row['qnnpack'])} | "
               f"{cell(row['onnxruntime'])} |" for name, row in rows.items()]
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    lines += ["", f"Cosine of int8 logits to float logits. Measured with `{command}` on {cpu}, torch "
+    lines += ["", f"Cosine of int8 logits to float logits. Measured with `{command}` on {cpu_name()}, torch "
               f"{torch.__version__}, torchvision {torchvision.__version__}, qzoo {qzoo.__version__}, "
               f"{datetime.date.today().isoformat()}."]
     return "\n".join(lines) + "\n"
