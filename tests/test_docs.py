@@ -54,6 +54,14 @@ def test_the_models_table_lists_every_registered_model_and_is_current():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
 
+def test_every_public_name_is_documented():
+    """Each name ``qzoo`` exports appears in backticks in the README or docs/ (the API page, the models and
+    classes tables), so nothing public is left for users to find by reading the source."""
+    texts = README + "".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    quoted = set(re.findall(r"`(?:qzoo\.)?(\w+)[`(]", texts))
+    assert [name for name in qzoo.__all__ if name not in quoted] == []
+
+
 def test_readme_docs_and_the_cifar10_tool_name_no_folder_outside_the_repository():
     """A clone has no sibling data folders: the examples fetch data by name or take it as --data."""
     texts = {"README.md": README, **{f"docs/{p.name}": p.read_text() for p in (ROOT / "docs").glob("*.md")}}

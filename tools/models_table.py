@@ -1,7 +1,8 @@
-"""Write the table of every registered model into docs/models.md (between the ``models-table`` markers).
+"""Write the table of every registered model into docs/models.md (between the ``models-table`` markers), and
+the table of every exported model and block class into docs/quantizable-blocks.md (``classes-table``).
 
-    python tools/models_table.py           # rewrite the table
-    python tools/models_table.py --check   # exit 1 if the table in docs/models.md is not what the registry gives
+    python tools/models_table.py           # rewrite the tables
+    python tools/models_table.py --check   # exit 1 if a table in docs/ is not what the code gives
 
 Parameters are counted here, on the meta device, for the 1000-class head and the model as its
 published weights build it (no auxiliary heads); GFLOPs are torchvision's
@@ -12,6 +13,8 @@ without torchvision weights; weights come from the catalogue.
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -21,8 +24,13 @@ from torch.utils.flop_counter import FlopCounterMode
 import qzoo
 from qzoo import pretrained, registry
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _catalogue import replace_between  # noqa: E402
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 START, END = "<!-- models-table:start -->", "<!-- models-table:end -->"
+CLASSES_DOC = DOC.with_name("quantizable-blocks.md")
+CLASSES_MARKERS = ("<!-- classes-table:start -->", "<!-- classes-table:end -->")
 
 
 def _parameters(spec: registry.ModelSpec) -> float:
@@ -64,20 +72,37 @@ def render() -> str:
     return "\n".join([header, *(_row(spec) for spec in registry.model_specs())])
 
 
+def exported_classes() -> list[type]:
+    """The model and block classes ``qzoo`` exports from ``qzoo/models/``, in name order."""
+    return sorted((obj for obj in map(qzoo.__dict__.get, qzoo.__all__)
+                   if inspect.isclass(obj) and obj.__module__.startswith("qzoo.models.")), key=lambda c: c.__name__)
+
+
+def render_classes() -> str:
+    """One row per exported class: its file, the torchvision class it subclasses, its first docstring paragraph."""
+    rows = ["| class | file | subclass of | what it is |", "|---|---|---|---|"]
+    for cls in exported_classes():
+        parent = next((f"`{base.__module__}.{base.__name__}`" for base in cls.__mro__[1:]
+                       if base.__module__.startswith("torchvision.")), "-")
+        summary = " ".join(inspect.getdoc(cls).split("\n\n", 1)[0].split())
+        summary = re.sub(r":\w+:`([^`]+)`", r"`\1`", summary).replace("``", "`")  # reST roles and literals
+        rows.append(f"| `{cls.__name__}` | `qzoo/models/{cls.__module__.rsplit('.', 1)[1]}.py` | {parent} | {summary} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args()
-    text = DOC.read_text()
-    before, rest = text.split(START, 1)
-    after = rest.split(END, 1)[1]
-    updated = f"{before}{START}\n{render()}\n{END}{after}"
-    if args.check:
-        if updated != text:
-            sys.exit(f"{DOC} is out of date: run python tools/models_table.py (qzoo {qzoo.__version__})")
-        return
-    DOC.write_text(updated)
-    print(f"{DOC}: {len(registry.model_specs())} models")
+    for doc, markers, table in ((DOC, (START, END), render()), (CLASSES_DOC, CLASSES_MARKERS, render_classes())):
+        text = doc.read_text()
+        updated = replace_between(text, markers, table)
+        if args.check and updated != text:
+            sys.exit(f"{doc} is out of date: run python tools/models_table.py (qzoo {qzoo.__version__})")
+        if not args.check:
+            doc.write_text(updated)
+    if not args.check:
+        print(f"{DOC}: {len(registry.model_specs())} models; {CLASSES_DOC}: {len(exported_classes())} classes")
 
 
 if __name__ == "__main__":
