@@ -117,6 +117,19 @@ def test_the_float_logits_table_is_what_its_results_record():
     assert all(row["float_logits"]["ties"] == 0 < row["rounded"]["ties"] for row in results["rows"])
 
 
+def test_the_benchmark_tables_are_what_their_results_record():
+    """docs/benchmarks.md's two speed tables are tools/bench.py's rendering of results/bench.json and
+    results/bench-families.json (``--render`` rewrites them), and each says how ORT's fp32 file was exported."""
+    bench = _tool("bench")
+    text = bench.DOC.read_text()
+    for stem, markers in (("bench", bench.MARKERS), ("bench-families", bench.FAMILY_MARKERS)):
+        report = json.loads((bench.RESULTS / f"{stem}.json").read_text())
+        table = text.split(markers[0], 1)[1].split(markers[1], 1)[0]
+        assert table.strip() == bench.markdown(report).strip()
+        exporter = report.get("ort_fp32_exporter", bench.TORCHSCRIPT_EXPORTER)
+        assert f"ORT fp32 is the float model as torch's {exporter} ONNX exporter writes it" in table
+
+
 def test_the_published_lite_files_table_is_what_its_results_record():
     """docs/imagenet-sample.md's table of the published int8 files on each CPU and torch is rendered from
     results/imagenet-lite-published.json (one run per CPU, threads and torch), and its interval is the paired one."""

@@ -59,6 +59,8 @@ TORCHVISION_QUANTIZABLE = {name.removeprefix("quantized_")
                            for name in torchvision.models.list_models(module=torchvision.models.quantization)}
 QZOO_TORCH, QZOO_ORT, ORT_INT8 = "qzoo optimized int8", "qzoo int8 on ORT", "ORT int8 QDQ"
 FP32 = "torch fp32"
+ORT_FP32_EXPORTER, TORCHSCRIPT_EXPORTER = "torch.export-based", "TorchScript-based"
+"""How ORT's fp32 file is exported now, and how it was before a report recorded it (before 2026-11-30)."""
 FAMILY_SMALLEST = ["mobilenet_v3_small", "shufflenet_v2_x0_5", "googlenet", "inception_v3", "mnasnet0_5",
                    "regnet_x_400mf", "regnet_y_400mf", "efficientnet_b0"]
 """``--families``: the smallest member of each family the default models do not cover (and RegNetX)."""
@@ -310,9 +312,10 @@ def markdown(report: dict[str, Any]) -> str:
               f"cores), {', '.join(f'{k} {v}' for k, v in report['machine']['versions'].items())}, "
               f"{report['machine']['date']}; inputs of {_sizes(report)}. Random weights with BatchNorm statistics refilled from synthetic "
               "images (speed does not depend on the values); qzoo and torchvision int8 use the x86 backend; "
-              "ORT int8 is ORT's own static QDQ quantization (per-channel) of the float model, calibrated on the same "
-              "64 images; qzoo int8 on ORT is qzoo's x86 int8 model exported to ONNX and run by ORT. "
-              "Min times give the GOPS."]
+              f"ORT fp32 is the float model as torch's {report.get('ort_fp32_exporter', TORCHSCRIPT_EXPORTER)} "
+              "ONNX exporter writes it; ORT int8 is ORT's own static QDQ quantization (per-channel) of that file, "
+              "calibrated on the same 64 images; qzoo int8 on ORT is qzoo's x86 int8 model exported to ONNX and run "
+              "by ORT. Min times give the GOPS."]
     return "\n".join(lines) + "\n"
 
 
@@ -366,7 +369,13 @@ def main() -> None:
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other thread counts (and the workflow cost, if skipped) of OUT/bench.json")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: rewrite docs/benchmarks.md's two tables from results/bench*.json")
     args = parser.parse_args()
+    if args.render:
+        for stem, markers in (("bench", MARKERS), ("bench-families", FAMILY_MARKERS)):
+            write_doc(markdown(json.loads((RESULTS / f"{stem}.json").read_text())), markers)
+        return
     if args.backends[0] != "x86":
         parser.error("--backends must start with x86 (qzoo's optimized path is built from the x86 model)")
     names = FAMILY_SMALLEST if args.families else args.models
@@ -374,7 +383,7 @@ def main() -> None:
         models = {name: bench_model(name, args.batches, args.threads, args.repeats, args.backends, Path(scratch),
                                     args.image_size) for name in names}
     report = {"command": " ".join(["python tools/bench.py", *sys.argv[1:]]), "machine": machine(),
-              "image_size": args.image_size, "threads": args.threads, "models": models,
+              "ort_fp32_exporter": ORT_FP32_EXPORTER, "image_size": args.image_size, "threads": args.threads, "models": models,
               "gemm_ceiling": {str(t): gemm_ceiling(t, args.repeats) for t in args.threads}}
     if not args.no_workflow_cost:
         threads = max(args.threads)
