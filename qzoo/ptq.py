@@ -27,7 +27,8 @@ def quantize(model: nn.Module, data: Iterable[Any], *, backend: str = quantizati
     """Post-training quantization in one call: prepare, calibrate on ``data``, convert to int8.
 
     ``model`` is a float model (a qzoo factory's, or any module with stubs and optionally
-    ``fuse_model``); it is left as it was unless ``inplace=True``. ``data`` and ``num_batches``
+    ``fuse_model``); it is left as it was unless ``inplace=True`` (then a failure after preparing it leaves it
+    fused and observed, and the error's note says so). ``data`` and ``num_batches``
     are :func:`qzoo.calibrate`'s; ``qconfig`` overrides qzoo's preset for ``backend``;
     ``relu6_range`` and ``float_layers`` are :func:`qzoo.prepare_ptq`'s. ``equalize`` first runs
     cross-layer equalization and high-bias absorption on the float model
