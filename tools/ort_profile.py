@@ -38,7 +38,8 @@ from qzoo.onnx_export import OnnxRuntimeModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _catalogue import ROOT, cpu_name, replace_between
-from bench import FAMILY_SMALLEST, bench_float_model, int8_of, onnx_runners
+from bench import (FAMILY_SMALLEST, ORT_FP32_EXPORTER, TORCHSCRIPT_EXPORTER, bench_float_model, int8_of,
+                   onnx_runners)
 
 RESULTS = ROOT / "results" / "ort-profile.json"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -121,7 +122,8 @@ def _ops_only_in(a: dict[str, int], b: dict[str, int]) -> str:
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"Measured {meta['date']} on {meta['cpu']} ({meta['cores']} cores), onnxruntime {meta['onnxruntime']}, "
              f"torch {meta['torch']}: `{meta['command']}` (ORT's profiler: kernel time per call, µs, over "
-             f"{meta['runs'] - 1} calls after the first)", "",
+             f"{meta['runs'] - 1} calls after the first; ORT's own int8 file quantized from the float model as "
+             f"torch's {meta.get('ort_fp32_exporter', TORCHSCRIPT_EXPORTER)} ONNX exporter writes it)", "",
              "| model | batch | threads | wall ms: ORT int8 / qzoo's file, bare session (ratio) / qzoo's "
              "OnnxRuntimeModel (ratio) | kernel µs: ORT int8 / qzoo int8 (ratio) | "
              "ops only ORT's optimized graph has | ops only qzoo's has | qzoo's top 3 op types (µs) |",
@@ -152,6 +154,7 @@ def main() -> None:
         rows += [compare(name, args.batch, threads, args.runs) for name in args.models]
     meta = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(),
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "runs": args.runs,
+            "ort_fp32_exporter": ORT_FP32_EXPORTER,
             "command": " ".join(["python tools/ort_profile.py", *sys.argv[1:]])}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
