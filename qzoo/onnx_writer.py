@@ -59,11 +59,14 @@ class Grid:
 
 @dataclass(frozen=True)
 class Value:
-    """An fx value in the graph: the ONNX name of its float tensor and its int8 grid (None: float)."""
+    """An fx value in the graph: the ONNX name of its float tensor and its int8 grid (None: float); ``stored``:
+    the int8 tensor whose DequantizeLinear gives ``name``, where there is one (shapes are read from it, so a
+    size costs no dequantization)."""
 
     name: str
     grid: Grid | None = None
     rank: int = 4
+    stored: str | None = None
 
 
 class _Tracer(fx.Tracer):
@@ -92,6 +95,9 @@ class _Writer:
         self.initializers: list[Any] = []
         self.values: dict[fx.Node, Any] = {}
         self._count = 0
+        self._items: dict[tuple[str, int], str] = {}  # (shape tensor, index) -> its gathered item
+        self._ranks: dict[str, int] = {}  # shape tensor -> the rank of the tensor it is the shape of
+        self._sources: dict[str, str] = {}  # shape tensor -> the tensor it is the shape of
 
     # --------------------------------------------------------------------------------- building blocks
 
@@ -130,7 +136,23 @@ class _Writer:
         """``name`` rounded to ``grid`` and read back: where int8 stores a tensor."""
         (quantized,) = self.node("QuantizeLinear", [name, grid.scale, grid.zero_point], hint)
         (restored,) = self.node("DequantizeLinear", [quantized, grid.scale, grid.zero_point], hint)
-        return Value(restored, grid, rank)
+        return Value(restored, grid, rank, quantized)
+
+    def drop_unused(self) -> None:
+        """Remove the nodes and initializers nothing reaches ``logits`` through (a size a reshape ended up
+        inferring, say), so the file holds only what runs."""
+        needed, kept = {"logits"}, []
+        for node in reversed(self.nodes):
+            if needed.intersection(node.output):
+                kept.append(node)
+                needed.update(node.input)
+        self.nodes = kept[::-1]
+        self.initializers = [tensor for tensor in self.initializers if tensor.name in needed]
+
+    def shape(self, x: Value, hint: str) -> str:
+        """``Shape`` of ``x``, read from its int8 tensor where it has one."""
+        (shape,) = self.node("Shape", [x.stored or x.name], hint)
+        return shape
 
     def int8_weight(self, key: str, spec: dict[str, Any], hint: str) -> tuple[str, np.ndarray]:
         """``DequantizeLinear`` of a stored int8 weight (``spec``: its entry); returns its output and float32 scales."""
@@ -294,8 +316,7 @@ class _Writer:
     # ------------------------------------------------------------------------ sizes, SAME padding
 
     def _side(self, x: Value, axis: int, hint: str) -> str:
-        (shape,) = self.node("Shape", [x.name], hint)
-        (side,) = self.node("Gather", [shape, self.ints([axis], f"{hint}.axis")], hint, axis=0)
+        (side,) = self.node("Gather", [self.shape(x, hint), self.ints([axis], f"{hint}.axis")], hint, axis=0)
         return side
 
     def _same_total(self, side: str, kernel: int, stride: int, hint: str) -> str:
@@ -408,27 +429,83 @@ class _Writer:
 
     # ------------------------------------------------------------------- sizes as int64 tensors
 
-    def shape_item(self, shape: Any, index: int, hint: str) -> Any:
-        (item,) = self.node("Gather", [shape.name, self.ints([index], hint)], hint, axis=0)
-        return _Size(item)
+    def shape_item(self, shape: _Size, index: int, hint: str) -> _Size:
+        """Item ``index`` of a whole shape, written only where a computation needs it alone (``size_name``):
+        a reshape takes runs of items as slices of the shape instead."""
+        if shape.name not in self._ranks:
+            raise NotImplementedError(f"{hint}: qzoo's ONNX writer indexes whole shapes only")
+        return _Size(None, shape.name, index % self._ranks[shape.name])
+
+    def size_name(self, size: _Size, hint: str) -> str:
+        """The 1-D int64 tensor of ``size`` (an item of a shape is gathered once, on first use)."""
+        if size.name is not None:
+            return size.name
+        key = (size.shape, size.index)
+        if key not in self._items:
+            (self._items[key],) = self.node("Gather", [size.shape, self.ints([size.index], hint)], hint, axis=0)
+        return self._items[key]
 
     def int_op(self, op: str, args: list[Any], hint: str) -> Any:
-        operands = [value.name if isinstance(value, _Size) else self.ints([int(value)], hint) for value in args]
+        operands = [self.size_name(value, hint) if isinstance(value, _Size) else self.ints([int(value)], hint)
+                    for value in args]
         (out,) = self.node(op, operands, hint)
-        return _Size(out)
+        return _Size(out, whole=any(isinstance(value, _Size) and value.whole for value in args))
+
+    def reshape_target(self, x: Value, sizes: Iterable[Any], hint: str) -> str:
+        """The shape tensor of ``x.view(*sizes)`` with as few nodes as the sizes allow: an item of ``x``'s own shape
+        in its own place as 0 (Reshape copies it), runs of consecutive items of one shape as one slice of it (the
+        whole shape as it is), a lone computed size as -1 (Reshape infers it), constants together; one Concat if
+        more than one part. ShuffleNetV2's channel shuffle views to (batch, groups, channels // groups, height,
+        width), then back to the shape it started from: ``[0, groups, -1] + shape[2:]``, then that shape itself."""
+        parts: list[tuple[Any, ...]] = []  # ("const", [ints]), ("run", shape, start, end), ("tensor", name, whole)
+        for position, size in enumerate(sizes):
+            if isinstance(size, _Size) and size.name is None:
+                if size.index == position and self._sources[size.shape] == (x.stored or x.name):
+                    parts.append(("const", [0]))
+                elif parts and parts[-1][0] == "run" and parts[-1][1] == size.shape and parts[-1][3] == size.index:
+                    parts[-1] = ("run", size.shape, parts[-1][2], size.index + 1)
+                else:
+                    parts.append(("run", size.shape, size.index, size.index + 1))
+            elif isinstance(size, _Size):
+                parts.append(("tensor", size.name, size.whole))
+            else:
+                parts.append(("const", [int(size)]))
+        computed = [index for index, part in enumerate(parts) if part[0] == "tensor" and not part[2]]
+        if len(computed) == 1 and not any(part[0] == "const" and -1 in part[1] for part in parts):
+            parts[computed[0]] = ("const", [-1])
+        names: list[str] = []
+        constants: list[int] = []
+        for part in parts + [("end",)]:
+            if part[0] == "const":
+                constants += part[1]
+                continue
+            if constants:
+                names.append(self.ints(constants, hint))
+                constants = []
+            if part[0] == "tensor":
+                names.append(part[1])
+            elif part[0] == "run" and part[2] == 0 and part[3] == self._ranks[part[1]]:
+                names.append(part[1])
+            elif part[0] == "run":
+                (piece,) = self.node("Slice", [part[1], self.ints([part[2]], hint), self.ints([part[3]], hint),
+                                               self.ints([0], hint)], hint)
+                names.append(piece)
+        if len(names) == 1:
+            return names[0]
+        (shape,) = self.node("Concat", names, hint, axis=0)
+        return shape
 
     def call_method(self, node: fx.Node, args: list[Any], kwargs: dict[str, Any]) -> Any:
         method, x, hint = str(node.target), args[0], node.name
         if method == "size":
-            (shape,) = self.node("Shape", [x.name], hint)
-            return _Size(shape) if len(args) == 1 else self.shape_item(_Size(shape), args[1], hint)
+            shape = _Size(self.shape(x, hint), whole=True)
+            self._ranks[shape.name], self._sources[shape.name] = x.rank, x.stored or x.name
+            return shape if len(args) == 1 else self.shape_item(shape, args[1], hint)
         if method in ("contiguous", "clone"):
             return x
         if method in ("view", "reshape"):
             sizes = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
-            pieces = [size.name if isinstance(size, _Size) else self.ints([int(size)], hint) for size in sizes]
-            (shape,) = self.node("Concat", pieces, hint, axis=0)
-            return self.keep_grid("Reshape", x, hint, extra=[shape], rank=len(pieces))
+            return self.keep_grid("Reshape", x, hint, extra=[self.reshape_target(x, sizes, hint)], rank=len(sizes))
         if method == "transpose":
             return self.transpose(x, args[1], args[2], hint)
         if method == "flatten":
@@ -450,9 +527,14 @@ class _Writer:
 
 @dataclass(frozen=True)
 class _Size:
-    """A size (or a shape) computed in the graph, as a 1-D int64 tensor."""
+    """A size (or a shape) computed in the graph, as a 1-D int64 tensor ``name``; an item of a whole shape has
+    no tensor of its own until one is needed (``name`` None: item ``index`` of the shape tensor ``shape``);
+    ``whole``: a shape or a computation on one, rather than a single size."""
 
-    name: str
+    name: str | None
+    shape: str | None = None
+    index: int | None = None
+    whole: bool = False
 
 
 def _is_size(args: Iterable[Any]) -> bool:
@@ -520,6 +602,7 @@ def write_onnx(skeleton: nn.Module, tensors: dict[str, Tensor], entries: dict[st
         raise ValueError("the model's output is not a float tensor after a DeQuantStub")
     helper, proto = writer.helper, writer.proto
     writer.nodes.append(helper.make_node("Identity", [output.name], ["logits"], name="logits"))
+    writer.drop_unused()
     model = helper.make_model(
         helper.make_graph(writer.nodes, "qzoo_int8",
                           [helper.make_tensor_value_info("images", proto.FLOAT, ["batch", 3, "height", "width"])],

@@ -119,7 +119,8 @@ def test_the_float_logits_table_is_what_its_results_record():
 
 def test_the_benchmark_tables_are_what_their_results_record():
     """docs/benchmarks.md's two speed tables are tools/bench.py's rendering of results/bench.json and
-    results/bench-families.json (``--render`` rewrites them), and each says how ORT's fp32 file was exported."""
+    results/bench-families.json (``--render`` rewrites them), each saying how ORT's fp32 file was exported, and
+    its ONNX Runtime profile table is tools/ort_profile.py's rendering of results/ort-profile.json."""
     bench = _tool("bench")
     text = bench.DOC.read_text()
     for stem, markers in (("bench", bench.MARKERS), ("bench-families", bench.FAMILY_MARKERS)):
@@ -128,6 +129,10 @@ def test_the_benchmark_tables_are_what_their_results_record():
         assert table.strip() == bench.markdown(report).strip()
         exporter = report.get("ort_fp32_exporter", bench.TORCHSCRIPT_EXPORTER)
         assert f"ORT fp32 is the float model as torch's {exporter} ONNX exporter writes it" in table
+    profile = _tool("ort_profile")
+    results = json.loads(profile.RESULTS.read_text())
+    table = text.split(profile.MARKERS[0], 1)[1].split(profile.MARKERS[1], 1)[0]
+    assert table.strip() == profile.markdown(results["rows"], results["meta"])
 
 
 def test_the_published_lite_files_table_is_what_its_results_record():
