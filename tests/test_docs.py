@@ -98,7 +98,8 @@ def test_the_tools_name_a_cpu_by_its_model_name_family_and_model(tmp_path):
     """Measurements record the CPU as "AMD EPYC family 26 model 2": the bare model name of a cloud machine
     covers several generations (two "AMD EPYC" machines of this project ran fp32 several times apart)."""
     catalogue = _tool("_catalogue")
-    block = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+    block = ("processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: 2\n"
+             "model name\t: AMD EPYC\n")
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(block.format(n=0, family=26) + "\n" + block.format(n=1, family=25))
     assert catalogue.cpu_name(cpuinfo) == "AMD EPYC family 26 model 2"  # the first processor's

@@ -383,7 +383,8 @@ def main() -> None:
         models = {name: bench_model(name, args.batches, args.threads, args.repeats, args.backends, Path(scratch),
                                     args.image_size) for name in names}
     report = {"command": " ".join(["python tools/bench.py", *sys.argv[1:]]), "machine": machine(),
-              "ort_fp32_exporter": ORT_FP32_EXPORTER, "image_size": args.image_size, "threads": args.threads, "models": models,
+              "ort_fp32_exporter": ORT_FP32_EXPORTER, "image_size": args.image_size, "threads": args.threads,
+              "models": models,
               "gemm_ceiling": {str(t): gemm_ceiling(t, args.repeats) for t in args.threads}}
     if not args.no_workflow_cost:
         threads = max(args.threads)

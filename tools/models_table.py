@@ -86,7 +86,8 @@ def render_classes() -> str:
                        if base.__module__.startswith("torchvision.")), "-")
         summary = " ".join(inspect.getdoc(cls).split("\n\n", 1)[0].split())
         summary = re.sub(r":\w+:`([^`]+)`", r"`\1`", summary).replace("``", "`")  # reST roles and literals
-        rows.append(f"| `{cls.__name__}` | `qzoo/models/{cls.__module__.rsplit('.', 1)[1]}.py` | {parent} | {summary} |")
+        module = cls.__module__.rsplit(".", 1)[1]
+        rows.append(f"| `{cls.__name__}` | `qzoo/models/{module}.py` | {parent} | {summary} |")
     return "\n".join(rows)
 
 
