@@ -392,7 +392,12 @@ def main() -> None:
                                    "step_ms": training_steps_ms(threads)}
     stem = "bench-families" if args.families else "bench"
     if args.merge and (args.out / f"{stem}.json").is_file():
-        report = merged(json.loads((args.out / f"{stem}.json").read_text()), report)
+        old = json.loads((args.out / f"{stem}.json").read_text())
+        if old.get("ort_fp32_exporter", TORCHSCRIPT_EXPORTER) != ORT_FP32_EXPORTER:
+            sys.exit(f"--merge: {args.out / stem}.json timed ORT files of torch's "
+                     f"{old.get('ort_fp32_exporter', TORCHSCRIPT_EXPORTER)} exporter, this run those of its "
+                     f"{ORT_FP32_EXPORTER} one: measure every thread count again instead of merging")
+        report = merged(old, report)
     report["labels"] = list(dict.fromkeys(label for model in models.values() for run in model["runs"]
                                           for label in run["timings"]))
     args.out.mkdir(parents=True, exist_ok=True)
