@@ -379,6 +379,13 @@ def main() -> None:
     if args.backends[0] != "x86":
         parser.error("--backends must start with x86 (qzoo's optimized path is built from the x86 model)")
     names = FAMILY_SMALLEST if args.families else args.models
+    stem = "bench-families" if args.families else "bench"
+    old = json.loads((args.out / f"{stem}.json").read_text()) if args.merge and (args.out / f"{stem}.json").is_file() \
+        else None
+    if old is not None and old.get("ort_fp32_exporter", TORCHSCRIPT_EXPORTER) != ORT_FP32_EXPORTER:
+        parser.error(f"--merge: {args.out / stem}.json timed ORT files of torch's "
+                     f"{old.get('ort_fp32_exporter', TORCHSCRIPT_EXPORTER)} exporter, this run would time those of "
+                     f"its {ORT_FP32_EXPORTER} one: measure every thread count again instead of merging")
     with tempfile.TemporaryDirectory() as scratch:
         models = {name: bench_model(name, args.batches, args.threads, args.repeats, args.backends, Path(scratch),
                                     args.image_size) for name in names}
@@ -390,13 +397,7 @@ def main() -> None:
         threads = max(args.threads)
         report["workflow_cost"] = {"threads": threads, "ptq_seconds": ptq_seconds(threads),
                                    "step_ms": training_steps_ms(threads)}
-    stem = "bench-families" if args.families else "bench"
-    if args.merge and (args.out / f"{stem}.json").is_file():
-        old = json.loads((args.out / f"{stem}.json").read_text())
-        if old.get("ort_fp32_exporter", TORCHSCRIPT_EXPORTER) != ORT_FP32_EXPORTER:
-            sys.exit(f"--merge: {args.out / stem}.json timed ORT files of torch's "
-                     f"{old.get('ort_fp32_exporter', TORCHSCRIPT_EXPORTER)} exporter, this run those of its "
-                     f"{ORT_FP32_EXPORTER} one: measure every thread count again instead of merging")
+    if old is not None:
         report = merged(old, report)
     report["labels"] = list(dict.fromkeys(label for model in models.values() for run in model["runs"]
                                           for label in run["timings"]))
