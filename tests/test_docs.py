@@ -130,6 +130,9 @@ def test_the_benchmark_tables_are_what_their_results_record():
         assert table.strip() == bench.markdown(report).strip()
         exporter = report.get("ort_fp32_exporter", bench.TORCHSCRIPT_EXPORTER)
         assert f"ORT fp32 is the float model as torch's {exporter} ONNX exporter writes it" in table
+    assert bench.output_folder(None, no_docs=False) == bench.RESULTS  # a documenting run writes the source
+    assert bench.output_folder(None, no_docs=True) is None  # a side measurement leaves results/ as the docs show it
+    assert bench.output_folder(ROOT / "elsewhere", no_docs=True) == ROOT / "elsewhere"
     profile = _tool("ort_profile")
     results = json.loads(profile.RESULTS.read_text())
     table = text.split(profile.MARKERS[0], 1)[1].split(profile.MARKERS[1], 1)[0]

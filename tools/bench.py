@@ -352,6 +352,12 @@ def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return new
 
 
+def output_folder(out: Path | None, no_docs: bool) -> Path | None:
+    """Where a run writes its json and markdown: ``--out``, else results/ (the source of docs/benchmarks.md's
+    tables), but nowhere for a ``--no-docs`` run without ``--out`` (results/ must stay what the docs show)."""
+    return out if out is not None else (None if no_docs else RESULTS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "mobilenet_v2"])
@@ -364,14 +370,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="kept rounds per table cell (default 20)")
     parser.add_argument("--image-size", type=int, help="input size (default: each model's crop size, 224 or 299)")
     parser.add_argument("--no-workflow-cost", action="store_true", help="skip the PTQ and QAT-step timings")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for bench.json and bench.md "
+    parser.add_argument("--out", type=Path, help="folder for bench.json and bench.md (default: results/, the "
+                        "docs tables' source; with --no-docs, nothing is written unless --out is given) "
                         "(bench-families.* with --families)")
-    parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument("--no-docs", action="store_true",
+                        help="do not update docs/benchmarks.md (nor results/, unless --out names it)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other thread counts (and the workflow cost, if skipped) of OUT/bench.json")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: rewrite docs/benchmarks.md's two tables from results/bench*.json")
     args = parser.parse_args()
+    args.out = output_folder(args.out, args.no_docs)
     if args.render:
         for stem, markers in (("bench", MARKERS), ("bench-families", FAMILY_MARKERS)):
             write_doc(markdown(json.loads((RESULTS / f"{stem}.json").read_text())), markers)
@@ -380,6 +389,8 @@ def main() -> None:
         parser.error("--backends must start with x86 (qzoo's optimized path is built from the x86 model)")
     names = FAMILY_SMALLEST if args.families else args.models
     stem = "bench-families" if args.families else "bench"
+    if args.merge and args.out is None:
+        parser.error("--merge needs --out (the folder whose bench.json to merge into) when --no-docs is given")
     old = json.loads((args.out / f"{stem}.json").read_text()) if args.merge and (args.out / f"{stem}.json").is_file() \
         else None
     if old is not None and old.get("ort_fp32_exporter", TORCHSCRIPT_EXPORTER) != ORT_FP32_EXPORTER:
@@ -401,10 +412,11 @@ def main() -> None:
         report = merged(old, report)
     report["labels"] = list(dict.fromkeys(label for model in models.values() for run in model["runs"]
                                           for label in run["timings"]))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
-    (args.out / f"{stem}.md").write_text(table)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / f"{stem}.md").write_text(table)
     if not args.no_docs:
         write_doc(table, FAMILY_MARKERS if args.families else MARKERS)
     print(table)

@@ -146,7 +146,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--no-docs", action="store_true",
+                        help="print the table only: neither docs/benchmarks.md nor results/ort-profile.json (its "
+                             "source) changes")
     args = parser.parse_args()
     rows = []
     for threads in args.threads:
@@ -156,11 +158,11 @@ def main() -> None:
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "runs": args.runs,
             "ort_fp32_exporter": ORT_FP32_EXPORTER,
             "command": " ".join(["python tools/ort_profile.py", *sys.argv[1:]])}
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     table = markdown(rows, meta)
     print(table)
     if not args.no_docs:
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         DOC.write_text(replace_between(DOC.read_text(), MARKERS, table))
 
 
