@@ -80,10 +80,10 @@ def _activation(modules: dict[str, nn.Module], node: fx.Node) -> tuple[str, bool
 
 
 class _ActivationLeafTracer(fx.Tracer):
-    """Keeps a :class:`QuantizableSiLU` whole (one node, as ``nn.SiLU`` is) instead of its sigmoid and product."""
+    """Keeps every activation module one node (qzoo's SiLU, a sigmoid and a product inside, as ``nn.SiLU`` is)."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, QuantizableSiLU) or super().is_leaf_module(module, qualified_name)
+        return isinstance(module, _ACTIVATIONS) or super().is_leaf_module(module, qualified_name)
 
 
 def equalization_pairs(model: nn.Module) -> tuple[list[Pair], list[Pair]]:

@@ -95,6 +95,7 @@ class _Writer:
         self.initializers: list[Any] = []
         self.values: dict[fx.Node, Any] = {}
         self._count = 0
+        self._shapes: dict[str, str] = {}  # tensor -> its Shape
         self._items: dict[tuple[str, int], str] = {}  # (shape tensor, index) -> its gathered item
         self._ranks: dict[str, int] = {}  # shape tensor -> the rank of the tensor it is the shape of
         self._sources: dict[str, str] = {}  # shape tensor -> the tensor it is the shape of
@@ -150,9 +151,12 @@ class _Writer:
         self.initializers = [tensor for tensor in self.initializers if tensor.name in needed]
 
     def shape(self, x: Value, hint: str) -> str:
-        """``Shape`` of ``x``, read from its int8 tensor where it has one."""
-        (shape,) = self.node("Shape", [x.stored or x.name], hint)
-        return shape
+        """``Shape`` of ``x``, read from its int8 tensor where it has one; one node per tensor, however often asked."""
+        source = x.stored or x.name
+        if source not in self._shapes:
+            (self._shapes[source],) = self.node("Shape", [source], hint)
+            self._ranks[self._shapes[source]], self._sources[self._shapes[source]] = x.rank, source
+        return self._shapes[source]
 
     def int8_weight(self, key: str, spec: dict[str, Any], hint: str) -> tuple[str, np.ndarray]:
         """``DequantizeLinear`` of a stored int8 weight (``spec``: its entry); returns its output and float32 scales."""
@@ -316,8 +320,7 @@ class _Writer:
     # ------------------------------------------------------------------------ sizes, SAME padding
 
     def _side(self, x: Value, axis: int, hint: str) -> str:
-        (side,) = self.node("Gather", [self.shape(x, hint), self.ints([axis], f"{hint}.axis")], hint, axis=0)
-        return side
+        return self.size_name(_Size(None, self.shape(x, hint), axis), hint)
 
     def _same_total(self, side: str, kernel: int, stride: int, hint: str) -> str:
         """TensorFlow's SAME padding total, ``(ceil(side / stride) - 1) * stride + kernel - side``, on int64
@@ -499,7 +502,6 @@ class _Writer:
         method, x, hint = str(node.target), args[0], node.name
         if method == "size":
             shape = _Size(self.shape(x, hint), whole=True)
-            self._ranks[shape.name], self._sources[shape.name] = x.rank, x.stored or x.name
             return shape if len(args) == 1 else self.shape_item(shape, args[1], hint)
         if method in ("contiguous", "clone"):
             return x
