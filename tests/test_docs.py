@@ -130,13 +130,26 @@ def test_the_benchmark_tables_are_what_their_results_record():
         assert table.strip() == bench.markdown(report).strip()
         exporter = report.get("ort_fp32_exporter", bench.TORCHSCRIPT_EXPORTER)
         assert f"ORT fp32 is the float model as torch's {exporter} ONNX exporter writes it" in table
-    assert bench.output_folder(None, no_docs=False) == bench.RESULTS  # a documenting run writes the source
-    assert bench.output_folder(None, no_docs=True) is None  # a side measurement leaves results/ as the docs show it
-    assert bench.output_folder(ROOT / "elsewhere", no_docs=True) == ROOT / "elsewhere"
     profile = _tool("ort_profile")
     results = json.loads(profile.RESULTS.read_text())
     table = text.split(profile.MARKERS[0], 1)[1].split(profile.MARKERS[1], 1)[0]
     assert table.strip() == profile.markdown(results["rows"], results["meta"])
+    assert bench.output_folder(None, no_docs=False) == bench.RESULTS  # a documenting run writes the source
+    assert bench.output_folder(None, no_docs=True) is None  # a side measurement leaves results/ as the docs show it
+    assert bench.output_folder(ROOT / "elsewhere", no_docs=True) == ROOT / "elsewhere"
+
+
+def test_bench_refuses_to_merge_runs_of_another_exporter_before_measuring(tmp_path):
+    """One table, one exporter: --merge into results whose ORT files the TorchScript-based exporter wrote (a report
+    without the field) stops at once, naming both exporters; so does --merge with --no-docs and no --out."""
+    report = json.loads((ROOT / "results" / "bench.json").read_text())
+    report.pop("ort_fp32_exporter")
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    tool = [sys.executable, str(ROOT / "tools" / "bench.py"), "--merge"]
+    done = subprocess.run([*tool, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "TorchScript-based exporter" in done.stderr and "torch.export-based" in done.stderr
+    done = subprocess.run([*tool, "--no-docs"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--merge needs --out" in done.stderr
 
 
 def test_the_published_lite_files_table_is_what_its_results_record():
