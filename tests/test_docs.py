@@ -94,6 +94,27 @@ def test_the_cifar10_recheck_table_is_what_the_committed_folders_record():
     assert publish._published_acc1(folders["mobilenet_v2.cifar10_float"]) == 78.41  # first table shows them
 
 
+def test_the_float_logits_tool_scores_one_pass_as_evaluate_scores_the_model():
+    """tools/float_logits.py runs each model once and scores those logits: the metrics are what
+    ``train.evaluate`` gives on the model itself, and each image's top-1 is the logits' ``argmax``."""
+    from types import SimpleNamespace
+
+    from qzoo import train
+    from qzoo.data import ImageTensors
+
+    tool = _tool("float_logits")
+    generator = torch.Generator().manual_seed(0)
+    data = ImageTensors(torch.randint(0, 256, (250, 3, 8, 8), dtype=torch.uint8, generator=generator),
+                        torch.randint(0, 4, (250,), generator=generator), ("a", "b", "c", "d"), None)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 4)).eval()
+    transforms = SimpleNamespace(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    metrics, top1 = tool._top1(model, data, transforms)
+    batches = data.batches(100, mean=transforms.mean, std=transforms.std)
+    assert metrics == train.evaluate(model, batches) and metrics["images"] == 250
+    with torch.no_grad():
+        assert torch.equal(top1, torch.cat([model(x) for x, _ in batches]).argmax(1))
+
+
 def test_the_tools_name_a_cpu_by_its_model_name_family_and_model(tmp_path):
     """Measurements record the CPU as "AMD EPYC family 26 model 2": the bare model name of a cloud machine
     covers several generations (two "AMD EPYC" machines of this project ran fp32 several times apart)."""
