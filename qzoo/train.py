@@ -277,7 +277,7 @@ def _apply_freezes(model: nn.Module, recipe: Recipe, epoch: int) -> None:
 def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.PathLike[str], *,
         evaluate_fn: Callable[[nn.Module], dict[str, float]] | None = None,
         identity: dict[str, Any] | None = None, progress: bool = True, device: str | torch.device | None = None,
-        bf16: bool = False, compile_mode: str | None = None) -> list[dict[str, Any]]:
+        bf16: bool = False, compile_mode: str | None = None, channels_last: bool = False) -> list[dict[str, Any]]:
     """Train ``model`` (float or QAT-prepared) for ``recipe.epochs``, resuming from ``out_dir``.
 
     After every epoch rank 0 evaluates (``evaluate_fn`` on the model, and on an int8 copy
@@ -289,7 +289,8 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
     batch with it; ``bf16`` runs the forward pass under CUDA's bfloat16 autocast (float models on a GPU).
     ``compile_mode`` trains through ``torch.compile`` in that mode (``"default"``, or ``"reduce-overhead"``
     for CUDA graphs: small models on a GPU are otherwise bound by Python's kernel launches); float
-    models only, evaluation and checkpoints use the model itself.
+    models only, evaluation and checkpoints use the model itself. ``channels_last`` trains in that memory
+    format (cuDNN's fast layout for bfloat16 convolutions on a GPU); the model is handed back contiguous.
     Returns the per-epoch history (loss, lr, seconds, metrics).
     """
     out = Path(out_dir)
@@ -300,11 +301,7 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
         raise ValueError(f"fit trains float or QAT-prepared models, not {kind} one: train the float model, or "
                          "qzoo.prepare_qat(float_model) for QAT, then qzoo.convert")
     qat = quantization.model_backend(model) is not None
-    if bf16 and (qat or torch.device(device or "cpu").type != "cuda"):
-        raise ValueError("bf16 autocast is for float training on a CUDA device: QAT simulates int8 in float32")
-    if compile_mode is not None and (qat or compile_mode not in COMPILE_MODES):
-        raise ValueError(f"compile_mode={compile_mode!r}: one of {', '.join(COMPILE_MODES)}, for float training "
-                         "(QAT's observers change between steps)")
+    _check_speed_options(qat, device, bf16, compile_mode)
     if device is not None:
         model.to(device)
     device = model_device(model)
@@ -315,19 +312,62 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
                          "use a new output folder or the same recipe")
     if state.get("identity", identity) != identity:
         raise ValueError(f"{out} holds a checkpoint of another run ({state['identity']}); use a new output folder")
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     net: nn.Module = DistributedDataParallel(model) if world > 1 else model
+    step_fn = _train_step(net, optimizer, recipe, device, bf16, compile_mode, channels_last)
+    history: list[dict[str, Any]] = state["history"]
+    try:
+        _run_epochs(model, step_fn, optimizer, batches, recipe, out, history, state["epoch"], evaluate_fn, identity,
+                    progress, qat, rank, world, device)
+    finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
+    return history
+
+
+def _check_speed_options(qat: bool, device: str | torch.device | None, bf16: bool, compile_mode: str | None) -> None:
+    if bf16 and (qat or torch.device(device or "cpu").type != "cuda"):
+        raise ValueError("bf16 autocast is for float training on a CUDA device: QAT simulates int8 in float32")
+    if compile_mode is not None and (qat or compile_mode not in COMPILE_MODES):
+        raise ValueError(f"compile_mode={compile_mode!r}: one of {', '.join(COMPILE_MODES)}, for float training "
+                         "(QAT's observers change between steps)")
+
+
+def _train_step(net: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe, device: torch.device, bf16: bool,
+                compile_mode: str | None, channels_last: bool) -> Callable[[Tensor, Tensor], Tensor]:
+    """One optimizer step on a batch, as :func:`fit` and :func:`seconds_per_step` run it; returns the loss (on the
+    device: reading it every step would stall a GPU's queue)."""
     if compile_mode is not None:
         net = torch.compile(net, mode=compile_mode)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    history: list[dict[str, Any]] = state["history"]
-    for epoch in range(state["epoch"], recipe.epochs):
+    layout = torch.channels_last if channels_last else torch.preserve_format
+
+    def step(images: Tensor, labels: Tensor) -> Tensor:
+        images = images.to(device, non_blocking=True, memory_format=layout)
+        labels = labels.to(device, non_blocking=True)
+        with autocast:
+            loss = loss_fn(net(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def _run_epochs(model: nn.Module, step_fn: Callable[[Tensor, Tensor], Tensor], optimizer: torch.optim.Optimizer,
+                batches: Batches, recipe: Recipe, out: Path, history: list[dict[str, Any]], first_epoch: int,
+                evaluate_fn: Callable[[nn.Module], dict[str, float]] | None, identity: dict[str, Any] | None,
+                progress: bool, qat: bool, rank: int, world: int, device: torch.device) -> None:
+    for epoch in range(first_epoch, recipe.epochs):
         if qat:
             _apply_freezes(model, recipe, epoch)
         epoch_batches = batches(epoch)
         steps = len(epoch_batches) if isinstance(epoch_batches, Sized) else len(epoch_batches := list(epoch_batches))
         started, total_loss = time.perf_counter(), torch.zeros((), device=device)
-        net.train()
+        model.train()
         bar = tqdm(epoch_batches, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch", disable=not progress or rank)
         with torch.random.fork_rng():  # the caller's generator is left as it was
             torch.manual_seed(recipe.seed * 100_003 + epoch)
@@ -335,13 +375,7 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
                 lr = recipe.lr_at(epoch * steps + step, steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                with autocast:
-                    loss = loss_fn(net(images), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total_loss += loss.detach()  # on the device: reading it every step would stall a GPU's queue
+                total_loss += step_fn(images, labels)
                 if not bar.disable and (step % 20 == 0 or step == steps - 1):
                     bar.set_postfix(loss=f"{total_loss.item() / (step + 1):.3f}", lr=f"{lr:.4f}")
         if steps == 0:
@@ -354,15 +388,67 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
                 if qat:
                     record["eval_int8"] = evaluate_fn(int8_copy(model))
             history.append(record)
-            _write_checkpoint(out, model, optimizer, {"epoch": epoch + 1, "history": history, "recipe": recipe.to_dict(),
-                                                      "identity": identity, "world_size": world})
+            _write_checkpoint(out, model, optimizer, {"epoch": epoch + 1, "history": history,
+                                                      "recipe": recipe.to_dict(), "identity": identity,
+                                                      "world_size": world})
             if progress:
                 tqdm.write(epoch_summary(record, recipe.epochs), file=sys.stderr)  # with the bars, not the report
         else:
             history.append(record)
         if world > 1:
             dist.barrier()
-    return history
+
+
+def seconds_per_step(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], recipe: Recipe, *,
+                     warmup_steps: int = 10, device: str | torch.device | None = None, bf16: bool = False,
+                     compile_mode: str | None = None, channels_last: bool = False) -> tuple[float, float]:
+    """Time :func:`fit`'s training steps on ``batches`` with the same options, to size a run before starting it.
+
+    Returns ``(warm-up seconds, seconds per step)``: the wall time of the first ``warmup_steps`` steps (cuDNN's
+    autotuning, compilation, CUDA graph capture) and the mean of the steps after them. The model is left as it
+    was (weights, BatchNorm statistics, gradients, mode, memory format, random generators); it stays on ``device``.
+    """
+    qat = quantization.model_backend(model) is not None
+    _check_speed_options(qat, device, bf16, compile_mode)
+    if device is not None:
+        model.to(device)
+    device = model_device(model)
+    saved = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    was_training = model.training
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    step_fn = _train_step(model, _optimizer(model, recipe), recipe, device, bf16, compile_mode, channels_last)
+    started = warm = ended = 0.0
+    timed = 0
+    try:
+        gpus = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=gpus):
+            model.train()
+            _synchronize(device)
+            started = time.perf_counter()
+            for index, (images, labels) in enumerate(batches):
+                if index == warmup_steps:
+                    _synchronize(device)
+                    warm = time.perf_counter()
+                step_fn(images, labels)
+                timed += index >= warmup_steps
+            _synchronize(device)
+            ended = time.perf_counter()
+    finally:
+        model.load_state_dict(saved)
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
+    if not timed:
+        raise ValueError(f"seconds_per_step: give more batches than warmup_steps={warmup_steps}, so some are timed")
+    return warm - started, (ended - warm) / timed
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def epoch_summary(record: dict[str, Any], epochs: int) -> str:

@@ -3,6 +3,7 @@
     python tools/cifar10.py train resnet18 --device cuda  # float training from scratch (resumable; a GPU: bf16 autocast)
     python tools/cifar10.py train mobilenet_v2 --device cuda --compile reduce-overhead  # CUDA graphs for small models
     python tools/cifar10.py train resnet18 --device cuda --epochs 60 --cutout 16  # longer, with cutout
+    python tools/cifar10.py train resnet18 --device cuda --epochs-within 420  # as many epochs as fit in 7 minutes
     python tools/cifar10.py ptq resnet18                  # calibrate on 512 seeded training images, evaluate on 10,000
     python tools/cifar10.py qat resnet18 --device cuda    # QAT from the float model (resumable; int8 evaluated on the CPU)
     python tools/cifar10.py bench resnet18        # fp32 vs int8 latency at batch 1 and 16, side by side
@@ -18,8 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
+import math
+import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,7 +32,7 @@ import torch
 import qzoo
 from qzoo import pretrained, train, workflow
 from qzoo.benchmark import torch_threads
-from qzoo.data import ImageTensors
+from qzoo.data import ImageTensors, TensorBatches
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "torch/cifar10"
@@ -56,10 +61,11 @@ def load_split(split: str, data: str = DEFAULT_DATA, data_dir: str | None = None
 
 
 def _flags(data: str, device: str | None, compile_mode: str | None = None, epochs: int | None = None,
-           cutout: int = 0) -> str:
+           cutout: int = 0, weight_decay: float | None = None) -> str:
     """How a run's data, device, compile mode and recipe changes appear in its recorded command: the data by
     file or folder name unless it is the default, the others when given."""
-    given = {"--device": device, "--compile": compile_mode, "--epochs": epochs, "--cutout": cutout or None}
+    given = {"--device": device, "--compile": compile_mode, "--epochs": epochs, "--cutout": cutout or None,
+             "--weight-decay": weight_decay}
     return ("" if data == DEFAULT_DATA else f" --data {Path(data).name}") + "".join(
         f" {flag} {value}" for flag, value in given.items() if value is not None)
 
@@ -69,27 +75,67 @@ def float_folder(name: str) -> Path:
 
 
 def train_float(name: str, data: str, data_dir: str | None, device: str | None, compile_mode: str | None,
-                epochs: int | None = None, cutout: int = 0) -> None:
+                epochs: int | None = None, cutout: int = 0, weight_decay: float | None = None,
+                epochs_within: float | None = None) -> None:
     """Train the float model from scratch with its recipe (``epochs``: that many instead; ``cutout``: erase a
-    square of that side in each training image); resumable, and a checkpoint of other settings is refused."""
+    square of that side in each training image; ``weight_decay``: that instead; ``epochs_within``: as many
+    epochs as fit in that many seconds from now, at most ``epochs``); resumable, and a checkpoint of other
+    settings is refused. The recorded command names the epochs run."""
+    started = time.perf_counter()
     torch.manual_seed(0)
     model = qzoo.get_model(name, **ARCHITECTURES[name])
-    recipe = FLOAT_RECIPES[name] if epochs is None else dataclasses.replace(FLOAT_RECIPES[name], epochs=epochs)
+    changes = {"epochs": epochs, "weight_decay": weight_decay}
+    recipe = dataclasses.replace(FLOAT_RECIPES[name], **{k: v for k, v in changes.items() if v is not None})
     train_set, test = load_split("train", data, data_dir), load_split("test", data, data_dir)
-    history = train.fit(model, lambda epoch: train_set.batches(recipe.batch_size, augment=True, shuffle=True,
-                                                               seed=epoch, cutout=cutout),
-                        recipe, RUNS / f"{name}-float", evaluate_fn=lambda m: train.evaluate(m, test.batches(500)),
-                        identity={"cutout": cutout} if cutout else None, device=device,
-                        bf16=torch.device(device or "cpu").type == "cuda", compile_mode=compile_mode)
+    gpu = torch.device(device or "cpu").type == "cuda"
+    speed = {"device": device, "bf16": gpu, "compile_mode": compile_mode, "channels_last": gpu}
+
+    def epoch_batches(epoch: int) -> TensorBatches:
+        return train_set.batches(recipe.batch_size, augment=True, shuffle=True, seed=epoch, cutout=cutout)
+
+    def evaluate(m: torch.nn.Module) -> dict[str, Any]:
+        return train.evaluate(m, test.batches(500))
+
+    if epochs_within is not None:
+        recipe = dataclasses.replace(recipe, epochs=epochs_that_fit(model, recipe, epoch_batches, evaluate,
+                                                                    started + epochs_within, epochs, speed))
+    history = train.fit(model, epoch_batches, recipe, RUNS / f"{name}-float", evaluate_fn=evaluate,
+                        identity={"cutout": cutout} if cutout else None, **speed)
     metrics = history[-1]["eval"]
+    flags = _flags(data, device, compile_mode, recipe.epochs if epochs_within else epochs, cutout, weight_decay)
     qzoo.save_pretrained(model.cpu().eval(), float_folder(name), name=f"{name}.cifar10_float",
                          metrics={"CIFAR-10": {"acc1": metrics["acc1"], "acc5": metrics["acc5"]}},
                          transforms=dataclasses.asdict(pretrained.CIFAR10_TRANSFORMS),
                          categories=list(pretrained.CIFAR10_CLASSES),
-                         recipe=f"python tools/cifar10.py train {name}"
-                                f"{_flags(data, device, compile_mode, epochs, cutout)}",
+                         recipe=f"python tools/cifar10.py train {name}{flags}",
                          license="BSD-3-Clause (qzoo); CIFAR-10 images (Krizhevsky, 2009)")
     print(json.dumps(history[-1]))
+
+
+def epochs_that_fit(model: torch.nn.Module, recipe: train.Recipe, batches: Callable[[int], TensorBatches],
+                    evaluate: Callable[[torch.nn.Module], Any], deadline: float, most: int | None,
+                    speed: dict[str, Any], timed_steps: int = 30, margin: float = 1.15) -> int:
+    """How many epochs of ``recipe`` end before ``deadline`` (a ``time.perf_counter()`` reading): times
+    ``timed_steps`` training steps of ``model`` (after untimed warm-up steps: autotuning, compilation) and one
+    evaluation, then counts whole epochs of that speed, each ``margin`` times longer (a GPU shared with another run
+    slows down), after a second warm-up (the real run's). The model is left as it was; at most ``most`` epochs."""
+    warmup_steps = 10
+    plan = batches(0)
+    every_epoch = itertools.chain.from_iterable(batches(epoch) for epoch in itertools.count())
+    probe = itertools.islice(every_epoch, warmup_steps + timed_steps)
+    warm_up, per_step = train.seconds_per_step(model, probe, recipe, warmup_steps=warmup_steps, **speed)
+    clock = time.perf_counter()
+    evaluate(model)
+    epoch = (len(plan) * per_step + time.perf_counter() - clock) * margin
+    fits = math.floor((deadline - time.perf_counter() - warm_up) / epoch)
+    least = math.floor(recipe.warmup_epochs) + 1
+    if fits < least:
+        raise SystemExit(f"--epochs-within: an epoch takes about {epoch:.1f} s here (warm-up {warm_up:.1f} s), "
+                         f"not even {least} fit in the time left; give more seconds")
+    chosen = min(fits, most) if most else fits
+    print(f"epochs within the time: {per_step * 1000:.1f} ms a step, an epoch about {epoch:.1f} s with evaluation "
+          f"(x{margin} margin), warm-up {warm_up:.1f} s: {chosen} epochs", flush=True)
+    return chosen
 
 
 def quantize(name: str, step: str, data: str, data_dir: str | None, device: str | None) -> None:
@@ -138,13 +184,22 @@ def main() -> None:
                         "schedule shape: warm-up, then cosine to zero)")
     parser.add_argument("--cutout", type=int, default=0, help="train: erase a square of this side in each "
                         "training image (DeVries & Taylor; default 0, none)")
+    parser.add_argument("--weight-decay", type=float, help="train: this weight decay instead of the recipe's")
+    parser.add_argument("--epochs-within", type=float, metavar="SECONDS", help="train: as many epochs as end "
+                        "within this many seconds from the start (timed on a few steps first; at most --epochs; "
+                        "the recorded command names the epochs chosen)")
     add_data_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if (args.epochs is not None or args.cutout) and args.step != "train":
-        parser.error("--epochs and --cutout are for train (the float recipe); QAT keeps its own")
+    recipe_flags = (args.epochs, args.cutout or None, args.weight_decay, args.epochs_within)
+    if any(flag is not None for flag in recipe_flags) and args.step != "train":
+        parser.error("--epochs, --cutout, --weight-decay and --epochs-within are for train (the float recipe); "
+                     "QAT keeps its own")
     if (args.epochs is not None and args.epochs < 1) or args.cutout < 0:
         parser.error(f"--epochs {args.epochs} / --cutout {args.cutout}: use epochs >= 1 and cutout >= 0")
+    if (args.weight_decay is not None and args.weight_decay < 0) or (args.epochs_within or 1) <= 0:
+        parser.error(f"--weight-decay {args.weight_decay} / --epochs-within {args.epochs_within}: use a weight "
+                     "decay >= 0 and a positive number of seconds")
     if args.device and args.step not in ("train", "qat"):
         parser.error(f"--device is for train and qat; {args.step} runs int8 models on the CPU")
     if args.compile and args.step != "train":
@@ -153,7 +208,8 @@ def main() -> None:
         torch.device(args.device)  # a bad name fails here, before any data is read
         torch.backends.cudnn.benchmark = True
     if args.step == "train":
-        train_float(args.model, args.data, args.data_dir, args.device, args.compile, args.epochs, args.cutout)
+        train_float(args.model, args.data, args.data_dir, args.device, args.compile, args.epochs, args.cutout,
+                    args.weight_decay, args.epochs_within)
     elif args.step == "bench":
         bench(args.model)
     else:
