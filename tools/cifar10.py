@@ -117,13 +117,14 @@ def epochs_that_fit(model: torch.nn.Module, recipe: train.Recipe, batches: Calla
                     speed: dict[str, Any], timed_steps: int = 30, margin: float = 1.15) -> int:
     """How many epochs of ``recipe`` end before ``deadline`` (a ``time.perf_counter()`` reading): times
     ``timed_steps`` training steps of ``model`` (after untimed warm-up steps: autotuning, compilation) and one
-    evaluation, then counts whole epochs of that speed, each ``margin`` times longer (a GPU shared with another run
+    evaluation (the second of two), then counts whole epochs of that speed, each ``margin`` times longer (a GPU shared with another run
     slows down), after a second warm-up (the real run's). The model is left as it was; at most ``most`` epochs."""
     warmup_steps = 10
     plan = batches(0)
     every_epoch = itertools.chain.from_iterable(batches(epoch) for epoch in itertools.count())
     probe = itertools.islice(every_epoch, warmup_steps + timed_steps)
     warm_up, per_step = train.seconds_per_step(model, probe, recipe, warmup_steps=warmup_steps, **speed)
+    evaluate(model)  # the first evaluation autotunes its own shapes: time the second
     clock = time.perf_counter()
     evaluate(model)
     epoch = (len(plan) * per_step + time.perf_counter() - clock) * margin
