@@ -9,6 +9,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -220,4 +221,41 @@ def test_the_cifar10_tool_trains_a_longer_recipe_with_cutout_and_records_it(tmp_
         tool.train_float("resnet18", str(data), None, None, None, epochs=2, cutout=8)
     usage = subprocess.run([sys.executable, str(ROOT / "tools" / "cifar10.py"), "ptq", "resnet18", "--cutout", "16"],
                            capture_output=True, text=True, timeout=120)
-    assert usage.returncode == 2 and "--epochs and --cutout are for train" in usage.stderr
+    assert usage.returncode == 2 and "--epochs, --cutout, --weight-decay and --epochs-within are for train" in usage.stderr
+
+
+def test_the_cifar10_tool_sizes_a_run_to_the_time_given_and_records_the_epochs_it_chose(tmp_path, monkeypatch):
+    """`train --epochs-within SECONDS` (how the H200 runs were sized to their lease): whole epochs of the timed
+    speed, each with its evaluation and a 1.15x margin, after a second warm-up, at most --epochs; too little time is
+    refused naming the epoch time. End to end, the recorded command names the epochs run and the weight decay."""
+    from helpers import make_image_folder
+
+    from qzoo import train
+    from qzoo.pretrained import CIFAR10_CLASSES
+
+    tool = _tool("cifar10")
+    recipe = tool.FLOAT_RECIPES["mobilenet_v2"]
+    timed = []
+
+    def fake_timing(model, batches, recipe, warmup_steps, **speed):
+        timed.append((len(list(batches)), warmup_steps, speed))
+        return 2.0, 0.5
+
+    real_timing = train.seconds_per_step
+    monkeypatch.setattr(train, "seconds_per_step", fake_timing)
+    plan = [None] * 4  # an epoch of 4 steps: 2 s, 2.3 s with the margin (the evaluation takes no time here)
+    speed = {"device": None}
+    fits = tool.epochs_that_fit(None, recipe, lambda epoch: plan, lambda model: None,
+                                time.perf_counter() + 2.0 + 5 * 2.3 + 1.0, None, speed)
+    assert fits == 5 and timed == [(40, 10, speed)]  # 10 warm-up steps and 30 timed, across epochs
+    assert tool.epochs_that_fit(None, recipe, lambda epoch: plan, lambda model: None,
+                                time.perf_counter() + 100.0, 3, speed) == 3
+    with pytest.raises(SystemExit, match=r"an epoch takes about 2\.3 s here \(warm-up 2\.0 s\), not even 1 fit"):
+        tool.epochs_that_fit(None, recipe, lambda epoch: plan, lambda model: None, time.perf_counter() + 4.0, None,
+                             speed)
+    monkeypatch.setattr(train, "seconds_per_step", real_timing)
+    monkeypatch.setattr(tool, "RUNS", tmp_path / "runs")
+    data = make_image_folder(tmp_path / "data", classes=CIFAR10_CLASSES, per_class=(2, 1))
+    tool.train_float("mobilenet_v2", str(data), None, None, None, epochs=2, weight_decay=1e-4, epochs_within=600)
+    config = json.loads((tool.float_folder("mobilenet_v2") / "config.json").read_text())
+    assert config["recipe"] == "python tools/cifar10.py train mobilenet_v2 --data data --epochs 2 --weight-decay 0.0001"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -406,3 +407,50 @@ def test_fit_and_evaluate_refuse_what_would_give_a_silent_result(tmp_path):
     with pytest.raises(ValueError, match="a label is 7 but the model scores 3 classes"):
         train.evaluate(model, [(x, y + 5)])
     assert train.evaluate(model, [(x, y)])["images"] == 8
+
+
+def test_channels_last_training_follows_contiguous_training_and_hands_the_model_back_contiguous(tmp_path):
+    """``fit(channels_last=True)`` (cuDNN's fast layout for bf16 on a GPU; the H200 runs use it) trains the same
+    model as the default layout, and the model comes back in the default layout (safetensors and users' code expect
+    it). In float64: a random-init MobileNetV2 on batches of 8 amplifies float32 rounding (the layouts' kernels sum
+    in other orders) by about 2 % per step, which would hide a real difference."""
+    recipe = train.Recipe(epochs=2, lr=0.05, batch_size=8)
+    batch = [(images(8, seed=s).double(), torch.arange(8) % NUM_CLASSES) for s in range(3)]
+    trained = {}
+    for layout in (False, True):
+        torch.manual_seed(0)
+        model = qzoo.mobilenet_v2(num_classes=NUM_CLASSES, width_mult=0.5).double()
+        history = train.fit(model, lambda epoch: batch, recipe, tmp_path / str(layout), progress=False,
+                            channels_last=layout)
+        trained[layout] = model, [h["loss"] for h in history]
+    (plain, plain_losses), (nhwc, nhwc_losses) = trained[False], trained[True]
+    assert nhwc_losses == pytest.approx(plain_losses, rel=1e-9)
+    torch.manual_seed(0)
+    initial = qzoo.mobilenet_v2(num_classes=NUM_CLASSES, width_mult=0.5).double().state_dict()
+    assert all(not torch.equal(initial[name], value) for name, value in nhwc.named_parameters())  # it trained
+    weights = [p for p in nhwc.parameters() if p.ndim == 4]
+    assert weights and all(p.is_contiguous() for p in weights)
+    for a, b in zip(plain.state_dict().values(), nhwc.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # the net amplifies 1e-16 to 1e-8 in 6 steps
+
+
+def test_seconds_per_step_times_fits_steps_and_leaves_the_model_as_it_was(tmp_path):
+    """``seconds_per_step`` runs fit's own step (here channels-last) to size a run: a positive warm-up and step time,
+    and the model's weights, BatchNorm statistics, gradients, mode, layout and the caller's random generator are
+    untouched; too few batches to time any is refused."""
+    torch.manual_seed(0)
+    model = qzoo.mobilenet_v2(num_classes=NUM_CLASSES, width_mult=0.5).eval()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    batches = [(images(8, seed=s), torch.arange(8) % NUM_CLASSES) for s in range(5)]
+    generator_state = torch.get_rng_state()
+    warm_up, per_step = train.seconds_per_step(model, batches, train.Recipe(epochs=1, lr=0.5), warmup_steps=2,
+                                               channels_last=True)
+    assert warm_up > 0 and per_step > 0
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+    assert not model.training and all(p.grad is None and p.is_contiguous() for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), generator_state)
+    trained = copy.deepcopy(model)
+    train.fit(trained, lambda epoch: batches, train.Recipe(epochs=1, lr=0.5), tmp_path, progress=False)
+    assert not all(torch.equal(before[n], v) for n, v in trained.state_dict().items())  # the same steps do train
+    with pytest.raises(ValueError, match="more batches than warmup_steps=5"):
+        train.seconds_per_step(model, batches, train.Recipe(epochs=1, lr=0.5), warmup_steps=5)
