@@ -240,6 +240,13 @@ def _write_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Op
     shutil.rmtree(old, ignore_errors=True)
 
 
+def checkpoint_state(out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The state (``epoch``, ``history``, ``recipe``, ``identity``) of the last complete checkpoint in ``out_dir``,
+    without loading any tensors; ``None`` when there is none."""
+    found = _checkpoint_dir(Path(out_dir))
+    return None if found is None else json.loads((found / "state.json").read_text())
+
+
 def load_checkpoint(out_dir: str | os.PathLike[str], model: nn.Module,
                     optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any] | None:
     """Restore the last complete checkpoint in ``out_dir`` into ``model`` (and ``optimizer``).

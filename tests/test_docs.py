@@ -259,3 +259,6 @@ def test_the_cifar10_tool_sizes_a_run_to_the_time_given_and_records_the_epochs_i
     tool.train_float("mobilenet_v2", str(data), None, None, None, epochs=2, weight_decay=1e-4, epochs_within=600)
     config = json.loads((tool.float_folder("mobilenet_v2") / "config.json").read_text())
     assert config["recipe"] == "python tools/cifar10.py train mobilenet_v2 --data data --epochs 2 --weight-decay 0.0001"
+    monkeypatch.setattr(tool, "epochs_that_fit", None)  # a rerun resumes the sized run without timing again
+    tool.train_float("mobilenet_v2", str(data), None, None, None, epochs=5, weight_decay=1e-4, epochs_within=1)
+    assert json.loads((tool.float_folder("mobilenet_v2") / "config.json").read_text())["recipe"] == config["recipe"]

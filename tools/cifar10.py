@@ -96,7 +96,11 @@ def train_float(name: str, data: str, data_dir: str | None, device: str | None, 
     def evaluate(m: torch.nn.Module) -> dict[str, Any]:
         return train.evaluate(m, test.batches(500))
 
-    if epochs_within is not None:
+    resumed = train.checkpoint_state(RUNS / f"{name}-float")
+    if epochs_within is not None and resumed:  # a rerun resumes the run it sized, not a new size
+        recipe = dataclasses.replace(recipe, epochs=resumed["recipe"]["epochs"])
+        print(f"resuming a run of {recipe.epochs} epochs (its --epochs-within chose them)", flush=True)
+    elif epochs_within is not None:
         recipe = dataclasses.replace(recipe, epochs=epochs_that_fit(model, recipe, epoch_batches, evaluate,
                                                                     started + epochs_within, epochs, speed))
     history = train.fit(model, epoch_batches, recipe, RUNS / f"{name}-float", evaluate_fn=evaluate,
