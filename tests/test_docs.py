@@ -221,7 +221,8 @@ def test_the_cifar10_tool_trains_a_longer_recipe_with_cutout_and_records_it(tmp_
         tool.train_float("resnet18", str(data), None, None, None, epochs=2, cutout=8)
     usage = subprocess.run([sys.executable, str(ROOT / "tools" / "cifar10.py"), "ptq", "resnet18", "--cutout", "16"],
                            capture_output=True, text=True, timeout=120)
-    assert usage.returncode == 2 and "--epochs, --cutout, --weight-decay and --epochs-within are for train" in usage.stderr
+    assert usage.returncode == 2
+    assert "--epochs, --cutout, --weight-decay and --epochs-within are for train" in usage.stderr
 
 
 def test_the_cifar10_tool_sizes_a_run_to_the_time_given_and_records_the_epochs_it_chose(tmp_path, monkeypatch):

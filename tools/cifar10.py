@@ -119,10 +119,12 @@ def train_float(name: str, data: str, data_dir: str | None, device: str | None, 
 def epochs_that_fit(model: torch.nn.Module, recipe: train.Recipe, batches: Callable[[int], TensorBatches],
                     evaluate: Callable[[torch.nn.Module], Any], deadline: float, most: int | None,
                     speed: dict[str, Any], timed_steps: int = 30, margin: float = 1.15) -> int:
-    """How many epochs of ``recipe`` end before ``deadline`` (a ``time.perf_counter()`` reading): times
-    ``timed_steps`` training steps of ``model`` (after untimed warm-up steps: autotuning, compilation) and one
-    evaluation (the second of two), then counts whole epochs of that speed, each ``margin`` times longer (a GPU shared with another run
-    slows down), after a second warm-up (the real run's). The model is left as it was; at most ``most`` epochs."""
+    """How many epochs of ``recipe`` end before ``deadline`` (a ``time.perf_counter()`` reading).
+
+    Times ``timed_steps`` training steps of ``model`` (after untimed warm-up steps: autotuning, compilation) and one
+    evaluation (the second of two), then counts whole epochs of that speed, each ``margin`` times longer (a GPU
+    shared with another run slows down), after a second warm-up (the real run's). The model is left as it was; at
+    most ``most`` epochs."""
     warmup_steps = 10
     plan = batches(0)
     every_epoch = itertools.chain.from_iterable(batches(epoch) for epoch in itertools.count())
