@@ -23,8 +23,8 @@ import itertools
 import json
 import math
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
