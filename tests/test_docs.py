@@ -263,3 +263,5 @@ def test_the_cifar10_tool_sizes_a_run_to_the_time_given_and_records_the_epochs_i
     monkeypatch.setattr(tool, "epochs_that_fit", None)  # a rerun resumes the sized run without timing again
     tool.train_float("mobilenet_v2", str(data), None, None, None, epochs=5, weight_decay=1e-4, epochs_within=1)
     assert json.loads((tool.float_folder("mobilenet_v2") / "config.json").read_text())["recipe"] == config["recipe"]
+    tool.quantize("mobilenet_v2", "ptq", str(data), None, None)  # the report names the data, not this machine's path
+    assert json.loads((tmp_path / "runs" / "mobilenet_v2-ptq" / "report.json").read_text())["data"] == "data"

@@ -159,7 +159,7 @@ def quantize(name: str, step: str, data: str, data_dir: str | None, device: str 
     else:
         report = workflow.qat(loaded, data, out / "model", recipe=QAT_RECIPE, dataset="CIFAR-10",
                               command=command, data_dir=data_dir, overwrite=True, device=device)
-    report["data"] = data
+    report["data"] = data if data == DEFAULT_DATA else Path(data).name  # a name, not this machine's path
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("float", "int8")}))
 
