@@ -7,6 +7,7 @@ its share of every epoch, and lets only rank 0 write checkpoints and print progr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -16,7 +17,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -319,18 +320,63 @@ def fit(model: nn.Module, batches: Batches, recipe: Recipe, out_dir: str | os.Pa
                          "use a new output folder or the same recipe")
     if state.get("identity", identity) != identity:
         raise ValueError(f"{out} holds a checkpoint of another run ({state['identity']}); use a new output folder")
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    net: nn.Module = DistributedDataParallel(model) if world > 1 else model
-    step_fn = _train_step(net, optimizer, recipe, device, bf16, compile_mode, channels_last)
     history: list[dict[str, Any]] = state["history"]
-    try:
-        _run_epochs(model, step_fn, optimizer, batches, recipe, out, history, state["epoch"], evaluate_fn, identity,
-                    progress, qat, rank, world, device)
-    finally:
-        if channels_last:
-            model.to(memory_format=torch.contiguous_format)
+    with _layout(model, channels_last):
+        net: nn.Module = DistributedDataParallel(model) if world > 1 else model
+        step_fn = _train_step(net, optimizer, recipe, device, bf16, compile_mode, channels_last)
+        for epoch in range(state["epoch"], recipe.epochs):
+            if qat:
+                _apply_freezes(model, recipe, epoch)
+            epoch_batches = batches(epoch)
+            if not isinstance(epoch_batches, Sized):
+                epoch_batches = list(epoch_batches)
+            steps = len(epoch_batches)
+            started, total_loss = time.perf_counter(), torch.zeros((), device=device)
+            net.train()
+            bar = tqdm(epoch_batches, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch",
+                       disable=not progress or rank)
+            with torch.random.fork_rng():  # the caller's generator is left as it was
+                torch.manual_seed(recipe.seed * 100_003 + epoch)
+                for step, (images, labels) in enumerate(bar):
+                    lr = recipe.lr_at(epoch * steps + step, steps)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    total_loss += step_fn(images, labels)
+                    if not bar.disable and (step % 20 == 0 or step == steps - 1):
+                        bar.set_postfix(loss=f"{total_loss.item() / (step + 1):.3f}", lr=f"{lr:.4f}")
+            if steps == 0:
+                raise ValueError(f"epoch {epoch + 1} got no batches (batches({epoch}) yielded nothing): check the data")
+            record: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss.item() / steps,
+                                      "seconds": round(time.perf_counter() - started, 1)}
+            if rank == 0:
+                if evaluate_fn is not None:
+                    record["eval"] = evaluate_fn(model)
+                    if qat:
+                        record["eval_int8"] = evaluate_fn(int8_copy(model))
+                history.append(record)
+                _write_checkpoint(out, model, optimizer, {"epoch": epoch + 1, "history": history,
+                                                          "recipe": recipe.to_dict(), "identity": identity,
+                                                          "world_size": world})
+                if progress:
+                    tqdm.write(epoch_summary(record, recipe.epochs), file=sys.stderr)  # with the bars, not the report
+            else:
+                history.append(record)
+            if world > 1:
+                dist.barrier()
     return history
+
+
+@contextlib.contextmanager
+def _layout(model: nn.Module, channels_last: bool) -> Iterator[None]:
+    """The model in the channels-last memory format while the block runs (when asked), in the default one after."""
+    if not channels_last:
+        yield
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 def _check_speed_options(qat: bool, device: str | torch.device | None, bf16: bool, compile_mode: str | None) -> None:
@@ -364,48 +410,6 @@ def _train_step(net: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe
     return step
 
 
-def _run_epochs(model: nn.Module, step_fn: Callable[[Tensor, Tensor], Tensor], optimizer: torch.optim.Optimizer,
-                batches: Batches, recipe: Recipe, out: Path, history: list[dict[str, Any]], first_epoch: int,
-                evaluate_fn: Callable[[nn.Module], dict[str, float]] | None, identity: dict[str, Any] | None,
-                progress: bool, qat: bool, rank: int, world: int, device: torch.device) -> None:
-    for epoch in range(first_epoch, recipe.epochs):
-        if qat:
-            _apply_freezes(model, recipe, epoch)
-        epoch_batches = batches(epoch)
-        steps = len(epoch_batches) if isinstance(epoch_batches, Sized) else len(epoch_batches := list(epoch_batches))
-        started, total_loss = time.perf_counter(), torch.zeros((), device=device)
-        model.train()
-        bar = tqdm(epoch_batches, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch", disable=not progress or rank)
-        with torch.random.fork_rng():  # the caller's generator is left as it was
-            torch.manual_seed(recipe.seed * 100_003 + epoch)
-            for step, (images, labels) in enumerate(bar):
-                lr = recipe.lr_at(epoch * steps + step, steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                total_loss += step_fn(images, labels)
-                if not bar.disable and (step % 20 == 0 or step == steps - 1):
-                    bar.set_postfix(loss=f"{total_loss.item() / (step + 1):.3f}", lr=f"{lr:.4f}")
-        if steps == 0:
-            raise ValueError(f"epoch {epoch + 1} got no batches (batches({epoch}) yielded nothing): check the data")
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss.item() / steps,
-                                  "seconds": round(time.perf_counter() - started, 1)}
-        if rank == 0:
-            if evaluate_fn is not None:
-                record["eval"] = evaluate_fn(model)
-                if qat:
-                    record["eval_int8"] = evaluate_fn(int8_copy(model))
-            history.append(record)
-            _write_checkpoint(out, model, optimizer, {"epoch": epoch + 1, "history": history,
-                                                      "recipe": recipe.to_dict(), "identity": identity,
-                                                      "world_size": world})
-            if progress:
-                tqdm.write(epoch_summary(record, recipe.epochs), file=sys.stderr)  # with the bars, not the report
-        else:
-            history.append(record)
-        if world > 1:
-            dist.barrier()
-
-
 def seconds_per_step(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], recipe: Recipe, *,
                      warmup_steps: int = 10, device: str | torch.device | None = None, bf16: bool = False,
                      compile_mode: str | None = None, channels_last: bool = False) -> tuple[float, float]:
@@ -422,14 +426,11 @@ def seconds_per_step(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
     device = model_device(model)
     saved = {name: value.detach().clone() for name, value in model.state_dict().items()}
     was_training = model.training
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    step_fn = _train_step(model, _optimizer(model, recipe), recipe, device, bf16, compile_mode, channels_last)
     started = warm = ended = 0.0
     timed = 0
     try:
-        gpus = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=gpus):
+        with _layout(model, channels_last), torch.random.fork_rng():  # fit's own generators, as fit forks them
+            step_fn = _train_step(model, _optimizer(model, recipe), recipe, device, bf16, compile_mode, channels_last)
             model.train()
             _synchronize(device)
             started = time.perf_counter()
@@ -445,8 +446,6 @@ def seconds_per_step(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
         model.load_state_dict(saved)
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-        if channels_last:
-            model.to(memory_format=torch.contiguous_format)
     if not timed:
         raise ValueError(f"seconds_per_step: give more batches than warmup_steps={warmup_steps}, so some are timed")
     return warm - started, (ended - warm) / timed
