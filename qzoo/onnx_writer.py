@@ -425,6 +425,13 @@ class _Writer:
             raise NotImplementedError(f"{hint}: flatten from dim {start_dim}")
         return self.keep_grid("Flatten", x, hint, rank=2, axis=1)
 
+    def channel_shuffle(self, x: Value, shuffle: _Shuffle, hint: str) -> Value:
+        """A channel shuffle as one Gather of channels on the int8 tensor (codes move unchanged): output channel
+        ``j * groups + i`` is input channel ``i * (channels // groups) + j``, as the view to (groups, channels //
+        groups), the transpose and the view back order them, at any batch, height and width."""
+        order = np.arange(shuffle.channels).reshape(shuffle.groups, -1).T.reshape(-1)
+        return self.keep_grid("Gather", x, hint, extra=[self.ints(order, hint)], axis=1)
+
     def transpose(self, x: Value, first: int, second: int, hint: str) -> Value:
         order = list(range(x.rank))
         order[first], order[second] = order[second], order[first]
@@ -528,6 +535,81 @@ class _Writer:
 
 
 @dataclass(frozen=True)
+class _Shuffle:
+    """A channel shuffle found in the traced graph: its first view and the nodes after it that the shuffle
+    stands for (the transpose, a ``contiguous``, the view back), the channel count and the groups."""
+
+    first: fx.Node
+    rest: tuple[fx.Node, ...]
+    channels: int
+    groups: int
+
+
+class _ShapeProbe(fx.Interpreter):
+    """Runs the traced skeleton once and records each node's output shape; observers pass their input on."""
+
+    def __init__(self, module: fx.GraphModule) -> None:
+        super().__init__(module)
+        self.shapes: dict[fx.Node, tuple[int, ...]] = {}
+
+    def run_node(self, node: fx.Node) -> Any:
+        result = super().run_node(node)
+        if isinstance(result, Tensor):
+            self.shapes[node] = tuple(result.shape)
+        return result
+
+    def call_module(self, target: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+        if quantization.is_observer(self.fetch_attr(target)):
+            return args[0]
+        return super().call_module(target, args, kwargs)
+
+
+def _is_view(node: fx.Node, rank: int | None = None) -> bool:
+    """Whether ``node`` is ``x.view(...)`` or ``x.reshape(...)`` (to ``rank`` sizes, if given)."""
+    if node.op != "call_method" or node.target not in ("view", "reshape"):
+        return False
+    sizes = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)) else node.args[1:]
+    return rank is None or len(sizes) == rank
+
+
+def _is_channel_transpose(node: fx.Node) -> bool:
+    dims = sorted(node.args[1:3]) if len(node.args) == 3 else []
+    return (node.op == "call_method" and node.target == "transpose"
+            or node.op == "call_function" and node.target is torch.transpose) and dims == [1, 2]
+
+
+def _channel_shuffles(skeleton: nn.Module, graph: fx.Graph) -> list[_Shuffle]:
+    """ShuffleNet's channel shuffles in ``graph``: a view of a (batch, channels, height, width) tensor to (batch,
+    groups, channels // groups, height, width), a transpose of dims 1 and 2, a view back to the shape it came
+    from, each step the only user of the one before. Shapes come from one probe of the skeleton on a 224 x 224
+    image, only where the graph has a 5-D view; channels are fixed by the weights, so the shuffle is the same
+    order of channels at every size."""
+    if not any(_is_view(node, rank=5) for node in graph.nodes):
+        return []
+    probe = _ShapeProbe(fx.GraphModule(skeleton, graph))
+    with torch.no_grad():
+        probe.run(torch.zeros(1, 3, 224, 224))
+    shapes, shuffles = probe.shapes, []
+    for first in graph.nodes:
+        source = first.args[0] if _is_view(first, rank=5) else None
+        if not isinstance(source, fx.Node) or len(shapes.get(source, ())) != 4 or len(first.users) != 1:
+            continue
+        batch, channels, height, width = shapes[source]
+        groups = shapes[first][1] if len(shapes[first]) == 5 else 0
+        if not groups or shapes[first] != (batch, groups, channels // groups, height, width):
+            continue
+        rest, node = [], first
+        while len(rest) < 3 and len(node.users) == 1 and not (rest and _is_view(rest[-1])):
+            (node,) = node.users
+            rest.append(node)
+        steps = [step for step in rest if not (step.op == "call_method" and step.target == "contiguous")]
+        if (len(steps) == 2 and _is_channel_transpose(steps[0]) and _is_view(steps[1])
+                and shapes[steps[1]] == shapes[source]):
+            shuffles.append(_Shuffle(first, tuple(rest), channels, groups))
+    return shuffles
+
+
+@dataclass(frozen=True)
 class _Size:
     """A size (or a shape) computed in the graph, as a 1-D int64 tensor ``name``; an item of a whole shape has
     no tensor of its own until one is needed (``name`` None: item ``index`` of the shape tensor ``shape``);
@@ -582,11 +664,17 @@ def write_onnx(skeleton: nn.Module, tensors: dict[str, Tensor], entries: dict[st
     skeleton.eval()
     graph = _Tracer().trace(skeleton)
     writer = _Writer(skeleton, tensors, entries)
+    shuffles = {shuffle.first: shuffle for shuffle in _channel_shuffles(skeleton, graph)}
+    shuffled = {node: shuffle.first for shuffle in shuffles.values() for node in shuffle.rest}
     output = None
     for node in graph.nodes:
         args = fx.node.map_arg(node.args, lambda n: writer.values[n])
         kwargs = fx.node.map_arg(node.kwargs, lambda n: writer.values[n])
-        if node.op == "placeholder":
+        if node in shuffles:
+            writer.values[node] = writer.channel_shuffle(args[0], shuffles[node], node.name)
+        elif node in shuffled:
+            writer.values[node] = writer.values[shuffled[node]]
+        elif node.op == "placeholder":
             writer.values[node] = Value("images")
         elif node.op == "call_module":
             writer.values[node] = writer.call_module(node, writer.modules[str(node.target)], list(args))
