@@ -10,7 +10,8 @@ with its own scale and zero point; weights as int8 initializers behind ``Dequant
 per channel or per tensor), biases as int32 at input scale x weight scale. ONNX Runtime fuses these
 patterns into QLinearConv, QGemm, QLinearAdd... Ops that keep their input's scale (pools, pads,
 ReLU6) re-quantize with it, so averages round to the grid as torch's int8 kernels do; reshapes,
-transposes and splits move codes unchanged and carry none. Height, width and batch stay dynamic.
+transposes, splits and channel shuffles (one Gather of channels) move codes unchanged and carry none.
+Height, width and batch stay dynamic.
 """
 
 from __future__ import annotations
@@ -465,8 +466,9 @@ class _Writer:
         """The shape tensor of ``x.view(*sizes)`` with as few nodes as the sizes allow: an item of ``x``'s own shape
         in its own place as 0 (Reshape copies it), runs of consecutive items of one shape as one slice of it (the
         whole shape as it is), a lone computed size as -1 (Reshape infers it), constants together; one Concat if
-        more than one part. ShuffleNetV2's channel shuffle views to (batch, groups, channels // groups, height,
-        width), then back to the shape it started from: ``[0, groups, -1] + shape[2:]``, then that shape itself."""
+        more than one part. ``x.view(batch, groups, channels // groups, height, width)`` so becomes
+        ``[0, groups, -1] + shape[2:]`` and the view back the shape it started from (a view, transpose and view
+        back that form a channel shuffle are one Gather instead: :func:`_channel_shuffles`)."""
         parts: list[tuple[Any, ...]] = []  # ("const", [ints]), ("run", shape, start, end), ("tensor", name, whole)
         for position, size in enumerate(sizes):
             if isinstance(size, _Size) and size.name is None:

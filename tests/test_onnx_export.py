@@ -272,8 +272,9 @@ class CodeMoves(nn.Module):
 
 def test_views_transposes_and_shuffles_move_the_int8_codes_bit_for_bit():
     """A shuffle of any group count is recognized (its Gather orders channels as torch's view and transpose do), a
-    5-D view that is no shuffle keeps its reshapes, and views that read sizes from the input run at any size:
-    ONNX Runtime's output equals torch's int8 output exactly (no op here rounds)."""
+    5-D view that is no shuffle keeps its reshapes, and views that read sizes from the input (from the int8
+    tensor, never a dequantized copy) run at any size: ONNX Runtime's output equals torch's int8 output exactly
+    (no op here rounds)."""
     torch.manual_seed(0)
     skeleton = qzoo.quantization.prepare_ptq(CodeMoves(), "x86")
     model = qzoo.quantization.prepare_ptq(CodeMoves(), "x86")
@@ -283,6 +284,9 @@ def test_views_transposes_and_shuffles_move_the_int8_codes_bit_for_bit():
     written = onnx.load_from_string(onnx_writer.write_onnx(skeleton, tensors, entries))
     ops = [node.op_type for node in written.graph.node]
     assert ops.count("Gather") == 2 and ops.count("Reshape") == 5 and ops.count("Transpose") == 2
+    producers = {output: node for node in written.graph.node for output in node.output}
+    shapes = [node for node in written.graph.node if node.op_type == "Shape"]
+    assert shapes and all(producers[node.input[0]].op_type == "QuantizeLinear" for node in shapes)  # int8 sizes
     session = OnnxRuntimeModel(written.SerializeToString(), threads=1)
     for x in (images(2, seed=3, size=16), qzoo.synthetic_images(1, 24, seed=4), torch.rand(3, 3, 8, 9)):
         expected = run(int8, x)
