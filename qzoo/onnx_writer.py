@@ -548,7 +548,8 @@ class _Shuffle:
 
 
 class _ShapeProbe(fx.Interpreter):
-    """Runs the traced skeleton once and records each node's output shape; observers pass their input on."""
+    """Runs the traced skeleton once and records each node's output shape (its observers see the probe's
+    image, which changes nothing written: the writer reads no observer's statistics)."""
 
     def __init__(self, module: fx.GraphModule) -> None:
         super().__init__(module)
@@ -559,11 +560,6 @@ class _ShapeProbe(fx.Interpreter):
         if isinstance(result, Tensor):
             self.shapes[node] = tuple(result.shape)
         return result
-
-    def call_module(self, target: Any, args: Any, kwargs: dict[str, Any]) -> Any:
-        if quantization.is_observer(self.fetch_attr(target)):
-            return args[0]
-        return super().call_module(target, args, kwargs)
 
 
 def _is_view(node: fx.Node, rank: int | None = None) -> bool:
