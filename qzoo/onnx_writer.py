@@ -278,7 +278,7 @@ class _Writer:
         if isinstance(module, quantization.ReLU6AsRange):
             return self.relu6_as_range(x, name)
         if isinstance(module, nn.ReLU6):
-            return self.keep_grid("Clip", x, name, extra=[self._float(0.0, name), self._float(6.0, name)])
+            return self.relu6(x, name)
         if isinstance(module, nn.MaxPool2d):
             return self.keep_grid("MaxPool", x, name, **_pool_attributes(module))
         if isinstance(module, nn.AvgPool2d):
@@ -316,7 +316,20 @@ class _Writer:
         grid = x.grid
         if grid is None or not (grid.zero_point_value > 0 or (255 - grid.zero_point_value) * grid.scale_value > 6.0):
             return x
-        return self.keep_grid("Clip", x, hint, extra=[self._float(0.0, hint), self._float(6.0, hint)])
+        return self.relu6(x, hint)
+
+    def relu6(self, x: Value, hint: str) -> Value:
+        """A clamp to [0, 6] as int8 runs it. On an int8 tensor: a Clip of the uint8 codes themselves to
+        [code of 0, code of 6] (exact: rounding a value clamped in float back to the grid gives the clamped
+        code), which ONNX Runtime runs on uint8 between its integer kernels, where a float Clip needed a
+        DequantizeLinear and a QuantizeLinear of the whole activation around it. Else the float Clip."""
+        grid = x.grid
+        if grid is None or x.stored is None:
+            return self.keep_grid("Clip", x, hint, extra=[self._float(0.0, hint), self._float(6.0, hint)])
+        low, high = (self.constant(f"{hint}.code", np.array(_code(value, grid), dtype=np.uint8)) for value in (0.0, 6.0))
+        (clamped,) = self.node("Clip", [x.stored, low, high], hint)
+        (restored,) = self.node("DequantizeLinear", [clamped, grid.scale, grid.zero_point], hint)
+        return Value(restored, grid, x.rank, clamped)
 
     # ------------------------------------------------------------------------ sizes, SAME padding
 
@@ -534,6 +547,12 @@ class _Writer:
             return self.keep_grid("ReduceMean", x, hint, rank=x.rank if keep else x.rank - len(dims), axes=dims,
                                   keepdims=int(keep))
         raise NotImplementedError(f"{node.name}: qzoo's ONNX writer has no form for the method {method!r}")
+
+
+def _code(value: float, grid: Grid) -> int:
+    """The uint8 code QuantizeLinear gives ``value`` on ``grid`` (float32 division, ties to even, saturated)."""
+    quotient = np.float32(value) / np.float32(grid.scale_value)
+    return int(np.clip(np.rint(quotient) + grid.zero_point_value, 0, 255))
 
 
 @dataclass(frozen=True)
