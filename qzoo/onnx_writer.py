@@ -8,10 +8,11 @@ from the int8 state as plain tensors (int8 weights, per-channel scales, activati
 Each value that int8 holds as a quantized tensor appears as ``QuantizeLinear -> DequantizeLinear``
 with its own scale and zero point; weights as int8 initializers behind ``DequantizeLinear`` (axis 0,
 per channel or per tensor), biases as int32 at input scale x weight scale. ONNX Runtime fuses these
-patterns into QLinearConv, QGemm, QLinearAdd... Ops that keep their input's scale (pools, pads,
-ReLU6) re-quantize with it, so averages round to the grid as torch's int8 kernels do; reshapes,
-transposes, splits and channel shuffles (one Gather of channels) move codes unchanged and carry none.
-Height, width and batch stay dynamic.
+patterns into QLinearConv, QGemm, QLinearAdd... Ops that keep their input's scale (pools)
+re-quantize with it, so averages round to the grid as torch's int8 kernels do; a ReLU6 clamps the
+uint8 codes themselves; reshapes, transposes, splits and channel shuffles (one Gather of channels)
+move codes unchanged and carry none. TensorFlow's SAME strided convs are Convs with
+``auto_pad="SAME_UPPER"``. Height, width and batch stay dynamic.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class _Writer:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.values: dict[fx.Node, Any] = {}
+        self.same_strides: dict[str, int] = {}  # conv name -> stride, for convs written with SAME padding
         self._count = 0
         self._shapes: dict[str, str] = {}  # tensor -> its Shape
         self._items: dict[tuple[str, int], str] = {}  # (shape tensor, index) -> its gathered item
@@ -247,7 +249,11 @@ class _Writer:
             float_bias = self.tensors.get(f"{prefix}.bias")
             bias_name = [self.constant(f"{prefix}.bias", float_bias.to(torch.float32).numpy())] if float_bias is not None else []
         if isinstance(inner, nn.Conv2d):
-            (out,) = self.node("Conv", [x.name, weight, *bias_name], name, **_conv_attributes(inner))
+            attributes = _conv_attributes(inner)
+            if name in self.same_strides:  # TensorFlow's SAME: the smaller half of the padding before
+                del attributes["pads"]
+                attributes.update(strides=[self.same_strides[name]] * 2, auto_pad="SAME_UPPER")
+            (out,) = self.node("Conv", [x.name, weight, *bias_name], name, **attributes)
         elif isinstance(inner, nn.Linear):
             if x.rank != 2:
                 raise NotImplementedError(f"{name}: a linear layer on a rank-{x.rank} input")
@@ -292,10 +298,9 @@ class _Writer:
             attributes = {"alpha": 1 / 6, "beta": 0.5} if op == "HardSigmoid" else {}
             (out,) = self.node(op, [x.name], name, **attributes)
             return self.requantize(out, self.grid_of(name), name, x.rank) if x.grid is not None else Value(out, None, x.rank)
-        if isinstance(module, SamePad2d):
-            return self.same_pad(x, module, name)
-        if isinstance(module, SameSubsample2d):
-            return self.same_subsample(x, module, name)
+        if isinstance(module, (SamePad2d, SameSubsample2d)):
+            raise NotImplementedError(f"{name}: a {type(module).__name__} that is not next to a conv of its kernel "
+                                      "and stride; qzoo's ONNX writer writes it as that conv's SAME padding")
         raise NotImplementedError(f"{name}: qzoo's ONNX writer has no form for a {type(module).__name__}")
 
     def keep_grid(self, op: str, x: Value, hint: str, extra: list[str] | None = None, rank: int | None = None,
@@ -330,46 +335,6 @@ class _Writer:
         (clamped,) = self.node("Clip", [x.stored, low, high], hint)
         (restored,) = self.node("DequantizeLinear", [clamped, grid.scale, grid.zero_point], hint)
         return Value(restored, grid, x.rank, clamped)
-
-    # ------------------------------------------------------------------------ sizes, SAME padding
-
-    def _side(self, x: Value, axis: int, hint: str) -> str:
-        return self.size_name(_Size(None, self.shape(x, hint), axis), hint)
-
-    def _same_total(self, side: str, kernel: int, stride: int, hint: str) -> str:
-        """TensorFlow's SAME padding total, ``(ceil(side / stride) - 1) * stride + kernel - side``, on int64
-        tensors (``qzoo.models.efficientnet_lite._same_total`` in the graph)."""
-        (up,) = self.node("Add", [side, self.ints([stride - 1], hint)], hint)
-        (blocks,) = self.node("Div", [up, self.ints([stride], hint)], hint)
-        (span,) = self.node("Mul", [blocks, self.ints([stride], hint)], hint)
-        (total,) = self.node("Add", [span, self.ints([kernel - stride], hint)], hint)
-        (total,) = self.node("Sub", [total, side], hint)
-        return total
-
-    def same_pad(self, x: Value, module: SamePad2d, hint: str) -> Value:
-        halves = []
-        for axis in (2, 3):
-            total = self._same_total(self._side(x, axis, hint), module.kernel_size, module.stride, hint)
-            (before,) = self.node("Div", [total, self.ints([2], hint)], hint)
-            (after,) = self.node("Sub", [total, before], hint)
-            halves.append((before, after))
-        zeros = self.ints([0, 0], hint)
-        (pads,) = self.node("Concat", [zeros, halves[0][0], halves[1][0], zeros, halves[0][1], halves[1][1]],
-                            hint, axis=0)
-        return self.keep_grid("Pad", x, hint, extra=[pads])
-
-    def same_subsample(self, x: Value, module: SameSubsample2d, hint: str) -> Value:
-        starts = []
-        for axis in (2, 3):
-            total = self._same_total(self._side(x, axis, hint), module.kernel_size, module.stride, hint)
-            (half,) = self.node("Div", [total, self.ints([2], hint)], hint)
-            (start,) = self.node("Sub", [self.ints([module.kernel_size // 2], hint), half], hint)
-            starts.append(start)
-        (begin,) = self.node("Concat", starts, hint, axis=0)
-        big = self.ints([2**62, 2**62], hint)
-        (out,) = self.node("Slice", [x.name, begin, big, self.ints([2, 3], hint),
-                                     self.ints([module.stride, module.stride], hint)], hint)
-        return Value(out, x.grid, x.rank)
 
     # --------------------------------------------------------------------------------- functions
 
@@ -555,6 +520,43 @@ def _code(value: float, grid: Grid) -> int:
     return int(np.clip(np.rint(quotient) + grid.zero_point_value, 0, 255))
 
 
+def _conv_of(modules: dict[str, nn.Module], node: fx.Node) -> nn.Conv2d | None:
+    """The Conv2d a call_module ``node`` runs (alone or first in a fused block), if it runs one."""
+    module = modules.get(str(node.target)) if node.op == "call_module" else None
+    inner = module[0] if module is not None and quantization.is_fused_block(module) else module
+    return inner if isinstance(inner, nn.Conv2d) else None
+
+
+def _same_convs(modules: dict[str, nn.Module], graph: fx.Graph) -> tuple[dict[str, int], dict[fx.Node, fx.Node]]:
+    """EfficientNet-Lite's TensorFlow "SAME" strided convs, each to be one ONNX Conv with ``auto_pad="SAME_UPPER"``
+    (ONNX Runtime then computes the pads from each input's size, the smaller half before, as TensorFlow does): a
+    :class:`SamePad2d` whose only user is an unpadded conv of its kernel and stride, and a stride-1 conv padded by
+    ``kernel // 2`` whose outputs a :class:`SameSubsample2d` picks (through BatchNorm's Identity and ReLU6
+    modules, elementwise, each the only user of the one before): the same outputs, and the subsampled conv
+    computes only the outputs kept. Returns the convs' names with their stride, and the pad and subsample
+    nodes with the node whose value each passes on."""
+    strides, passed = {}, {}
+    for node in graph.nodes:
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, SamePad2d) and len(node.users) == 1:
+            (user,) = node.users
+            conv = _conv_of(modules, user)
+            if conv is not None and conv.padding == (0, 0) and conv.stride == (module.stride,) * 2 \
+                    and conv.kernel_size == (module.kernel_size,) * 2 and conv.dilation == (1, 1):
+                strides[str(user.target)], passed[node] = module.stride, node.args[0]
+        elif isinstance(module, SameSubsample2d):
+            source = node.args[0]
+            while (source.op == "call_module" and len(source.users) == 1
+                   and isinstance(modules.get(str(source.target)), (nn.Identity, nn.ReLU6, quantization.ReLU6AsRange))):
+                source = source.args[0]
+            conv = _conv_of(modules, source)
+            half = module.kernel_size // 2
+            if conv is not None and len(source.users) == 1 and conv.stride == (1, 1) and conv.padding == (half, half) \
+                    and conv.kernel_size == (module.kernel_size,) * 2 and conv.dilation == (1, 1):
+                strides[str(source.target)], passed[node] = module.stride, node.args[0]
+    return strides, passed
+
+
 @dataclass(frozen=True)
 class _Shuffle:
     """A channel shuffle found in the traced graph: its first view and the nodes after it that the shuffle
@@ -682,15 +684,16 @@ def write_onnx(skeleton: nn.Module, tensors: dict[str, Tensor], entries: dict[st
     graph = _Tracer().trace(skeleton)
     writer = _Writer(skeleton, tensors, entries)
     shuffles = {shuffle.first: shuffle for shuffle in _channel_shuffles(skeleton, graph)}
-    shuffled = {node: shuffle.first for shuffle in shuffles.values() for node in shuffle.rest}
+    writer.same_strides, passed = _same_convs(writer.modules, graph)
+    passed |= {node: shuffle.first for shuffle in shuffles.values() for node in shuffle.rest}
     output = None
     for node in graph.nodes:
         args = fx.node.map_arg(node.args, lambda n: writer.values[n])
         kwargs = fx.node.map_arg(node.kwargs, lambda n: writer.values[n])
         if node in shuffles:
             writer.values[node] = writer.channel_shuffle(args[0], shuffles[node], node.name)
-        elif node in shuffled:
-            writer.values[node] = writer.values[shuffled[node]]
+        elif node in passed:  # a step a shuffle or a SAME conv stands for: the value it passes on
+            writer.values[node] = writer.values[passed[node]]
         elif node.op == "placeholder":
             writer.values[node] = Value("images")
         elif node.op == "call_module":

@@ -249,6 +249,31 @@ def test_a_channel_shuffle_is_one_gather_of_the_int8_codes_at_any_size():
         assert logits.shape == (len(x), NUM_CLASSES) and relative_error(plain(x), run(int8, x)) < 0.5
 
 
+def test_tensorflow_same_strided_convs_are_one_conv_each_at_any_size():
+    """EfficientNet-Lite's SAME strided convs (the stem's explicit pad, the depthwise convs run at stride 1 and
+    subsampled) are each one ONNX Conv with ``auto_pad="SAME_UPPER"`` at stride 2: no Shape, size arithmetic, Pad
+    or Slice left, and the subsampled convs compute only the outputs kept. At even and odd sizes (where SAME pads
+    differently) the file runs bit for bit as the file torch's TorchScript-based exporter writes with explicit
+    pads and slices. Before (2026-11-30) the file computed pads and slice starts from five Shapes."""
+    from test_quantization import trained_like
+    from torch_onnx import torch_export
+
+    int8 = quantized_copy(trained_like("efficientnet_lite0", 0.1), "x86", calibration=images(16, seed=1, size=224))
+    model = onnx.load_from_string(export_onnx(int8))
+    ops = [node.op_type for node in model.graph.node]
+    assert not {"Shape", "Pad", "Slice", "Gather", "Div"} & set(ops)
+    same = [{a.name: onnx.helper.get_attribute_value(a) for a in node.attribute} for node in model.graph.node
+            if node.op_type == "Conv" and any(a.name == "auto_pad" for a in node.attribute)]
+    assert len(same) == 5 and all(c["auto_pad"] == b"SAME_UPPER" and c["strides"] == [2, 2] for c in same)
+    ours = OnnxRuntimeModel(model.SerializeToString(), threads=1)
+    theirs = OnnxRuntimeModel(torch_export(int8, images(2, seed=2, size=224)), threads=1)
+    for size in (224, 97, 150, 261):
+        x = images(2, seed=3, size=size)
+        expected = theirs(x)
+        assert_varies(expected)
+        assert torch.equal(ours(x), expected)
+
+
 def test_relu6_clamps_the_uint8_codes_and_onnxruntime_keeps_them_integer(tmp_path):
     """EfficientNet-Lite's ReLU6 on x86's 7-bit grids (codes up to 255 hold values up to twice 6) is a Clip of
     the uint8 codes to [code of 0, code of 6], fed by the conv's QuantizeLinear: ONNX Runtime runs it on uint8
