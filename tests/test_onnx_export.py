@@ -279,8 +279,8 @@ def test_relu6_clamps_the_uint8_codes_and_onnxruntime_keeps_them_integer(tmp_pat
     the uint8 codes to [code of 0, code of 6], fed by the conv's QuantizeLinear: ONNX Runtime runs it on uint8
     after its integer conv, with no DequantizeLinear before it and no QuantizeLinear after. The codes it clamps
     are real (some lie above 6), and the file's outputs equal, bit for bit, those of the same graph with each
-    Clip in float between a DequantizeLinear and a QuantizeLinear (the form before 2026-11-30, which made
-    Lite0's file 1.6x to 2.9x the time of ORT's own int8 file; 1.08x to 1.16x after)."""
+    Clip in float between a DequantizeLinear and a QuantizeLinear (the form before 2026-11-30, with which
+    Lite0's file took 1.6x to 2.8x the time of ORT's own int8 file; docs/onnx.md)."""
     import onnxruntime
     from test_quantization import trained_like
 
