@@ -331,7 +331,8 @@ class _Writer:
         grid = x.grid
         if grid is None or x.stored is None:
             return self.keep_grid("Clip", x, hint, extra=[self._float(0.0, hint), self._float(6.0, hint)])
-        low, high = (self.constant(f"{hint}.code", np.array(_code(value, grid), dtype=np.uint8)) for value in (0.0, 6.0))
+        low, high = (self.constant(f"{hint}.code", np.array(_code(value, grid), dtype=np.uint8))
+                     for value in (0.0, 6.0))
         (clamped,) = self.node("Clip", [x.stored, low, high], hint)
         (restored,) = self.node("DequantizeLinear", [clamped, grid.scale, grid.zero_point], hint)
         return Value(restored, grid, x.rank, clamped)
