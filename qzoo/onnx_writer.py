@@ -494,7 +494,7 @@ class _Writer:
         if method in ("contiguous", "clone"):
             return x
         if method in ("view", "reshape"):
-            sizes = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+            sizes = _view_sizes(args)
             return self.keep_grid("Reshape", x, hint, extra=[self.reshape_target(x, sizes, hint)], rank=len(sizes))
         if method == "transpose":
             return self.transpose(x, args[1], args[2], hint)
@@ -584,12 +584,16 @@ class _ShapeProbe(fx.Interpreter):
         return result
 
 
+def _view_sizes(args: Any) -> Any:
+    """The sizes of ``x.view(*sizes)`` or ``x.view(sizes)`` from its arguments ``(x, ...)``."""
+    return args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+
+
 def _is_view(node: fx.Node, rank: int | None = None) -> bool:
     """Whether ``node`` is ``x.view(...)`` or ``x.reshape(...)`` (to ``rank`` sizes, if given)."""
     if node.op != "call_method" or node.target not in ("view", "reshape"):
         return False
-    sizes = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)) else node.args[1:]
-    return rank is None or len(sizes) == rank
+    return rank is None or len(_view_sizes(node.args)) == rank
 
 
 def _is_channel_transpose(node: fx.Node) -> bool:

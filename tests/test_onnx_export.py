@@ -337,9 +337,10 @@ def test_relu6_clamps_the_uint8_codes_and_onnxruntime_keeps_them_integer(tmp_pat
 
 class CodeMoves(nn.Module):
     """Only ops that move int8 codes, so ONNX Runtime must give torch's int8 output bit for bit: rows of the 3
-    input channels viewed as 12 distinct channels, channel shuffles of 3 and 4 groups, a 5-D view that is no
-    shuffle (its transpose swaps height and width), views whose sizes are read from the input, a transpose,
-    a flatten. Heights divisible by 4."""
+    input channels viewed as 12 distinct channels, channel shuffles of 3 and 4 groups, two 5-D views that are
+    no shuffle (one's transpose swaps height and width; the other splits a side, not the channels, before the
+    transpose of dims 1 and 2), views whose sizes are read from the input, a transpose, a flatten. Heights
+    divisible by 4, widths even."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -352,15 +353,16 @@ class CodeMoves(nn.Module):
         x = channel_shuffle(channel_shuffle(x.reshape(x.size(0), 12, -1, x.size(3)), 3), 4)
         batch, channels, height, width = x.size()
         x = x.view(batch, 1, channels, height, width).transpose(3, 4).reshape(batch, channels, width, height)
+        x = x.reshape(batch, 2, channels, width // 2, height).transpose(1, 2).reshape(batch, channels, width, height)
         x = x.reshape(batch, channels, height * width).transpose(1, 2).reshape(batch, height, width, channels)
         return self.dequant(torch.flatten(x, 1))
 
 
 def test_views_transposes_and_shuffles_move_the_int8_codes_bit_for_bit():
     """A shuffle of any group count is recognized (its Gather orders channels as torch's view and transpose do), a
-    5-D view that is no shuffle keeps its reshapes, and views that read sizes from the input (from the int8
-    tensor, never a dequantized copy) run at any size: ONNX Runtime's output equals torch's int8 output exactly
-    (no op here rounds)."""
+    5-D view that is no shuffle keeps its reshapes (even one transposed as a shuffle is), and views that read
+    sizes from the input (from the int8 tensor, never a dequantized copy) run at any size: ONNX Runtime's
+    output equals torch's int8 output exactly (no op here rounds)."""
     torch.manual_seed(0)
     skeleton = qzoo.quantization.prepare_ptq(CodeMoves(), "x86")
     model = qzoo.quantization.prepare_ptq(CodeMoves(), "x86")
@@ -369,12 +371,12 @@ def test_views_transposes_and_shuffles_move_the_int8_codes_bit_for_bit():
     tensors, entries = qzoo.serialization.int8_tensors(int8.state_dict())
     written = onnx.load_from_string(onnx_writer.write_onnx(skeleton, tensors, entries))
     ops = [node.op_type for node in written.graph.node]
-    assert ops.count("Gather") == 2 and ops.count("Reshape") == 5 and ops.count("Transpose") == 2
+    assert ops.count("Gather") == 2 and ops.count("Reshape") == 7 and ops.count("Transpose") == 3
     producers = {output: node for node in written.graph.node for output in node.output}
     shapes = [node for node in written.graph.node if node.op_type == "Shape"]
     assert shapes and all(producers[node.input[0]].op_type == "QuantizeLinear" for node in shapes)  # int8 sizes
     session = OnnxRuntimeModel(written.SerializeToString(), threads=1)
-    for x in (images(2, seed=3, size=16), qzoo.synthetic_images(1, 24, seed=4), torch.rand(3, 3, 8, 9)):
+    for x in (images(2, seed=3, size=16), qzoo.synthetic_images(1, 24, seed=4), torch.rand(3, 3, 8, 10)):
         expected = run(int8, x)
         assert expected.unique().numel() > 20  # the codes, not a constant
         assert torch.equal(session(x), expected)
