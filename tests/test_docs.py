@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,10 @@ def test_readme_is_short_and_keeps_the_ci_test_command():
     assert "bash tests/run-legs.sh" in command
     script = (ROOT / "tests" / "run-legs.sh").read_text()
     assert '-e ".[test]"' in script and "-m pytest" in script and "python3 -m venv --clear" in script
+    # CI's disk holds one leg at a time: no pip cache, each leg's environment and passed tests' folders removed
+    assert script.count("--no-cache-dir") == 2 and 'rm -rf "$venv"' in script
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"][
+        "tmp_path_retention_policy"] == "failed"
     assert sorted(p.stem for p in (ROOT / "tests" / "legs").glob("*.txt")) == ["newest", "oldest"]
 
 
