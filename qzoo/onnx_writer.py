@@ -521,9 +521,14 @@ def _code(value: float, grid: Grid) -> int:
     return int(np.clip(np.rint(quotient) + grid.zero_point_value, 0, 255))
 
 
+def _module_of(modules: dict[str, nn.Module], node: fx.Node) -> nn.Module | None:
+    """The module ``node`` calls, if it calls one."""
+    return modules.get(str(node.target)) if node.op == "call_module" else None
+
+
 def _conv_of(modules: dict[str, nn.Module], node: fx.Node) -> nn.Conv2d | None:
     """The Conv2d a call_module ``node`` runs (alone or first in a fused block), if it runs one."""
-    module = modules.get(str(node.target)) if node.op == "call_module" else None
+    module = _module_of(modules, node)
     inner = module[0] if module is not None and quantization.is_fused_block(module) else module
     return inner if isinstance(inner, nn.Conv2d) else None
 
@@ -538,7 +543,7 @@ def _same_convs(modules: dict[str, nn.Module], graph: fx.Graph) -> tuple[dict[st
     nodes with the node whose value each passes on."""
     strides, passed = {}, {}
     for node in graph.nodes:
-        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        module = _module_of(modules, node)
         if isinstance(module, SamePad2d) and len(node.users) == 1:
             (user,) = node.users
             conv = _conv_of(modules, user)
@@ -547,8 +552,8 @@ def _same_convs(modules: dict[str, nn.Module], graph: fx.Graph) -> tuple[dict[st
                 strides[str(user.target)], passed[node] = module.stride, node.args[0]
         elif isinstance(module, SameSubsample2d):
             source = node.args[0]
-            while (source.op == "call_module" and len(source.users) == 1
-                   and isinstance(modules.get(str(source.target)), (nn.Identity, nn.ReLU6, quantization.ReLU6AsRange))):
+            while len(source.users) == 1 and isinstance(_module_of(modules, source),
+                                                         (nn.Identity, nn.ReLU6, quantization.ReLU6AsRange)):
                 source = source.args[0]
             conv = _conv_of(modules, source)
             half = module.kernel_size // 2
@@ -597,6 +602,7 @@ def _is_view(node: fx.Node, rank: int | None = None) -> bool:
 
 
 def _is_channel_transpose(node: fx.Node) -> bool:
+    """Whether ``node`` swaps dims 1 and 2 (``x.transpose(1, 2)`` or ``torch.transpose``), as a shuffle does."""
     dims = sorted(node.args[1:3]) if len(node.args) == 3 else []
     return (node.op == "call_method" and node.target == "transpose"
             or node.op == "call_function" and node.target is torch.transpose) and dims == [1, 2]
