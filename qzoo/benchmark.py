@@ -9,9 +9,40 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+
+GLIBC_RAISED_THRESHOLDS = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483648"
+"""A ``GLIBC_TUNABLES`` value, set before Python starts, under which glibc's malloc serves blocks up to 1 GiB from
+memory it keeps and keeps up to 2 GiB free for reuse, instead of mapping a large activation afresh on every call
+(what that is worth: docs/benchmarks.md, the allocator table)."""
+
+NOTABLE_PAGE_FAULTS = 1000
+"""Page faults per call (4 MB of fresh 4 KB pages) above which a timing is the allocator's as much as the model's."""
+
+
+def page_faults_per_call(model: Callable[[Tensor], object], inputs: Tensor) -> int | None:
+    """Minor page faults of one call of ``model`` on ``inputs`` after a warm-up call: memory the allocator handed
+    back and takes again on every call. ``None`` where the system does not count them (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    with torch.inference_mode():
+        model(inputs)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        model(inputs)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def transparent_huge_pages(setting: Path = Path("/sys/kernel/mm/transparent_hugepage/enabled")) -> str:
+    """Linux's transparent huge page mode ("madvise", "always", "never"; "unknown" elsewhere): under "always" a fresh
+    mapping faults in 2 MB at a time, so page faults count far fewer for the same memory."""
+    text = setting.read_text() if setting.is_file() else ""
+    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else "unknown"
 
 
 @dataclasses.dataclass(frozen=True)

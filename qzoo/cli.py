@@ -16,6 +16,7 @@ import torchvision
 from . import datasets, quantization, sensitivity, train, workflow
 from ._files import IntegrityError
 from ._version import __version__
+from .benchmark import GLIBC_RAISED_THRESHOLDS, NOTABLE_PAGE_FAULTS
 from .demo import run_cifar10_demo, run_demo
 from .pretrained import Mode, get_weights, list_models, list_weights
 from .registry import model_spec
@@ -203,6 +204,19 @@ def _backend_note(report: dict[str, Any]) -> None:
         print("  note: qnnpack's int8 kernels are written for ARM CPUs; on this x86 CPU the x86 backend is the fast one")
 
 
+def _allocator_note(report: dict[str, Any]) -> None:
+    """Under timings whose fp32 calls took their memory from the system again each time (glibc): that speed-up is
+    partly glibc's malloc, which maps large activations afresh on every call; one environment variable changes it."""
+    faults = {batch: count for batch, count in report.get("fp32_page_faults_per_call", {}).items()
+              if count is not None and count > NOTABLE_PAGE_FAULTS}
+    if faults and platform.libc_ver()[0] == "glibc":
+        batch, count = max(faults.items(), key=lambda item: item[1])
+        print(f"  note: fp32 took {count:,} page faults per call at batch {batch}: glibc's malloc maps its "
+              "large activations afresh on every call, which slows fp32 and inflates int8's speed-up there; "
+              f"GLIBC_TUNABLES={GLIBC_RAISED_THRESHOLDS} set before Python starts keeps that memory "
+              "(docs/benchmarks.md)")
+
+
 def _print_demo(report: dict) -> None:
     mib = 1024 * 1024
     print(f"qzoo demo: {report['model']}, PTQ for {report['backend']}, {report['calibration_images']} calibration "
@@ -216,6 +230,7 @@ def _print_demo(report: dict) -> None:
         print(f"  batch {batch:>2} median fp32 / int8     {times['fp32']:.2f} ms / {times['int8']:.2f} ms "
               f"(int8 speed-up {report['speedup'][batch]:.2f}x)")
     _backend_note(report)
+    _allocator_note(report)
 
 
 def _print_info(result: dict[str, Any]) -> None:
@@ -328,6 +343,7 @@ def _print_report(report: dict[str, Any]) -> None:
         print(f"  batch {batch:>2} median fp32 / int8  {times['fp32']:.2f} ms / {times['int8']:.2f} ms "
               f"(int8 speed-up {report['speedup'][batch]:.2f}x{eager})")
     _backend_note(report)
+    _allocator_note(report)
     if "out" in report:
         print(f"  written to {report['out']}")
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import quantization
-from .benchmark import interleaved_latency_ms, state_dict_bytes
+from .benchmark import interleaved_latency_ms, page_faults_per_call, state_dict_bytes
 from .data import synthetic_images
 from .ptq import quantize
 from .registry import get_model
@@ -52,6 +52,7 @@ def run_demo(
             batch: interleaved_latency_ms({"fp32": float_model, "int8": int8_model}, held_out[:batch], repeats=repeats)
             for batch in (1, 16)
         }
+        faults = {str(batch): page_faults_per_call(float_model, held_out[:batch]) for batch in latency}
     float_bytes, int8_bytes = state_dict_bytes(float_model), state_dict_bytes(int8_model)
     return {
         "model": model_name,
@@ -66,6 +67,7 @@ def run_demo(
         "size_ratio": int8_bytes / float_bytes,
         "latency_ms": {str(batch): times for batch, times in latency.items()},
         "speedup": {str(batch): times["fp32"] / times["int8"] for batch, times in latency.items()},
+        "fp32_page_faults_per_call": faults,
     }
 
 
@@ -93,5 +95,5 @@ def run_cifar10_demo(*, backend: str = quantization.DEFAULT_BACKEND, progress: b
         timing = bench(int8, image_size=loaded.transforms.crop_size if loaded.transforms else 32, repeats=repeats)
     report.pop("out")
     report.update(model=DEMO_WEIGHTS, threads=torch.get_num_threads(), latency_ms=timing["latency_ms"],
-                  speedup=timing["speedup"])
+                  speedup=timing["speedup"], fp32_page_faults_per_call=timing["fp32_page_faults_per_call"])
     return report

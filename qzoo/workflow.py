@@ -25,7 +25,7 @@ from torch import nn
 from . import datasets, hub, onnx_export, quantization, sensitivity, serialization, train
 from ._files import write_atomic
 from ._record import record_of
-from .benchmark import interleaved_latency_ms, torch_threads
+from .benchmark import interleaved_latency_ms, page_faults_per_call, torch_threads
 from .data import (IMAGE_SUFFIXES, ImageTensors, decode_image, image_folder_classes, images_in, is_archive,
                    synthetic_images, unpack_archive)
 from ._tracing import tracing_warnings_silenced
@@ -167,8 +167,22 @@ def _transforms_for(loaded: Loaded, image_size: int | None) -> Transforms:
     return loaded.transforms or IMAGENET_TRANSFORMS
 
 
-def _batches(images: ImageTensors, transforms: Transforms, batch_size: int = 100) -> Any:
-    return images.batches(batch_size, mean=transforms.mean, std=transforms.std)
+# Evaluation batches hold at most this many pixels per channel: 4 images of 224x224, 100 of 32x32. glibc's malloc
+# maps every block over 32 MB afresh and unmaps it when freed, so a forward pass whose activations pass that size
+# faults all their pages in again on every call (MobileNetV2's 96 x 112 x 112 float maps pass it at 7 images of
+# 224x224). What 4 at a time is worth against larger batches: docs/benchmarks.md, the allocator table.
+EVAL_BATCH_PIXELS = 4 * 224 * 224
+
+
+def evaluation_batch_size(image_size: int) -> int:
+    """Images per evaluation batch at ``image_size``: as many as :data:`EVAL_BATCH_PIXELS` allows, 1 to 100."""
+    return max(1, min(100, EVAL_BATCH_PIXELS // (image_size * image_size)))
+
+
+def _batches(images: ImageTensors, transforms: Transforms, batch_size: int | None = None) -> Any:
+    """Normalized batches of ``images``; by default sized for evaluation by :func:`evaluation_batch_size`."""
+    size = batch_size or evaluation_batch_size(images.images.shape[-1])
+    return images.batches(size, mean=transforms.mean, std=transforms.std)
 
 
 def evaluate_model(loaded: Loaded, data: str, *, image_size: int | None = None, split: str = "test",
@@ -344,6 +358,7 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
     return {"source": loaded.source, "backend": quantization.model_backend(int8), "image_size": image_size,
             "threads": torch.get_num_threads(), "latency_ms": latency,
             "speedup": {b: t["fp32"] / t["int8"] for b, t in latency.items()},
+            "fp32_page_faults_per_call": {str(b): page_faults_per_call(float_model, x[:b]) for b in batches},
             "float_file_bytes": _file_bytes(float_model), "int8_file_bytes": _file_bytes(int8)}
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import qzoo
+from qzoo.benchmark import transparent_huge_pages
 
 NUM_CLASSES = 10
 SIZE = 64
@@ -118,3 +120,9 @@ class PicklePayload:
 
     def __reduce__(self):
         return (os.system, (f"touch {os.environ['QZOO_SENTINEL']}",))
+
+
+GLIBC_PAGE_BY_PAGE = platform.libc_ver()[0] == "glibc" and transparent_huge_pages() != "always"
+GLIBC_PAGE_BY_PAGE_REASON = "needs glibc's malloc on a kernel that faults fresh memory in 4 KB pages (no huge pages)"
+"""Where the page-fault counts of glibc's large-block mappings are checked: on musl, macOS or Windows there are none to
+count, and with transparent huge pages "always" a 32 MB block faults in 16 times, not 8,192."""

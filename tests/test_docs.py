@@ -166,6 +166,44 @@ def test_the_benchmark_tables_are_what_their_results_record():
     assert bench.output_folder(ROOT / "elsewhere", no_docs=True) == ROOT / "elsewhere"
 
 
+def test_the_allocator_table_is_what_its_results_record_and_names_the_allocator():
+    """docs/benchmarks.md's allocator table is tools/allocator.py's rendering of results/allocator.json, and each
+    speed table says which allocator its run used (glibc's defaults, or the environment's settings)."""
+    tool = _tool("allocator")
+    report = json.loads(tool.RESULTS.read_text())
+    text = tool.DOC.read_text()
+    assert text.split(tool.MARKERS[0], 1)[1].split(tool.MARKERS[1], 1)[0].strip() == tool.markdown(report).strip()
+    assert report["settings"] == {"default": None, "raised": tool.RAISED}
+    catalogue = _tool("_catalogue")
+    assert text.count(f"Memory: {catalogue.DEFAULT_ALLOCATOR}") == 2
+
+
+def test_allocator_children_differ_only_in_glibcs_tunables(monkeypatch):
+    tool = _tool("allocator")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")
+    default, raised = (tool.child_environment(setting) for setting in tool.SETTINGS.values())
+    assert "GLIBC_TUNABLES" not in default and raised["GLIBC_TUNABLES"] == tool.RAISED
+    assert not any(key.startswith("MALLOC_") for key in {**default, **raised})
+    assert {k: v for k, v in raised.items() if k != "GLIBC_TUNABLES"} == default
+    catalogue = _tool("_catalogue")
+    assert catalogue.allocator() == "GLIBC_TUNABLES=glibc.malloc.tcache_count=0, MALLOC_ARENA_MAX=2"
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    assert catalogue.allocator() == catalogue.DEFAULT_ALLOCATOR
+
+
+def test_allocator_rows_are_each_settings_median_over_its_children():
+    tool = _tool("allocator")
+
+    def child(ms: float) -> dict:
+        return {"cells": [{"model": "m", "batch": 4, "fp32_ms_per_image": ms, "fp32_faults_per_call": 10 * ms}]}
+
+    rows = tool.combined({"default": [child(1.0), child(3.0), child(9.0)], "raised": [child(0.5)]})
+    assert rows == [{"model": "m", "batch": 4, "default fp32_ms_per_image": 3.0, "default fp32_faults_per_call": 30.0,
+                     "raised fp32_ms_per_image": 0.5, "raised fp32_faults_per_call": 5.0}]
+
+
 def test_bench_refuses_to_merge_runs_of_another_exporter_before_measuring(tmp_path):
     """One table, one exporter: --merge into results whose ORT files the TorchScript-based exporter wrote (a report
     without the field) stops at once, naming both exporters; so does --merge with --no-docs and no --out."""

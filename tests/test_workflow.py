@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import NUM_CLASSES, images, make_image_folder, quantized_copy, refreshed
+from helpers import HEAVY, NUM_CLASSES, arguments, images, make_image_folder, quantized_copy, refreshed
 
 import qzoo
 import qzoo.cli
@@ -437,3 +437,38 @@ def test_predict_takes_a_folder_as_the_images_below_it(tmp_path):
         "photos/a.jpg", "photos/b.png", "photos/sub/c.png", "empty"]
     assert all(r["top"][0]["label"] == "b" for r in results[:3])
     assert results[3]["error"].endswith("empty: a folder without image files (.jpg, .jpeg, .png, .bmp, .webp)")
+
+
+GLIBC_MMAP_THRESHOLD_MAX = 32 * 2**20
+"""The largest block glibc's malloc serves from memory it keeps (64-bit): bigger ones are mapped afresh per call."""
+
+
+@pytest.mark.parametrize("name", HEAVY)
+def test_evaluation_batches_keep_every_float_activation_under_the_allocators_mapping_size(name):
+    """At its input size (224, or 299 for Inception v3), every family's smallest member evaluated in batches of
+    evaluation_batch_size() makes no float activation that glibc maps afresh (and faults in) on every call."""
+    size = qzoo.registry.model_spec(name).input_size[1]
+    model = qzoo.get_model(name, **arguments(name)).eval()
+    largest = []
+    for module in model.modules():
+        if not list(module.children()):
+            module.register_forward_hook(lambda _, __, out: largest.append(out.numel() * out.element_size()))
+    with torch.no_grad():
+        model(torch.randn(1, 3, size, size))
+    batch = workflow.evaluation_batch_size(size)
+    assert batch * max(largest) < GLIBC_MMAP_THRESHOLD_MAX
+    assert batch == (4 if size == 224 else 2)
+
+
+def test_evaluation_runs_224_pixel_images_4_at_a_time_and_cifar_sized_ones_together(tiny_data):
+    model = qzoo.resnet18(num_classes=3).eval()
+    sizes: list[int] = []
+    model.register_forward_pre_hook(lambda _, args: sizes.append(args[0].shape[0]))
+    loaded = workflow.Loaded(model, None, (), "resnet18")
+    by_size = {}
+    for image_size in (224, 32):
+        sizes.clear()
+        metrics = workflow.evaluate_model(loaded, str(tiny_data), image_size=image_size, progress=False)
+        by_size[image_size] = list(sizes)
+        assert metrics["images"] == 18
+    assert by_size == {224: [4, 4, 4, 4, 2], 32: [18]}

@@ -8,6 +8,7 @@ the EfficientNet-Lite ones) and rewrites only those, keeping the others as they 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 from collections.abc import Callable
@@ -59,6 +60,17 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
             fields.setdefault(key.strip(), value.strip())
     name = fields.get("model name") or platform.processor() or platform.machine()
     return f"{name} family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields else name
+
+
+DEFAULT_ALLOCATOR = "glibc's malloc with its default thresholds"
+
+
+def allocator() -> str:
+    """How this process allocates memory, for the timings a tool records: a preloaded library or glibc's malloc
+    settings from the environment (torch fp32 at large batches depends on them: docs/benchmarks.md)."""
+    settings = [f"{key}={value}" for key, value in sorted(os.environ.items())
+                if key in ("LD_PRELOAD", "GLIBC_TUNABLES") or key.startswith("MALLOC_")]
+    return ", ".join(settings) or DEFAULT_ALLOCATOR
 
 
 def int8_isa() -> str:

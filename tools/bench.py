@@ -41,7 +41,7 @@ from qzoo.data import synthetic_images
 from qzoo.inference import optimize_for_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _catalogue import cpu_name  # noqa: E402
+from _catalogue import DEFAULT_ALLOCATOR, allocator, cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -257,7 +257,7 @@ def machine() -> dict[str, Any]:
         versions["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "versions": versions,
+    return {"cpu": cpu, "cores": os.cpu_count(), "versions": versions, "allocator": allocator(),
             "date": datetime.date.today().isoformat()}
 
 
@@ -315,7 +315,9 @@ def markdown(report: dict[str, Any]) -> str:
               f"ORT fp32 is the float model as torch's {report.get('ort_fp32_exporter', TORCHSCRIPT_EXPORTER)} "
               "ONNX exporter writes it; ORT int8 is ORT's own static QDQ quantization (per-channel) of that file, "
               "calibrated on the same 64 images; qzoo int8 on ORT is qzoo's x86 int8 model exported to ONNX and run "
-              "by ORT. Min times give the GOPS."]
+              "by ORT. Min times give the GOPS. Memory: "
+              f"{report['machine'].get('allocator', DEFAULT_ALLOCATOR)} (torch fp32 at batch 16 depends on it: "
+              "[the allocator table](#torch-fp32-at-large-batches-glibcs-allocator))."]
     return "\n".join(lines) + "\n"
 
 
