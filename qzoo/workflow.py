@@ -458,13 +458,13 @@ def sensitivity_report(loaded: Loaded, data: str, *, images: int = 64, calib_ima
                        seed=seed)
     prepared = quantization.prepare_ptq(copy.deepcopy(loaded.model), backend)
     quantization.calibrate(prepared, _batches(calibration, transforms, 32), progress=progress)
-    report = sensitivity.sensitivity(prepared, _batches(test, transforms, 8), progress=progress)
+    report = sensitivity.sensitivity(prepared, _batches(test, transforms), progress=progress)
     report.update(source=loaded.source, backend=backend, calibration_images=len(calibration),
                   data=describe_data(data, "test"), held_out=split_is_held_out(data))
     if max_drop is not None:
         validation = load_images(data, "test", transforms, loaded.categories, progress, data_dir=data_dir,
                                  sample=validation_images, seed=seed)
-        report["target"] = sensitivity.fewest_float_layers(prepared, report, _batches(validation, transforms, 50),
+        report["target"] = sensitivity.fewest_float_layers(prepared, report, _batches(validation, transforms),
                                                            max_drop=max_drop, progress=progress)
     if plot:
         report["plot"] = str(sensitivity.plot(report, plot))

@@ -472,3 +472,18 @@ def test_evaluation_runs_224_pixel_images_4_at_a_time_and_cifar_sized_ones_toget
         by_size[image_size] = list(sizes)
         assert metrics["images"] == 18
     assert by_size == {224: [4, 4, 4, 4, 2], 32: [18]}
+
+
+def test_sensitivity_reads_its_test_images_in_evaluation_batches(tiny_data, monkeypatch):
+    """qzoo sensitivity's per-layer runs go 4 images at a time at 224x224 (the same report as in batches of 8,
+    faster: docs/benchmarks.md, the allocator section)."""
+    seen: list[int] = []
+
+    def recording(prepared, batches, progress):
+        seen.extend(len(images) for images, _ in batches)
+        return {"layers": []}
+
+    monkeypatch.setattr(workflow.sensitivity, "sensitivity", recording)
+    loaded = workflow.Loaded(qzoo.resnet18(num_classes=3).eval(), None, (), "resnet18")
+    workflow.sensitivity_report(loaded, str(tiny_data), calib_images=8, image_size=224, progress=False)
+    assert seen == [4, 4, 4, 4, 2]
