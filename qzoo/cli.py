@@ -160,10 +160,12 @@ def _parser() -> argparse.ArgumentParser:
                       help="also find the fewest layers to keep float for at most this top-1 drop")
     sens.add_argument("--validation-images", type=_positive_int, default=500,
                       help="test images the --max-drop search measures top-1 on (default 500)")
-    bench = _command(commands, "bench", "fp32 vs int8 latency (qzoo's optimized int8 path and eager; batch 1 and 16, side by side) and file sizes",
-                     "qzoo bench resnet18 --image-size 224")
+    bench = _command(commands, "bench", "fp32 vs int8 latency (qzoo's optimized int8 path and eager; batch 1 and 16 unless --batches, side by side) and file sizes",
+                     "qzoo bench resnet18 --image-size 224 --batches 1 8 32")
     _source(bench, data=False)
     bench.add_argument("--backend", choices=quantization.BACKENDS, help=f"for a float source (default {quantization.DEFAULT_BACKEND})")
+    bench.add_argument("--batches", type=_positive_int, nargs="+", default=[1, 16],
+                       help="batch sizes to time, each side by side (default 1 16)")
     bench.add_argument("--repeats", type=_positive_int, default=20,
                        help="interleaved calls per runner and batch size; medians are reported (default 20)")
     bench.add_argument("--threads", type=_positive_int,
@@ -391,7 +393,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | list[str]:
                                         validation_images=args.validation_images, **source)
     if args.command == "bench":
         return workflow.run_bench(args.source, repeats=args.repeats, backend=args.backend, threads=args.threads,
-                                  **source)
+                                  batches=tuple(dict.fromkeys(args.batches)), **source)
     return workflow.run_export(args.source, args.out, format=args.format, overwrite=args.overwrite, **source)
 
 

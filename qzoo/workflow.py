@@ -543,12 +543,13 @@ def run_sensitivity(source: str, data: str, *, weights: str | None = None, image
 
 
 def run_bench(source: str, *, weights: str | None = None, image_size: int | None = None, repeats: int = 20,
-              backend: str | None = None, threads: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """``qzoo bench``: load ``source`` and run :func:`bench` with ``threads`` intra-op threads (torch's
-    and ONNX Runtime's; default: torch's current number), restored after."""
+              backend: str | None = None, threads: int | None = None, batches: tuple[int, ...] = (1, 16),
+              progress: bool = True) -> dict[str, Any]:
+    """``qzoo bench``: load ``source`` and run :func:`bench` at ``batches`` with ``threads`` intra-op threads
+    (torch's and ONNX Runtime's; default: torch's current number), restored after."""
     loaded = load_model(source, weights=weights, progress=progress)
     with torch_threads(threads):
-        return bench(loaded, image_size=image_size or 224, repeats=repeats, backend=backend)
+        return bench(loaded, image_size=image_size or 224, batches=batches, repeats=repeats, backend=backend)
 
 
 def run_export(source: str, out: str | os.PathLike[str], *, weights: str | None = None, format: str = "torchscript",

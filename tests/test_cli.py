@@ -132,6 +132,8 @@ def test_ptq_then_eval_bench_and_export_end_to_end(tiny_data, trained_float_fold
     bench = qzoo_cli("bench", str(out), "--image-size", "32", "--repeats", "3", "--json")
     assert bench.returncode == 0, bench.stderr
     assert set(json.loads(bench.stdout)["latency_ms"]) == {"1", "16"}
+    chosen = qzoo_cli("bench", str(out), "--image-size", "32", "--repeats", "3", "--batches", "3", "1", "3", "--json")
+    assert list(json.loads(chosen.stdout)["latency_ms"]) == ["3", "1"], chosen.stderr  # in the order asked, once each
     exported = qzoo_cli("export", str(out), "--out", str(tmp_path / "m.pt"), "--json")  # checked at its crop, 32
     assert exported.returncode == 0, exported.stderr
     assert json.loads(exported.stdout)["note"].endswith("checked bit-exact at 32x32")

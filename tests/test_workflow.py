@@ -151,6 +151,7 @@ def test_the_config_records_the_hash_of_the_bytes_this_save_wrote(tmp_path, monk
     (("qat", "resnet18", "--data", "d", "--out", "o", "--epochs", "0"), "--epochs"),
     (("qat", "resnet18", "--data", "d", "--out", "o", "--weight-decay", "-1"), "--weight-decay"),
     (("bench", "resnet18", "--repeats", "0"), "--repeats"),
+    (("bench", "resnet18", "--batches", "1", "0"), "--batches"),
 ])
 def test_bad_numbers_are_refused_before_any_work_naming_the_flag(argv, flag, capsys, no_work):
     with pytest.raises(SystemExit) as status:
