@@ -54,8 +54,12 @@ def optimize_for_inference(model: nn.Module, example: Tensor | None = None, *, i
     """qzoo's fast path for an int8 ``model``: :class:`OptimizedModel` or, with ``runtime="onnxruntime"``,
     :class:`qzoo.OnnxRuntimeModel`.
 
-    ``example`` (float32 images, default: two synthetic images of ``image_size``) is used to
-    trace and to check; the result accepts any batch size and the image sizes the model does.
+    ``example`` (float32 images, default: one synthetic image of ``image_size``) is used to trace and
+    to check; the result accepts any batch size and the image sizes the model does, but pass a batch
+    of the size you will serve, under the thread count you will serve with: torch's x86 engine keeps
+    its fast path (oneDNN's cached primitive) for the first input shape and thread count each int8
+    conv sees, and with 2 threads or more runs other shapes several times slower (docs/benchmarks.md).
+    The graph shares ``model``'s packed weights, so the trace is their first call if the model never ran.
     ``threads`` sets ONNX Runtime's intra-op threads (default: ``torch.get_num_threads()``).
     Raises ``ValueError`` for a model that is not int8, and ``RuntimeError`` if the torch graph's
     outputs differ from the eager model's in any bit, or ORT's are not finite logits of the same shape.
@@ -64,7 +68,7 @@ def optimize_for_inference(model: nn.Module, example: Tensor | None = None, *, i
         raise ValueError(f"runtime={runtime!r}: choose 'torch' (bit-exact TorchScript) or 'onnxruntime'")
     backend = quantization.require_int8(model, "optimize_for_inference")
     model.eval()
-    example = synthetic_images(2, image_size, seed=11) if example is None else example
+    example = synthetic_images(1, image_size, seed=11) if example is None else example
     if runtime == "onnxruntime":
         optimized: nn.Module = OnnxRuntimeModel(export_onnx(model), threads=threads)
     else:

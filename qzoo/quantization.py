@@ -406,6 +406,12 @@ class QuantizableModel(NotPickled, nn.Module):
         with _int8_engine(self):
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        # a copy repacks every int8 weight (torch's packed parameters are copied through their state), and packing
+        # follows the global engine: a qnnpack model copied under x86 got x86-packed weights and other logits
+        with _int8_engine(self):
+            return super().__deepcopy__(memo)
+
     def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         # .half(), .double(), .to(dtype) would silently skip packed int8 weights (a no-op that
         # looks like a conversion) and .cuda() fails deep inside: refuse any move off float32 CPU

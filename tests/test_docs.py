@@ -178,6 +178,16 @@ def test_the_allocator_table_is_what_its_results_record_and_names_the_allocator(
     assert text.count(f"Memory: {catalogue.DEFAULT_ALLOCATOR}") == 2
 
 
+def test_the_first_call_table_is_what_its_results_record():
+    """docs/benchmarks.md's table of int8 copies that differ only in their first call is tools/first_call.py's
+    rendering of results/first-call.json, with all three first calls for every row."""
+    tool = _tool("first_call")
+    report = json.loads(tool.RESULTS.read_text())
+    text = tool.DOC.read_text()
+    assert text.split(tool.MARKERS[0], 1)[1].split(tool.MARKERS[1], 1)[0].strip() == tool.markdown(report).strip()
+    assert report["rows"] and all(set(tool.FIRST_CALLS) <= set(row) for row in report["rows"])
+
+
 def test_allocator_children_differ_only_in_glibcs_tunables(monkeypatch):
     tool = _tool("allocator")
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")

@@ -44,6 +44,19 @@ def test_an_int8_model_accepts_moves_that_keep_it_float32_cpu(resnet_int8):
     assert qzoo.resnet18(num_classes=NUM_CLASSES).half().fc.weight.dtype == torch.float16  # float models move
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_a_deep_copy_of_a_qnnpack_model_keeps_its_packing_and_logits(name):
+    """Copying repacks every int8 weight, and packing follows the global engine (x86 here): a qnnpack model copied
+    under x86 ran x86-packed weights, with other logits (up to 0.2 apart) at another speed. qzoo copies under the
+    model's own engine."""
+    model = quantized_copy(refreshed(qzoo.get_model(name, num_classes=NUM_CLASSES)), "qnnpack")
+    x = images(2, seed=1)
+    assert torch.backends.quantized.engine == "x86"
+    with torch.inference_mode():
+        assert torch.equal(copy.deepcopy(model)(x), model(x))
+    assert torch.backends.quantized.engine == "x86"
+
+
 def test_an_int8_model_refuses_pickling_and_deep_copies_exactly(resnet_int8):
     """torch.save of a whole int8 model would write a file whose quantized modules load broken (torch's own
     limitation): it is refused, naming qzoo's way, as are prepared models (torch's observers cannot be

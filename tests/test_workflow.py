@@ -488,3 +488,23 @@ def test_sensitivity_reads_its_test_images_in_evaluation_batches(tiny_data, monk
     loaded = workflow.Loaded(qzoo.resnet18(num_classes=3).eval(), None, (), "resnet18")
     workflow.sensitivity_report(loaded, str(tiny_data), calib_images=8, image_size=224, progress=False)
     assert seen == [4, 4, 4, 4, 2]
+
+
+def test_bench_times_each_batch_size_on_its_own_int8_copy_first_called_at_that_size(monkeypatch):
+    """torch's x86 engine keeps one fast path per packed conv weight, for the first input shape and thread count it
+    sees: qzoo bench traces a fresh copy of the int8 model for each batch size with a batch of that size (its first
+    call), so no timing runs on a model that another batch size set up (docs/benchmarks.md)."""
+    traced: list[tuple[int, int]] = []
+    real = workflow.optimize_for_inference
+
+    def recording(model, example, **options):
+        if options.get("runtime", "torch") == "torch":
+            traced.append((id(model), example.shape[0]))
+        return real(model, example, **options)
+
+    monkeypatch.setattr(workflow, "optimize_for_inference", recording)
+    int8 = quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)))
+    report = workflow.bench(workflow.Loaded(int8, None, (), "resnet18"), image_size=32, batches=(1, 4), repeats=2)
+    assert [batch for _, batch in traced] == [1, 4] and len({model for model, _ in traced}) == 2
+    assert id(int8) not in {model for model, _ in traced}
+    assert list(report["latency_ms"]) == ["1", "4"]

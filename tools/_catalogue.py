@@ -84,6 +84,16 @@ def int8_isa() -> str:
                                                                                else "no AVX2")
 
 
+def record_table(report: dict[str, Any], table: str, results: Path, doc: Path, markers: tuple[str, str], *,
+                 write: bool = True) -> None:
+    """Print a tool's ``table``; with ``write``, also save its ``report`` to ``results`` (JSON) and put the table
+    into ``doc`` between ``markers``."""
+    if write:
+        results.write_text(json.dumps(report, indent=2) + "\n")
+        doc.write_text(replace_between(doc.read_text(), markers, table))
+    print(table)
+
+
 def replace_between(text: str, markers: tuple[str, str], body: str) -> str:
     """``text`` with what lies between the two marker lines replaced by ``body`` (a generated table)."""
     head, rest = text.split(markers[0], 1)

@@ -301,9 +301,10 @@ def relu6_ablation(name: str, data: str, calib_images: int) -> list[dict[str, An
 
 def latency(float_model: nn.Module, int8_folder: Path, size: int, repeats: int) -> dict[str, dict[str, float]]:
     """Batch-1 latency, 1 and 2 threads: fp32, qzoo's optimized int8 graph, the eager int8 model and ONNX
-    Runtime, interleaved. The int8 model is loaded afresh and only ever called on one image: on CPUs where
-    torch's x86 engine runs convs through oneDNN, calls of other batch sizes in between make later
-    batch-1 calls at 2 threads several times slower (docs/imagenet-sample.md)."""
+    Runtime, interleaved. The int8 model is loaded afresh for each thread count and only ever called on one
+    image: on CPUs where torch's x86 engine runs convs through oneDNN, each packed conv weight caches the
+    primitive of the first input shape and thread count it sees, and other shapes take a path that is several
+    times slower at 2 threads (docs/benchmarks.md)."""
     x = qzoo.synthetic_images(1, size, seed=5)
     measured = {}
     for count in (1, 2):

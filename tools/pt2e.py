@@ -115,13 +115,15 @@ def accuracy(cifar10: str | None, imagenet: str | None) -> list[dict[str, Any]]:
     return rows
 
 
-def _runners(name: str, threads: int) -> dict[str, Callable[[Tensor], Tensor]]:
-    """Fresh int8 models of ``name`` for one latency cell, calibrated on the same 32 synthetic images."""
+def _runners(name: str, threads: int, batch: int) -> dict[str, Callable[[Tensor], Tensor]]:
+    """Fresh int8 models of ``name`` for one latency cell, calibrated on the same 32 synthetic images and first
+    called at the cell's batch size (torch's x86 engine keeps its fast oneDNN path for the first input shape and
+    thread count a packed conv weight sees: docs/benchmarks.md)."""
     torch.manual_seed(0)
     model = qzoo.get_model(name).eval()
     calibration = synthetic_images(32, 224, seed=1).split(16)
     eager = qzoo.quantize(model, calibration, progress=False)
-    example = synthetic_images(2, 224, seed=3)
+    example = synthetic_images(batch, 224, seed=3)
     return {"eager int8": eager, "qzoo TorchScript int8": qzoo.optimize_for_inference(eager, example),
             "torch.compile(eager int8)": torch.compile(eager),
             "qzoo int8 on ORT": qzoo.optimize_for_inference(eager, example, runtime="onnxruntime", threads=threads),
@@ -135,7 +137,7 @@ def latency(models: list[str], batches: list[int], threads_list: list[int], repe
             with torch_threads(threads):
                 for batch in batches:
                     torch._dynamo.reset()  # inductor's kernels are built for the thread count they compile under
-                    runners = _runners(name, threads)
+                    runners = _runners(name, threads, batch)
                     with qzoo.quantized_engine("x86"):
                         ms = interleaved_latency_ms(runners, synthetic_images(batch, 224, seed=5), repeats=repeats)
                     rows.append({"model": name, "batch": batch, "threads": threads,
