@@ -74,7 +74,7 @@ def optimize_for_inference(model: nn.Module, example: Tensor | None = None, *, i
     else:
         with torch.inference_mode(), quantization.backend_engine(backend), tracing_warnings_silenced():
             optimized = OptimizedModel(torch.jit.freeze(torch.jit.trace(model, example)), backend)
-    for images in (example, example[:1]):
+    for images in (example, example[:1]) if len(example) > 1 else (example,):  # the example, and one image alone
         with torch.inference_mode():
             with quantization.backend_engine(backend):
                 expected = model(images)

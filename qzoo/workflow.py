@@ -358,8 +358,7 @@ def bench(loaded: Loaded, *, image_size: int = 224, batches: tuple[int, ...] = (
     for batch in batches:
         # torch's x86 engine keeps its fast path for the first input shape and thread count each packed conv weight
         # sees: a fresh copy per batch size, first called at that size, times what a server of that size runs
-        with quantization.backend_engine(quantization.model_backend(int8)):  # a copy repacks for the engine in force
-            own = copy.deepcopy(int8)
+        own = copy.deepcopy(int8)  # a qzoo model: copied under its own engine (QuantizableModel.__deepcopy__)
         runners = {"fp32": float_model, "int8": optimize_for_inference(own, x[:batch]), "int8 eager": own, **on_ort}
         latency[str(batch)] = interleaved_latency_ms(runners, x[:batch], repeats=repeats)
     return {"source": loaded.source, "backend": quantization.model_backend(int8), "image_size": image_size,

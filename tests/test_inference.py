@@ -113,3 +113,23 @@ def test_interleaved_timings_give_every_runner_every_place_in_the_order():
     assert len(rounds) == 6 and all(sorted(order) == ["a", "b", "c"] for order in rounds)
     for place in range(3):
         assert sorted(order[place] for order in rounds) == ["a", "a", "b", "b", "c", "c"]
+
+
+def test_each_benchmark_cell_times_fresh_int8_copies_that_keep_the_models_logits():
+    """tools/bench.py times every cell on copies first called at its batch (torch's x86 engine keeps the fast path of
+    a packed weight's first call): copies, not the models themselves, and with their logits (qnnpack included)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench", ROOT / "tools" / "bench.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    int8 = {backend: quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES)), backend)
+            for backend in ("x86", "qnnpack")}
+    x = images(2, seed=1)
+    runners = bench.first_called_copies(int8, None, x)
+    for backend, model in int8.items():
+        assert runners[f"torch int8 {backend}"] is not model
+        assert torch.equal(run(runners[f"torch int8 {backend}"], x, backend), run(model, x, backend))
+    assert torch.equal(run(runners[bench.QZOO_TORCH], x), run(int8["x86"], x))

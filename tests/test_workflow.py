@@ -508,3 +508,41 @@ def test_bench_times_each_batch_size_on_its_own_int8_copy_first_called_at_that_s
     assert [batch for _, batch in traced] == [1, 4] and len({model for model, _ in traced}) == 2
     assert id(int8) not in {model for model, _ in traced}
     assert list(report["latency_ms"]) == ["1", "4"]
+
+
+def test_the_synthetic_demo_times_each_batch_size_on_its_own_int8_copy(monkeypatch):
+    """qzoo demo --model calls its int8 model on 64 held-out images first; its timings run on fresh copies, one per
+    batch size, so no timing runs on the path another batch size left (docs/benchmarks.md)."""
+    int8_runners: list[torch.nn.Module] = []
+    real = qzoo.demo.interleaved_latency_ms
+
+    def recording(runners, images, **options):
+        int8_runners.append(runners["int8"])
+        return real(runners, images, **options)
+
+    monkeypatch.setattr(qzoo.demo, "interleaved_latency_ms", recording)
+    report = qzoo.demo.run_demo("resnet18", image_size=32, calibration_images=16, repeats=2, progress=False)
+    assert len(int8_runners) == 2 and int8_runners[0] is not int8_runners[1]
+    assert list(report["latency_ms"]) == ["1", "16"]
+
+
+def test_bench_batches_reach_the_job_in_the_order_asked_once_each(monkeypatch, capsys):
+    asked = {}
+
+    def recording(source, **options):
+        asked.update(options)
+        return {"source": source}
+
+    monkeypatch.setattr(workflow, "run_bench", recording)
+    assert qzoo.cli.main(["bench", "resnet18", "--batches", "3", "1", "3", "--json"]) == 0
+    assert asked["batches"] == (3, 1)
+
+
+def test_optimize_for_inference_traces_one_image_unless_given_an_example(monkeypatch):
+    """Its trace is the packed weights' first call, which fixes torch's fast path: by default one image, batch 1."""
+    made: list[int] = []
+    real = qzoo.inference.synthetic_images
+    monkeypatch.setattr(qzoo.inference, "synthetic_images",
+                        lambda count, *args, **kw: made.append(count) or real(count, *args, **kw))
+    qzoo.optimize_for_inference(quantized_copy(refreshed(qzoo.resnet18(num_classes=NUM_CLASSES))), image_size=32)
+    assert made == [1]
