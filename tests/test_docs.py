@@ -100,6 +100,20 @@ def test_the_cifar10_recheck_table_is_what_the_committed_folders_record():
     assert publish._published_acc1(folders["mobilenet_v2.cifar10_float"]) == 87.40  # first table shows them
 
 
+def test_the_cifar10_results_table_is_what_results_cifar10_json_records():
+    """docs/cifar10.md's first table is rendered from results/cifar10.json (`tools/publish.py`, whose `--rebench`
+    re-times the speed-up columns alone), and each model's line says where its accuracies and its speed were measured,
+    the allocator included."""
+    publish = _tool("publish")
+    rows = publish._committed_rows()
+    doc = publish.DOC.read_text().split(publish.TABLE_MARKERS[0], 1)[1].split(publish.TABLE_MARKERS[1], 1)[0]
+    assert doc.strip() == publish.results_table(rows) and sorted(rows) == ["mobilenet_v2", "resnet18"]
+    for model, row in rows.items():
+        assert set(row["speedup"]) == {"1", "2"} and all(set(s) == {"1", "16"} for s in row["speedup"].values())
+        assert f"- {model}: PTQ and evaluation measured {row['measured']['date']}" in doc
+        assert f"; speed {row['speed_measured']['date']}" in doc and row["speed_measured"]["allocator"] in doc
+
+
 def test_the_float_logits_tool_scores_one_pass_as_evaluate_scores_the_model():
     """tools/float_logits.py runs each model once and scores those logits: the metrics are what
     ``train.evaluate`` gives on the model itself, and each image's top-1 is the logits' ``argmax``."""

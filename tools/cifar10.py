@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "torch/cifar10"
 RUNS = ROOT / "runs" / "cifar10"
 
-# 32x32 inputs: ResNet18 with the CIFAR stem (3x3 stride-1 conv, no max pool; trained on a GPU);
-# MobileNetV2 with a stride-1 stem (the only change; trained on the CPU)
+# 32x32 inputs: ResNet18 with the CIFAR stem (3x3 stride-1 conv, no max pool); MobileNetV2 with a
+# stride-1 stem (the only change)
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "resnet18": {"num_classes": 10, "stem": "cifar"},
     "mobilenet_v2": {"num_classes": 10, "stem_stride": 1},
@@ -166,10 +166,16 @@ def quantize(name: str, step: str, data: str, data_dir: str | None, device: str 
 
 def bench(name: str) -> None:
     out = RUNS / f"{name}-ptq"
-    loaded = workflow.load_model(str(out / "model"))
-    report = {str(threads): _bench_threads(loaded, threads) for threads in (1, 2)}
+    report = bench_report(out / "model")
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
+
+
+def bench_report(folder: Path) -> dict[str, Any]:
+    """fp32 vs int8 latency of an int8 CIFAR-10 folder on 32x32 images with 1 and 2 threads, keyed by threads
+    (the speed-up columns of docs/cifar10.md's table; shared with ``tools/publish.py --rebench``)."""
+    loaded = workflow.load_model(str(folder))
+    return {str(threads): _bench_threads(loaded, threads) for threads in (1, 2)}
 
 
 def _bench_threads(loaded: workflow.Loaded, threads: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@
     python tools/publish.py                  # weights/<entry>/, its qzoo/weights.json entries, results/cifar10.json, docs/cifar10.md
     python tools/publish.py --models resnet18  # the same for one model; the others' entries and rows stay as committed
     python tools/publish.py --record-slices  # re-measure the committed folders' accuracy only, and their table
+    python tools/publish.py --rebench        # re-time the committed PTQ folders only: the table's speed-up columns
     (--data and --data-dir as tools/cifar10.py takes them: the test images the slices are measured on)
     python tools/publish.py --push ORG       # maintainers: upload each weights/ folder to ORG/<entry> on the hub
 
@@ -27,8 +28,8 @@ from qzoo import pretrained, train
 from qzoo.data import ImageTensors
 from qzoo.workflow import data_root
 
-from _catalogue import cpu_name, folder_entry, replace_between, update_index  # tools/ is on sys.path when this script runs
-from cifar10 import add_data_arguments, load_split
+from _catalogue import allocator, cpu_name, folder_entry, replace_between, update_index  # tools/ is on sys.path
+from cifar10 import add_data_arguments, bench_report, load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "cifar10"
@@ -128,11 +129,15 @@ def _committed_rows() -> dict[str, Any]:
     return {model: {"measured": shared, **row} for model, row in committed["models"].items()}
 
 
+def _measured_here() -> dict[str, Any]:
+    return {"date": datetime.date.today().isoformat(), "machine": cpu_name(), "cpu_count": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
 def publish(data: str, data_dir: str | None, models: tuple[str, ...] = MODELS) -> None:
     entries: list[dict[str, Any]] = []
     results = _committed_rows()
-    measured = {"date": datetime.date.today().isoformat(), "machine": cpu_name(), "cpu_count": torch.get_num_threads(),
-                "torch": torch.__version__}
+    measured = _measured_here()
     for model in models:
         float_run = _json(RUNS / f"{model}-float" / "checkpoint" / "state.json")
         row: dict[str, Any] = {"measured": measured,
@@ -158,22 +163,47 @@ def publish(data: str, data_dir: str | None, models: tuple[str, ...] = MODELS) -
                                         default=step == "qat" or not (RUNS / f"{model}-qat" / "report.json").is_file()))
         bench = _json(RUNS / f"{model}-ptq" / "bench.json")
         if bench:
-            row["speedup"] = {threads: b["speedup"] for threads, b in bench.items()}
+            _record_speed(row, bench)
         results[model] = row
     test = load_split("test", data, data_dir)
     for entry in entries:
         _record_slices(WEIGHTS / entry["name"], test, data)
     update_index(entries, owns=lambda name: name.split(".")[0] in models and ".cifar10_" in name)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "targets_max_acc1_drop": TARGETS,
-        "commands": "python tools/cifar10.py {train,ptq,qat,bench} MODEL; python tools/publish.py [--models MODEL]",
-        "models": {model: results[model] for model in MODELS if model in results}}, indent=2) + "\n")
-    _write_table(results)
+    _write_results(results)
     _write_recheck_table()
     print(f"{len(entries)} entries; results in {RESULTS.relative_to(ROOT)}")
 
 
+def _record_speed(row: dict[str, Any], bench: dict[str, Any]) -> None:
+    """Put a bench report (``tools/cifar10.py bench``'s, keyed by threads) into a results row: the speed-ups, the
+    latencies they come from (eager int8 and ONNX Runtime too), torch fp32's page faults per call (glibc's allocator:
+    docs/benchmarks.md) and where and how it was timed."""
+    for key in ("speedup", "latency_ms", "fp32_page_faults_per_call"):
+        row[key] = {threads: report[key] for threads, report in bench.items()}
+    row["speed_measured"] = {**_measured_here(), "allocator": allocator()}
+
+
+def rebench(models: tuple[str, ...]) -> None:
+    """Re-time the committed ``<model>.cifar10_int8_ptq`` folders against their float twins (speed does not depend
+    on the weights) and rewrite the speed-up columns; accuracies, folders and entries stay as committed."""
+    results = _committed_rows()
+    for model in models:
+        folder = WEIGHTS / f"{model}.cifar10_int8_ptq"
+        if model not in results or not folder.is_dir():
+            raise SystemExit(f"--rebench: {model} has no committed PTQ folder and row; publish it first")
+        _record_speed(results[model], bench_report(folder))
+        print(model, results[model]["speedup"])
+    _write_results(results)
+
+
+def _write_results(results: dict[str, Any]) -> None:
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "targets_max_acc1_drop": TARGETS,
+        "commands": "python tools/cifar10.py {train,ptq,qat,bench} MODEL; python tools/publish.py [--models MODEL]; "
+                    "python tools/publish.py --rebench",
+        "models": {model: results[model] for model in MODELS if model in results}}, indent=2) + "\n")
+    DOC.write_text(replace_between(DOC.read_text(), TABLE_MARKERS, results_table(results)))
 
 
 def _cell(row: dict[str, Any], step: str) -> str:
@@ -183,7 +213,16 @@ def _cell(row: dict[str, Any], step: str) -> str:
     return f"{row[step]:.2f} ({-row[f'{step}_drop']:+.2f}; target {verdict})"
 
 
-def _write_table(results: dict[str, Any]) -> None:
+TABLE_MARKERS = ("<!-- cifar10-table:start -->", "<!-- cifar10-table:end -->")
+
+
+def _where(measured: dict[str, Any]) -> str:
+    return f"{measured['date']} on {measured['machine']} ({measured['cpu_count']} threads), torch {measured['torch']}"
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """docs/cifar10.md's table of results/cifar10.json's rows, each with a line saying where its accuracies and its
+    speed were measured (they can come from different runs)."""
     lines = ["| model | float epochs | float acc@1 | PTQ int8 acc@1 | QAT int8 acc@1 | file fp32 / int8 | "
              "int8 speed-up b1 / b16 (1 thread) | (2 threads) |", "|---|---|---|---|---|---|---|---|"]
     for model, row in results.items():
@@ -195,13 +234,10 @@ def _write_table(results: dict[str, Any]) -> None:
                      f"| {sizes} | {speed.get('1', '')} | {speed.get('2', '')} |")
     lines.append("")
     for model, row in results.items():
-        where = row["measured"]
-        lines.append(f"- {model}: PTQ, evaluation and speed measured {where['date']} on {where['machine']} "
-                     f"({where['cpu_count']} threads), torch {where['torch']}")
-    text = DOC.read_text()
-    markers = ("<!-- cifar10-table:start -->", "<!-- cifar10-table:end -->")
-    if markers[0] in text:
-        DOC.write_text(replace_between(text, markers, "\n".join(lines)))
+        timed = row.get("speed_measured")
+        speed = (f"speed {_where(timed)}, {timed['allocator']}" if timed else "speed not measured")
+        lines.append(f"- {model}: PTQ and evaluation measured {_where(row['measured'])}; {speed}")
+    return "\n".join(lines)
 
 
 def push(org: str) -> None:
@@ -216,9 +252,12 @@ def push(org: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--push", metavar="ORG", help="upload every weights/ folder to ORG/<entry> on the hub")
-    parser.add_argument("--record-slices", action="store_true",
-                        help="re-measure the committed folders' accuracy (test split, slice, shipped sample) only")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--push", metavar="ORG", help="upload every weights/ folder to ORG/<entry> on the hub")
+    only.add_argument("--record-slices", action="store_true",
+                      help="re-measure the committed folders' accuracy (test split, slice, shipped sample) only")
+    only.add_argument("--rebench", action="store_true",
+                      help="re-time the committed PTQ folders of --models (fp32 vs int8, 1 and 2 threads) only")
     parser.add_argument("--models", default=",".join(MODELS),
                         help=f"comma-separated models to publish from runs/ (default {','.join(MODELS)}); the "
                         "others' entries, folders and rows stay as committed")
@@ -229,6 +268,8 @@ def main() -> None:
         parser.error(f"--models: unknown {unknown}; choose from {','.join(MODELS)}")
     if args.push:
         push(args.push)
+    elif args.rebench:
+        rebench(models)
     elif args.record_slices:
         record_slices(args.data, args.data_dir)
     else:
