@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import json
 import math
+import os
 import platform
 import re
 import subprocess
@@ -112,6 +114,43 @@ def test_the_cifar10_results_table_is_what_results_cifar10_json_records():
         assert set(row["speedup"]) == {"1", "2"} and all(set(s) == {"1", "16"} for s in row["speedup"].values())
         assert f"- {model}: PTQ and evaluation measured {row['measured']['date']}" in doc
         assert f"; speed {row['speed_measured']['date']}" in doc and row["speed_measured"]["allocator"] in doc
+
+
+def test_rebench_re_times_the_committed_ptq_folder_and_changes_nothing_else(tmp_path, monkeypatch):
+    """`tools/publish.py --rebench --models mobilenet_v2` times the committed int8 folder against its float twin
+    (fewer repeats here) and rewrites that row's speed-ups, latencies, page faults and where it was timed, in the
+    results file and the table; the accuracies and the other row stay as committed."""
+    from qzoo import workflow
+
+    publish = _tool("publish")
+    for name in ("RESULTS", "DOC"):
+        copy = tmp_path / getattr(publish, name).name
+        copy.write_text(getattr(publish, name).read_text())
+        monkeypatch.setattr(publish, name, copy)
+    cifar10 = sys.modules["cifar10"]  # the module publish imported bench_report from
+
+    def few_repeats(loaded, threads):
+        with cifar10.torch_threads(threads):
+            return workflow.bench(loaded, image_size=32, repeats=3)
+
+    monkeypatch.setattr(cifar10, "_bench_threads", few_repeats)
+    before = publish._committed_rows()
+    publish.rebench(("mobilenet_v2",))
+    after = publish._committed_rows()
+    speed_keys = {"speedup", "latency_ms", "fp32_page_faults_per_call", "speed_measured"}
+    assert after["resnet18"] == before["resnet18"]
+    assert {k: v for k, v in after["mobilenet_v2"].items() if k not in speed_keys} == {
+        k: v for k, v in before["mobilenet_v2"].items() if k not in speed_keys}
+    row = after["mobilenet_v2"]
+    for threads in ("1", "2"):
+        for batch in ("1", "16"):
+            latency = row["latency_ms"][threads][batch]
+            assert row["speedup"][threads][batch] == latency["fp32"] / latency["int8"]
+            assert {"int8 eager", "int8 onnxruntime"} <= set(latency)
+    assert row["speed_measured"]["date"] == datetime.date.today().isoformat()
+    assert row["speed_measured"]["allocator"] == cifar10.allocator() and row["speed_measured"]["cores"] == os.cpu_count()
+    doc = publish.DOC.read_text().split(publish.TABLE_MARKERS[0], 1)[1].split(publish.TABLE_MARKERS[1], 1)[0]
+    assert doc.strip() == publish.results_table(after)
 
 
 def test_the_float_logits_tool_scores_one_pass_as_evaluate_scores_the_model():

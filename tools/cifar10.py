@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import itertools
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +35,8 @@ import qzoo
 from qzoo import pretrained, train, workflow
 from qzoo.benchmark import torch_threads
 from qzoo.data import ImageTensors, TensorBatches
+
+from _catalogue import allocator, cpu_name  # tools/ is on sys.path when this script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "torch/cifar10"
@@ -172,10 +176,13 @@ def bench(name: str) -> None:
 
 
 def bench_report(folder: Path) -> dict[str, Any]:
-    """fp32 vs int8 latency of an int8 CIFAR-10 folder on 32x32 images with 1 and 2 threads, keyed by threads
-    (the speed-up columns of docs/cifar10.md's table; shared with ``tools/publish.py --rebench``)."""
+    """fp32 vs int8 latency of an int8 CIFAR-10 folder on 32x32 images with 1 and 2 threads (``by_threads``), and
+    where and how it was timed (``measured``): the speed-up columns of docs/cifar10.md's table, shared with
+    ``tools/publish.py --rebench``."""
     loaded = workflow.load_model(str(folder))
-    return {str(threads): _bench_threads(loaded, threads) for threads in (1, 2)}
+    measured = {"date": datetime.date.today().isoformat(), "machine": cpu_name(), "cores": os.cpu_count(),
+                "torch": torch.__version__, "allocator": allocator()}
+    return {"measured": measured, "by_threads": {str(threads): _bench_threads(loaded, threads) for threads in (1, 2)}}
 
 
 def _bench_threads(loaded: workflow.Loaded, threads: int) -> dict[str, Any]:

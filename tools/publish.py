@@ -28,7 +28,7 @@ from qzoo import pretrained, train
 from qzoo.data import ImageTensors
 from qzoo.workflow import data_root
 
-from _catalogue import allocator, cpu_name, folder_entry, replace_between, update_index  # tools/ is on sys.path
+from _catalogue import cpu_name, folder_entry, replace_between, update_index  # tools/ is on sys.path when this script runs
 from cifar10 import add_data_arguments, bench_report, load_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,15 +129,11 @@ def _committed_rows() -> dict[str, Any]:
     return {model: {"measured": shared, **row} for model, row in committed["models"].items()}
 
 
-def _measured_here() -> dict[str, Any]:
-    return {"date": datetime.date.today().isoformat(), "machine": cpu_name(), "cpu_count": torch.get_num_threads(),
-            "torch": torch.__version__}
-
-
 def publish(data: str, data_dir: str | None, models: tuple[str, ...] = MODELS) -> None:
     entries: list[dict[str, Any]] = []
     results = _committed_rows()
-    measured = _measured_here()
+    measured = {"date": datetime.date.today().isoformat(), "machine": cpu_name(), "cpu_count": torch.get_num_threads(),
+                "torch": torch.__version__}
     for model in models:
         float_run = _json(RUNS / f"{model}-float" / "checkpoint" / "state.json")
         row: dict[str, Any] = {"measured": measured,
@@ -162,6 +158,9 @@ def publish(data: str, data_dir: str | None, models: tuple[str, ...] = MODELS) -
             entries.append(folder_entry(name, folder, unquantized=unquantized, license=LICENSE,
                                         default=step == "qat" or not (RUNS / f"{model}-qat" / "report.json").is_file()))
         bench = _json(RUNS / f"{model}-ptq" / "bench.json")
+        if bench and "by_threads" not in bench:
+            raise SystemExit(f"{RUNS / f'{model}-ptq' / 'bench.json'} predates the record of where it was timed: "
+                             f"rerun python tools/cifar10.py bench {model}")
         if bench:
             _record_speed(row, bench)
         results[model] = row
@@ -175,12 +174,12 @@ def publish(data: str, data_dir: str | None, models: tuple[str, ...] = MODELS) -
 
 
 def _record_speed(row: dict[str, Any], bench: dict[str, Any]) -> None:
-    """Put a bench report (``tools/cifar10.py bench``'s, keyed by threads) into a results row: the speed-ups, the
-    latencies they come from (eager int8 and ONNX Runtime too), torch fp32's page faults per call (glibc's allocator:
-    docs/benchmarks.md) and where and how it was timed."""
+    """Put a bench report (``tools/cifar10.py bench``'s) into a results row: the speed-ups, the latencies they come
+    from (eager int8 and ONNX Runtime too), torch fp32's page faults per call (glibc's allocator: docs/benchmarks.md)
+    and where and how it was timed."""
     for key in ("speedup", "latency_ms", "fp32_page_faults_per_call"):
-        row[key] = {threads: report[key] for threads, report in bench.items()}
-    row["speed_measured"] = {**_measured_here(), "allocator": allocator()}
+        row[key] = {threads: report[key] for threads, report in bench["by_threads"].items()}
+    row["speed_measured"] = bench["measured"]
 
 
 def rebench(models: tuple[str, ...]) -> None:
@@ -216,10 +215,6 @@ def _cell(row: dict[str, Any], step: str) -> str:
 TABLE_MARKERS = ("<!-- cifar10-table:start -->", "<!-- cifar10-table:end -->")
 
 
-def _where(measured: dict[str, Any]) -> str:
-    return f"{measured['date']} on {measured['machine']} ({measured['cpu_count']} threads), torch {measured['torch']}"
-
-
 def results_table(results: dict[str, Any]) -> str:
     """docs/cifar10.md's table of results/cifar10.json's rows, each with a line saying where its accuracies and its
     speed were measured (they can come from different runs)."""
@@ -234,9 +229,11 @@ def results_table(results: dict[str, Any]) -> str:
                      f"| {sizes} | {speed.get('1', '')} | {speed.get('2', '')} |")
     lines.append("")
     for model, row in results.items():
-        timed = row.get("speed_measured")
-        speed = (f"speed {_where(timed)}, {timed['allocator']}" if timed else "speed not measured")
-        lines.append(f"- {model}: PTQ and evaluation measured {_where(row['measured'])}; {speed}")
+        where, timed = row["measured"], row.get("speed_measured")
+        speed = (f"speed {timed['date']} on {timed['machine']} ({timed['cores']} cores), torch {timed['torch']}, "
+                 f"{timed['allocator']}" if timed else "speed not measured")
+        lines.append(f"- {model}: PTQ and evaluation measured {where['date']} on {where['machine']} "
+                     f"({where['cpu_count']} threads), torch {where['torch']}; {speed}")
     return "\n".join(lines)
 
 
