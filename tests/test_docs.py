@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -127,6 +128,11 @@ def test_rebench_re_times_the_committed_ptq_folder_and_changes_nothing_else(tmp_
         copy = tmp_path / getattr(publish, name).name
         copy.write_text(getattr(publish, name).read_text())
         monkeypatch.setattr(publish, name, copy)
+    committed = json.loads(publish.RESULTS.read_text())  # a stale speed record, so the rewrite shows
+    committed["models"]["mobilenet_v2"].update(
+        speed_measured={"date": "2000-01-01", "machine": "old", "cores": 0, "torch": "0", "allocator": "old"},
+        latency_ms={}, fp32_page_faults_per_call={}, speedup={"1": {"1": 1.0, "16": 1.0}, "2": {"1": 1.0, "16": 1.0}})
+    publish.RESULTS.write_text(json.dumps(committed))
     cifar10 = sys.modules["cifar10"]  # the module publish imported bench_report from
 
     def few_repeats(loaded, threads):
@@ -151,6 +157,25 @@ def test_rebench_re_times_the_committed_ptq_folder_and_changes_nothing_else(tmp_
     assert row["speed_measured"]["allocator"] == cifar10.allocator() and row["speed_measured"]["cores"] == os.cpu_count()
     doc = publish.DOC.read_text().split(publish.TABLE_MARKERS[0], 1)[1].split(publish.TABLE_MARKERS[1], 1)[0]
     assert doc.strip() == publish.results_table(after)
+
+
+def test_publish_refuses_a_bench_without_its_record_and_rebench_a_model_without_its_folder(tmp_path, monkeypatch):
+    """`tools/publish.py` refuses an old-format bench.json (no record of where it was timed) before it copies any
+    folder, and `--rebench` refuses a model with no committed PTQ folder; neither writes a file."""
+    publish = _tool("publish")
+    runs, weights = tmp_path / "runs", tmp_path / "weights"
+    shutil.copytree(publish.WEIGHTS / "resnet18.cifar10_int8_ptq", runs / "resnet18-ptq" / "model")
+    shutil.copyfile(runs / "resnet18-ptq" / "model" / "metrics.json", runs / "resnet18-ptq" / "report.json")
+    (runs / "resnet18-ptq" / "bench.json").write_text(json.dumps({"1": {"speedup": {"1": 4.0, "16": 4.0}}}))
+    for name, value in (("RUNS", runs), ("WEIGHTS", weights), ("RESULTS", tmp_path / "cifar10.json"),
+                        ("DOC", tmp_path / "cifar10.md")):
+        monkeypatch.setattr(publish, name, value)
+    with pytest.raises(SystemExit, match="predates the record of where it was timed: rerun python tools/cifar10.py "
+                                         "bench resnet18"):
+        publish.publish("data", None, ("resnet18",))
+    with pytest.raises(SystemExit, match="--rebench: resnet18 has no committed PTQ folder"):
+        publish.rebench(("resnet18",))
+    assert not weights.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
 
 
 def test_the_float_logits_tool_scores_one_pass_as_evaluate_scores_the_model():

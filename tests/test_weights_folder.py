@@ -103,11 +103,14 @@ def test_committed_weights_keep_their_recorded_accuracy_on_the_shipped_sample(en
     assert abs(measured["acc1"] - recorded["acc1"]) <= 0.15 and measured["acc1"] > 70
 
 
-def test_publish_refuses_an_unknown_model_before_touching_anything():
+def test_publish_refuses_an_unknown_model_or_two_jobs_before_touching_anything():
     """`tools/publish.py --models` publishes some models and keeps the others' entries; a name it does not
     know is refused by name, before any weights folder, index entry or result is rewritten."""
     before = (ROOT / "qzoo" / "weights.json").read_bytes()
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "publish.py"), "--models", "resnet18,vgg16"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and "unknown ['vgg16']" in result.stderr
+    both = subprocess.run([sys.executable, str(ROOT / "tools" / "publish.py"), "--rebench", "--record-slices"],
+                          capture_output=True, text=True, cwd=ROOT)  # two jobs at once: refused, not one chosen
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
     assert (ROOT / "qzoo" / "weights.json").read_bytes() == before

@@ -130,6 +130,11 @@ def _committed_rows() -> dict[str, Any]:
 
 
 def publish(data: str, data_dir: str | None, models: tuple[str, ...] = MODELS) -> None:
+    for model in models:  # refused before any folder is copied
+        bench = _json(RUNS / f"{model}-ptq" / "bench.json")
+        if bench and "by_threads" not in bench:
+            raise SystemExit(f"{RUNS / f'{model}-ptq' / 'bench.json'} predates the record of where it was timed: "
+                             f"rerun python tools/cifar10.py bench {model}")
     entries: list[dict[str, Any]] = []
     results = _committed_rows()
     measured = {"date": datetime.date.today().isoformat(), "machine": cpu_name(), "cpu_count": torch.get_num_threads(),
@@ -158,9 +163,6 @@ def publish(data: str, data_dir: str | None, models: tuple[str, ...] = MODELS) -
             entries.append(folder_entry(name, folder, unquantized=unquantized, license=LICENSE,
                                         default=step == "qat" or not (RUNS / f"{model}-qat" / "report.json").is_file()))
         bench = _json(RUNS / f"{model}-ptq" / "bench.json")
-        if bench and "by_threads" not in bench:
-            raise SystemExit(f"{RUNS / f'{model}-ptq' / 'bench.json'} predates the record of where it was timed: "
-                             f"rerun python tools/cifar10.py bench {model}")
         if bench:
             _record_speed(row, bench)
         results[model] = row
